@@ -1,0 +1,69 @@
+use std::fmt;
+
+/// Why a decoder refused its input. After any of these the connection cannot be trusted to be
+/// in sync, so the caller closes it (and only it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// A FastCGI record header whose version byte is not 1.
+    BadVersion(u8),
+    /// A FastCGI record that is not valid where it appeared (type, request id and reason).
+    UnexpectedRecord {
+        record_type: u8,
+        request_id: u16,
+        reason: &'static str,
+    },
+    /// A malformed BEGIN_REQUEST body.
+    BadBeginRequest,
+    /// Name-value pairs that do not parse (FastCGI lengths or SCGI NUL framing).
+    BadParams(&'static str),
+    /// The params block is larger than `Limits::max_params_bytes`.
+    ParamsTooLarge { limit: usize },
+    /// More pairs than `Limits::max_params_pairs`.
+    TooManyParams { limit: usize },
+    /// More concurrently active requests than `Limits::max_requests` on a multiplexing connection
+    /// that asked to be refused rather than answered with FCGI_OVERLOADED.
+    TooManyRequests { limit: usize },
+    /// A malformed SCGI netstring (length digits, leading zero, missing ':' or ',').
+    BadNetstring(&'static str),
+    /// SCGI: CONTENT_LENGTH missing, not first, or not a decimal number.
+    BadContentLength,
+    /// SCGI: the `SCGI` header is missing or not `1`.
+    MissingScgiHeader,
+    /// SCGI: the same header name appears twice.
+    DuplicateHeader,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BadVersion(v) => write!(f, "FastCGI record with version {v}, expected 1"),
+            DecodeError::UnexpectedRecord {
+                record_type,
+                request_id,
+                reason,
+            } => write!(
+                f,
+                "unexpected FastCGI record type {record_type} for request {request_id}: {reason}"
+            ),
+            DecodeError::BadBeginRequest => write!(f, "malformed FastCGI BEGIN_REQUEST body"),
+            DecodeError::BadParams(why) => write!(f, "malformed params: {why}"),
+            DecodeError::ParamsTooLarge { limit } => {
+                write!(f, "request params exceed the limit of {limit} bytes")
+            }
+            DecodeError::TooManyParams { limit } => {
+                write!(f, "request has more than {limit} params")
+            }
+            DecodeError::TooManyRequests { limit } => {
+                write!(f, "more than {limit} concurrent requests on one connection")
+            }
+            DecodeError::BadNetstring(why) => write!(f, "malformed SCGI netstring: {why}"),
+            DecodeError::BadContentLength => {
+                write!(f, "SCGI CONTENT_LENGTH missing, not first or not a number")
+            }
+            DecodeError::MissingScgiHeader => write!(f, "SCGI header 'SCGI: 1' missing"),
+            DecodeError::DuplicateHeader => write!(f, "SCGI header block repeats a name"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}

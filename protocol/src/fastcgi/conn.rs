@@ -1,0 +1,451 @@
+//! The application side of one FastCGI connection: which requests are active, their PARAMS
+//! streams being collected, and the management records answered on the spot.
+
+use super::encode;
+use super::params::{decode_params, parse_pair};
+use super::*;
+use crate::{DecodeError, Limits, RequestHead};
+
+/// How a connection behaves; the management values are what GET_VALUES is answered with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub limits: Limits,
+    /// Accept several concurrent requests on this connection. When false, a BEGIN_REQUEST for a
+    /// second request while one is active is answered with `FCGI_CANT_MPX_CONN`.
+    pub multiplex: bool,
+    /// `FCGI_MAX_CONNS` answered to GET_VALUES.
+    pub max_conns: u32,
+    /// `FCGI_MAX_REQS` answered to GET_VALUES.
+    pub max_reqs: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits::default(),
+            multiplex: true,
+            max_conns: 1024,
+            max_reqs: 1024,
+        }
+    }
+}
+
+/// What the decoder saw. Data is borrowed from the input given to [`Connection::decode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A responder request is ready to run: its BEGIN_REQUEST and whole PARAMS stream arrived.
+    Request {
+        id: u16,
+        head: RequestHead,
+        keep_conn: bool,
+    },
+    /// A piece of the request body.
+    Stdin { id: u16, data: &'a [u8] },
+    /// The body is complete.
+    StdinEnd { id: u16 },
+    /// A piece of the DATA stream.
+    Data { id: u16, data: &'a [u8] },
+    /// The DATA stream is complete.
+    DataEnd { id: u16 },
+    /// The web server asked to abort the request. It stays active until the caller ends it
+    /// (with [`Connection::end_request`]), as the specification requires an END_REQUEST reply.
+    Abort { id: u16 },
+}
+
+/// The result of one decoding step: the bytes consumed and, possibly, an event. Zero bytes
+/// consumed and no event means more input is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded<'a> {
+    pub consumed: usize,
+    pub event: Option<Event<'a>>,
+}
+
+#[derive(Debug)]
+struct Active {
+    id: u16,
+    keep_conn: bool,
+    /// The PARAMS stream while it is being collected; `None` once the request was surfaced.
+    params: Option<Vec<u8>>,
+    stdin_open: bool,
+    data_open: bool,
+}
+
+/// One connection's decoding state.
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    active: Vec<Active>,
+    keep_conn: bool,
+    overloaded: bool,
+}
+
+impl Connection {
+    pub fn new(config: Config) -> Self {
+        Connection {
+            config,
+            active: Vec::new(),
+            keep_conn: true,
+            overloaded: false,
+        }
+    }
+
+    /// Decodes at most one record from the start of `input`. Replies the protocol requires
+    /// without involving the application (GET_VALUES_RESULT, UNKNOWN_TYPE, END_REQUEST for an
+    /// unknown role, a refused multiplexed request or overload) are appended to `out`.
+    pub fn decode<'a>(
+        &mut self,
+        input: &'a [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Decoded<'a>, DecodeError> {
+        let Some((rec, consumed)) = parse_record(input)? else {
+            return Ok(Decoded {
+                consumed: 0,
+                event: None,
+            });
+        };
+        let event = self.handle(rec, out)?;
+        Ok(Decoded { consumed, event })
+    }
+
+    fn handle<'a>(
+        &mut self,
+        rec: Record<'a>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Event<'a>>, DecodeError> {
+        let id = rec.header.request_id;
+        let kind = rec.header.record_type;
+        let unexpected = |reason| DecodeError::UnexpectedRecord {
+            record_type: kind,
+            request_id: id,
+            reason,
+        };
+        if id == 0 {
+            match kind {
+                GET_VALUES => self.get_values(rec.content, out)?,
+                _ => encode::unknown_type(kind, out),
+            }
+            return Ok(None);
+        }
+        if kind == BEGIN_REQUEST {
+            return self.begin(id, rec.content, out).map(|()| None);
+        }
+        let Some(pos) = self.active.iter().position(|a| a.id == id) else {
+            // Records for inactive requests are ignored (they may belong to a request refused
+            // or ended just before the web server noticed).
+            return match kind {
+                ABORT_REQUEST | PARAMS | STDIN | DATA => Ok(None),
+                _ => Err(unexpected("not a record type a web server sends")),
+            };
+        };
+        let req = &mut self.active[pos];
+        match kind {
+            PARAMS => {
+                let Some(block) = req.params.as_mut() else {
+                    return Err(unexpected("PARAMS after the PARAMS stream ended"));
+                };
+                if !rec.content.is_empty() {
+                    if block.len() + rec.content.len() > self.config.limits.max_params_bytes {
+                        return Err(DecodeError::ParamsTooLarge {
+                            limit: self.config.limits.max_params_bytes,
+                        });
+                    }
+                    block.extend_from_slice(rec.content);
+                    return Ok(None);
+                }
+                let block = req.params.take().unwrap_or_default();
+                let head = decode_params(block, &self.config.limits)?;
+                Ok(Some(Event::Request {
+                    id,
+                    head,
+                    keep_conn: req.keep_conn,
+                }))
+            }
+            STDIN | DATA => {
+                if req.params.is_some() {
+                    return Err(unexpected("body before the PARAMS stream ended"));
+                }
+                let open = if kind == STDIN {
+                    &mut req.stdin_open
+                } else {
+                    &mut req.data_open
+                };
+                if !*open {
+                    return Err(unexpected("stream data after its end"));
+                }
+                let data = rec.content;
+                if data.is_empty() {
+                    *open = false;
+                }
+                Ok(Some(match (kind, data.is_empty()) {
+                    (STDIN, false) => Event::Stdin { id, data },
+                    (STDIN, true) => Event::StdinEnd { id },
+                    (_, false) => Event::Data { id, data },
+                    (_, true) => Event::DataEnd { id },
+                }))
+            }
+            ABORT_REQUEST => Ok(Some(Event::Abort { id })),
+            _ => Err(unexpected("not a record type a web server sends")),
+        }
+    }
+
+    fn begin(&mut self, id: u16, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let &[r0, r1, flags, ..] = body else {
+            return Err(DecodeError::BadBeginRequest);
+        };
+        if body.len() != 8 {
+            return Err(DecodeError::BadBeginRequest);
+        }
+        if self.active.iter().any(|a| a.id == id) {
+            return Err(DecodeError::UnexpectedRecord {
+                record_type: BEGIN_REQUEST,
+                request_id: id,
+                reason: "BEGIN_REQUEST for a request id that is active",
+            });
+        }
+        let keep_conn = flags & KEEP_CONN != 0;
+        self.keep_conn = keep_conn;
+        let role = u16::from_be_bytes([r0, r1]);
+        let refusal = if role != RESPONDER {
+            Some(ProtocolStatus::UnknownRole)
+        } else if !self.active.is_empty() && !self.config.multiplex {
+            Some(ProtocolStatus::CantMpxConn)
+        } else if self.overloaded || self.active.len() >= self.config.limits.max_requests {
+            Some(ProtocolStatus::Overloaded)
+        } else {
+            None
+        };
+        match refusal {
+            Some(status) => encode::end_request_record(id, 0, status, out),
+            None => self.active.push(Active {
+                id,
+                keep_conn,
+                params: Some(Vec::new()),
+                stdin_open: true,
+                data_open: true,
+            }),
+        }
+        Ok(())
+    }
+
+    fn get_values(&self, content: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let mut known: Vec<(&[u8], String)> = Vec::new();
+        let mut pos = 0;
+        while pos < content.len() {
+            let Some((name, _, used)) = parse_pair(&content[pos..])? else {
+                return Err(DecodeError::BadParams("truncated GET_VALUES"));
+            };
+            let name = &content[pos + name.start..pos + name.end];
+            let value = match name {
+                b"FCGI_MAX_CONNS" => self.config.max_conns.to_string(),
+                b"FCGI_MAX_REQS" => self.config.max_reqs.to_string(),
+                b"FCGI_MPXS_CONNS" => u8::from(self.config.multiplex).to_string(),
+                _ => String::new(),
+            };
+            if !value.is_empty() {
+                known.push((name, value));
+            }
+            pos += used;
+        }
+        encode::get_values_result(known.iter().map(|(n, v)| (*n, v.as_bytes())), out);
+        Ok(())
+    }
+
+    /// Ends an active request: the empty STDOUT record and END_REQUEST (REQUEST_COMPLETE) are
+    /// appended to `out`, and the id becomes inactive.
+    pub fn end_request(&mut self, id: u16, app_status: u32, out: &mut Vec<u8>) {
+        encode::end_request(id, app_status, ProtocolStatus::RequestComplete, out);
+        self.finish(id);
+    }
+
+    /// Marks a request inactive, for a caller that encoded its END_REQUEST itself.
+    pub fn finish(&mut self, id: u16) {
+        self.active.retain(|a| a.id != id);
+    }
+
+    /// Whether `id` is an active request.
+    pub fn is_active(&self, id: u16) -> bool {
+        self.active.iter().any(|a| a.id == id)
+    }
+
+    /// The number of active requests.
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Whether the web server wants the connection kept once no request is active (the
+    /// KEEP_CONN flag of the latest BEGIN_REQUEST; true before any).
+    pub fn keep_conn(&self) -> bool {
+        self.keep_conn
+    }
+
+    /// While set, new requests are refused with `FCGI_OVERLOADED`.
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.overloaded = overloaded;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(conn: &mut Connection, mut input: &[u8], out: &mut Vec<u8>) -> Vec<String> {
+        let mut events = Vec::new();
+        loop {
+            let d = conn.decode(input, out).unwrap();
+            if d.consumed == 0 && d.event.is_none() {
+                return events;
+            }
+            if let Some(e) = d.event {
+                events.push(format!("{e:?}"));
+            }
+            input = &input[d.consumed..];
+        }
+    }
+
+    fn request(id: u16, flags: u8, body: &[u8], out: &mut Vec<u8>) {
+        encode::begin_request(id, RESPONDER, flags, out);
+        encode::params(
+            id,
+            [
+                (&b"REQUEST_METHOD"[..], &b"POST"[..]),
+                (b"CONTENT_LENGTH", b"3"),
+            ],
+            out,
+        );
+        encode::stream(STDIN, id, body, out);
+        encode::stream_end(STDIN, id, out);
+    }
+
+    #[test]
+    fn interleaved_requests_are_tracked_by_id() {
+        let mut wire = Vec::new();
+        encode::begin_request(1, RESPONDER, KEEP_CONN, &mut wire);
+        encode::begin_request(2, RESPONDER, KEEP_CONN, &mut wire);
+        encode::params(2, [(&b"A"[..], &b"2"[..])], &mut wire);
+        encode::params(1, [(&b"A"[..], &b"1"[..])], &mut wire);
+        encode::stream(STDIN, 1, b"one", &mut wire);
+        encode::stream(STDIN, 2, b"two", &mut wire);
+        encode::stream_end(STDIN, 2, &mut wire);
+        encode::abort_request(1, &mut wire);
+        let mut conn = Connection::new(Config::default());
+        let mut out = Vec::new();
+        let events = drain(&mut conn, &wire, &mut out);
+        assert_eq!(events.len(), 6, "{events:#?}");
+        assert!(events[0].starts_with("Request { id: 2"));
+        assert!(events[1].starts_with("Request { id: 1"));
+        assert_eq!(events[5], "Abort { id: 1 }");
+        assert!(out.is_empty());
+        assert_eq!(conn.active_count(), 2);
+        conn.end_request(1, 0, &mut out);
+        assert_eq!(conn.active_count(), 1);
+        assert!(conn.keep_conn());
+    }
+
+    #[test]
+    fn refusals_are_answered_with_end_request() {
+        let mut wire = Vec::new();
+        encode::begin_request(1, AUTHORIZER, 0, &mut wire);
+        encode::params(1, [(&b"A"[..], &b"1"[..])], &mut wire);
+        request(2, 0, b"abc", &mut wire);
+        request(3, 0, b"abc", &mut wire);
+        let mut conn = Connection::new(Config {
+            multiplex: false,
+            ..Config::default()
+        });
+        let mut out = Vec::new();
+        let events = drain(&mut conn, &wire, &mut out);
+        // Request 1 (unknown role) and 3 (no multiplexing) were refused; 2 runs.
+        assert_eq!(events.len(), 3, "{events:#?}");
+        let mut expected = Vec::new();
+        encode::end_request_record(1, 0, ProtocolStatus::UnknownRole, &mut expected);
+        encode::end_request_record(3, 0, ProtocolStatus::CantMpxConn, &mut expected);
+        assert_eq!(out, expected);
+        assert!(!conn.keep_conn());
+    }
+
+    #[test]
+    fn management_records() {
+        let mut wire = Vec::new();
+        encode::get_values(
+            [
+                &b"FCGI_MAX_CONNS"[..],
+                b"FCGI_MPXS_CONNS",
+                b"NOT_A_VALUE",
+                b"FCGI_MAX_REQS",
+            ],
+            &mut wire,
+        );
+        encode::record(200, 0, b"", &mut wire);
+        let mut conn = Connection::new(Config {
+            max_conns: 7,
+            max_reqs: 9,
+            ..Config::default()
+        });
+        let mut out = Vec::new();
+        assert!(drain(&mut conn, &wire, &mut out).is_empty());
+        let mut expected = Vec::new();
+        encode::get_values_result(
+            [
+                (&b"FCGI_MAX_CONNS"[..], &b"7"[..]),
+                (b"FCGI_MPXS_CONNS", b"1"),
+                (b"FCGI_MAX_REQS", b"9"),
+            ],
+            &mut expected,
+        );
+        encode::unknown_type(200, &mut expected);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn protocol_violations_are_errors() {
+        let mut conn = Connection::new(Config::default());
+        let mut out = Vec::new();
+        let mut wire = Vec::new();
+        encode::begin_request(1, RESPONDER, 0, &mut wire);
+        encode::stream(STDIN, 1, b"early", &mut wire);
+        let d = conn.decode(&wire, &mut out).unwrap();
+        assert!(matches!(
+            conn.decode(&wire[d.consumed..], &mut out),
+            Err(DecodeError::UnexpectedRecord { .. })
+        ));
+        let mut conn = Connection::new(Config::default());
+        let mut wire = Vec::new();
+        encode::record(STDOUT, 1, b"x", &mut wire);
+        assert!(conn.decode(&wire, &mut out).is_err());
+        let mut conn = Connection::new(Config::default());
+        let mut wire = Vec::new();
+        encode::record(BEGIN_REQUEST, 1, &[0, 1, 0], &mut wire);
+        assert_eq!(
+            conn.decode(&wire, &mut out),
+            Err(DecodeError::BadBeginRequest)
+        );
+    }
+
+    #[test]
+    fn params_limit_is_enforced_while_collecting() {
+        let mut conn = Connection::new(Config {
+            limits: Limits {
+                max_params_bytes: 100,
+                ..Limits::default()
+            },
+            ..Config::default()
+        });
+        let mut wire = Vec::new();
+        encode::begin_request(1, RESPONDER, 0, &mut wire);
+        encode::record(PARAMS, 1, &[b'x'; 60], &mut wire);
+        encode::record(PARAMS, 1, &[b'x'; 60], &mut wire);
+        let mut out = Vec::new();
+        let mut input = &wire[..];
+        let mut result = Ok(());
+        while !input.is_empty() {
+            match conn.decode(input, &mut out) {
+                Ok(d) => input = &input[d.consumed..],
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(result, Err(DecodeError::ParamsTooLarge { limit: 100 }));
+    }
+}
