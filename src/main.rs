@@ -1,1 +1,180 @@
-fn main() {}
+//! wsgi-gateway: a FastCGI/SCGI application server that embeds CPython and runs WSGI apps.
+#![deny(unsafe_code)]
+
+mod cli;
+mod client;
+mod config;
+mod exchange;
+mod log;
+mod pool;
+mod python;
+mod router;
+mod server;
+mod sys;
+mod venv;
+mod wsgi;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use cli::{Cli, Command, RequestCli};
+use config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Request(args)) => request(args),
+        None => serve(&cli.serve),
+    }
+}
+
+fn serve(args: &cli::ServeArgs) -> ExitCode {
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in problems {
+                error!("{p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let mut listeners = Vec::new();
+    for spec in &config.listeners {
+        match server::Listener::bind(spec.clone()) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let main = match python::start(&config.home) {
+        Ok(m) => m,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(3);
+        }
+    };
+    let settings = wsgi::Settings {
+        mounts: &config.mounts,
+        python_path: &config.python_path,
+        threads: config.threads,
+        multiprocess: false,
+    };
+    let app = match main.with_gil(|gil| wsgi::Interpreter::setup(gil, &settings)) {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            error!("setting up the interpreter failed:\n{e}");
+            return ExitCode::from(3);
+        }
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let pool = pool::Pool::start(config.threads, rx, main.interp(), app);
+    let router = Arc::new(router::Router::new(config.mounts.clone()));
+    for l in &listeners {
+        info!("listening on {} ({})", l.spec.addr, l.spec.proto);
+    }
+    for m in router.mounts() {
+        let prefix = if m.prefix.is_empty() { "/" } else { &m.prefix };
+        match &m.target {
+            router::Target::Script(p) => info!("mount {prefix} -> {}", p.display()),
+            router::Target::Diagnostics => info!("mount {prefix} -> built-in diagnostics app"),
+        }
+    }
+    info!(
+        "Python {} ({}), {} thread(s)",
+        python::BUILD_VERSION,
+        match &config.home {
+            venv::Home::Venv(p) => format!("python-home {}", p.display()),
+            venv::Home::Prefix(p) => format!("prefix {}", p.display()),
+        },
+        config.threads
+    );
+    let server_config = server::ServerConfig {
+        limits: config.limits,
+        threads: config.threads,
+        graceful_timeout: config.graceful_timeout,
+    };
+    let started = Instant::now();
+    let result = server::Server::new(listeners, router, tx, server_config).and_then(|s| s.run());
+    if let Err(e) = result {
+        error!("event loop failed: {e}");
+        return ExitCode::from(1);
+    }
+    let left = config
+        .graceful_timeout
+        .saturating_sub(started.elapsed().min(config.graceful_timeout))
+        .max(Duration::from_secs(1));
+    if pool.join(Instant::now() + left) {
+        let rc = main.finalize();
+        if rc != 0 {
+            warn!("Python finalisation reported {rc}");
+        }
+        info!("stopped");
+        ExitCode::SUCCESS
+    } else {
+        warn!("worker threads still busy; exiting without finalising Python");
+        ExitCode::SUCCESS
+    }
+}
+
+fn request(args: RequestCli) -> ExitCode {
+    let addr = match server::Addr::parse(&args.addr) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("wsgi-gateway request: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (method, path) = match args.target.as_slice() {
+        [path] => ("GET".to_string(), path.clone()),
+        [method, path] => (method.to_ascii_uppercase(), path.clone()),
+        _ => unreachable!("clap enforces 1..=2"),
+    };
+    let body = match &args.data {
+        None => Vec::new(),
+        Some(d) => match d.strip_prefix('@') {
+            Some(file) => match std::fs::read(file) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("wsgi-gateway request: {file}: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            None => d.as_bytes().to_vec(),
+        },
+    };
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        match h.split_once(':') {
+            Some((n, v)) => headers.push((n.trim().to_string(), v.trim().to_string())),
+            None => {
+                eprintln!("wsgi-gateway request: header {h:?} is not 'Name: value'");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let req = client::RequestArgs {
+        scgi: args.scgi,
+        addr,
+        method,
+        path,
+        headers,
+        body,
+        include: args.include,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match client::run(&req, &mut out) {
+        Ok(status) if status < 400 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("wsgi-gateway request: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,773 @@
+//! Every raw CPython call the gateway makes, behind a small safe surface.
+//!
+//! The rules this module enforces by construction:
+//! - Python objects ([`Obj`]) carry the lifetime of a [`Gil`] token, so they cannot outlive the
+//!   time the calling thread holds the GIL; objects kept across requests are [`PyObj`], usable
+//!   only through a `Gil` again.
+//! - A [`Gil`] only comes from entering a thread state ([`ThreadState::with_gil`],
+//!   [`MainThread::with_gil`]) or from inside a callback CPython made into us.
+//! - No pyo3 type object, interned string or static Python object exists: everything is made
+//!   per interpreter, so the same code will serve sub-interpreters.
+//! - Callbacks from Python into Rust go through `static` `PyMethodDef`s whose `self` is a
+//!   capsule holding an `Arc<dyn Host>`; a panic in Rust becomes a Python `RuntimeError`.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::fs::File;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+
+use pyo3_ffi as ffi;
+
+/// A Python exception, rendered as its traceback text.
+#[derive(Debug, Clone)]
+pub struct PyErr {
+    pub text: String,
+}
+
+impl std::fmt::Display for PyErr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text.trim_end())
+    }
+}
+
+impl std::error::Error for PyErr {}
+
+pub type PyResult<T> = Result<T, PyErr>;
+
+/// How to start the interpreter (see `python::init`).
+pub struct InitOptions<'a> {
+    /// `PyConfig.program_name`: `<venv>/bin/python` for a virtualenv, `<prefix>/bin/pythonX.Y`
+    /// otherwise; getpath derives every path from it.
+    pub program_name: &'a Path,
+    /// `PyConfig.home`, only for a python-home that is a base installation, never a venv.
+    pub home: Option<&'a Path>,
+}
+
+fn cpath(p: &Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{} contains NUL", p.display()))
+}
+
+fn status_error(st: &ffi::PyStatus) -> Option<String> {
+    // SAFETY: PyStatus_Exception only reads the struct; func and err_msg are NULL or static C
+    // strings owned by CPython.
+    unsafe {
+        if ffi::PyStatus_Exception(*st) == 0 {
+            return None;
+        }
+        let text = |p: *const c_char| {
+            (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+        };
+        Some(match (text(st.func), text(st.err_msg)) {
+            (Some(func), Some(msg)) => format!("{func}: {msg}"),
+            (None, Some(msg)) => msg,
+            (Some(func), None) => func,
+            (None, None) => format!("exit code {}", st.exitcode),
+        })
+    }
+}
+
+/// Initialises CPython with an isolated configuration (no PYTHONHOME/PYTHONPATH from the
+/// environment, no user site, no signal handlers, unbuffered stdio) and returns with the GIL
+/// released. A failing status is returned as its message; nothing here exits the process.
+pub fn initialize(opts: &InitOptions<'_>) -> Result<MainThread, String> {
+    let program = cpath(opts.program_name)?;
+    let home = opts.home.map(cpath).transpose()?;
+    // SAFETY: the config is initialised by PyConfig_InitIsolatedConfig before any use and
+    // cleared on every path; strings are copied by PyConfig_SetBytesString.
+    unsafe {
+        if ffi::Py_IsInitialized() != 0 {
+            return Err("the Python interpreter is already initialised".into());
+        }
+        let mut cfg = MaybeUninit::<ffi::PyConfig>::zeroed();
+        let c = cfg.as_mut_ptr();
+        ffi::PyConfig_InitIsolatedConfig(c);
+        (*c).install_signal_handlers = 0;
+        (*c).buffered_stdio = 0;
+        let mut result = status_error(&ffi::PyConfig_SetBytesString(
+            c,
+            ptr::addr_of_mut!((*c).program_name),
+            program.as_ptr(),
+        ));
+        if let (None, Some(home)) = (&result, &home) {
+            result = status_error(&ffi::PyConfig_SetBytesString(
+                c,
+                ptr::addr_of_mut!((*c).home),
+                home.as_ptr(),
+            ));
+        }
+        if result.is_none() {
+            result = status_error(&ffi::Py_InitializeFromConfig(c));
+        }
+        ffi::PyConfig_Clear(c);
+        if let Some(err) = result {
+            return Err(err);
+        }
+        let ts = ffi::PyEval_SaveThread();
+        Ok(MainThread { ts })
+    }
+}
+
+/// The thread state of the thread that initialised Python; used for set-up and finalisation.
+pub struct MainThread {
+    ts: *mut ffi::PyThreadState,
+}
+
+impl MainThread {
+    /// Runs `f` holding the GIL in the main interpreter.
+    pub fn with_gil<R>(&self, f: impl FnOnce(Gil<'_>) -> R) -> R {
+        // SAFETY: `ts` is this thread's state, currently detached (GIL released).
+        unsafe { ffi::PyEval_RestoreThread(self.ts) };
+        let _release = Release;
+        f(Gil(PhantomData))
+    }
+
+    /// The main interpreter.
+    pub fn interp(&self) -> Interp {
+        // SAFETY: plain accessor, valid while Python is initialised.
+        Interp(unsafe { ffi::PyInterpreterState_Main() })
+    }
+
+    /// `Py_FinalizeEx`: runs atexit handlers and flushes stdio. Every other thread state must
+    /// be gone. Returns CPython's result (0 on success).
+    pub fn finalize(self) -> i32 {
+        // SAFETY: re-attach the main thread state, then finalise; `self` is consumed.
+        unsafe {
+            ffi::PyEval_RestoreThread(self.ts);
+            ffi::Py_FinalizeEx()
+        }
+    }
+}
+
+/// Detaches the current thread state when dropped (also on unwinding).
+struct Release;
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        // SAFETY: created only right after attaching a thread state on this thread.
+        unsafe {
+            ffi::PyEval_SaveThread();
+        }
+    }
+}
+
+/// An interpreter (main or sub-interpreter).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Interp(*mut ffi::PyInterpreterState);
+
+// SAFETY: an interpreter-state pointer is only an identity; it is used to create thread
+// states, which CPython allows from any thread.
+unsafe impl Send for Interp {}
+unsafe impl Sync for Interp {}
+
+/// One worker thread's state for one interpreter: made once, entered per request.
+pub struct ThreadState {
+    ts: *mut ffi::PyThreadState,
+}
+
+impl ThreadState {
+    pub fn new(interp: Interp) -> Self {
+        // SAFETY: PyThreadState_New needs no GIL; the state starts detached.
+        let ts = unsafe { ffi::PyThreadState_New(interp.0) };
+        assert!(!ts.is_null(), "PyThreadState_New failed");
+        ThreadState { ts }
+    }
+
+    /// Runs `f` holding the GIL in this state's interpreter.
+    pub fn with_gil<R>(&self, f: impl FnOnce(Gil<'_>) -> R) -> R {
+        // SAFETY: the state belongs to this thread (ThreadState is !Send) and is detached.
+        unsafe { ffi::PyEval_RestoreThread(self.ts) };
+        let _release = Release;
+        f(Gil(PhantomData))
+    }
+}
+
+impl Drop for ThreadState {
+    fn drop(&mut self) {
+        // SAFETY: attach, clear and delete our own detached state; DeleteCurrent releases the GIL.
+        unsafe {
+            ffi::PyEval_RestoreThread(self.ts);
+            ffi::PyThreadState_Clear(self.ts);
+            ffi::PyThreadState_DeleteCurrent();
+        }
+    }
+}
+
+/// Proof that the current thread holds the GIL, for the lifetime `'py`.
+#[derive(Clone, Copy)]
+pub struct Gil<'py>(PhantomData<&'py *mut ()>);
+
+/// An owned reference to a Python object, valid while the GIL is held.
+pub struct Obj<'py> {
+    ptr: NonNull<ffi::PyObject>,
+    _gil: PhantomData<Gil<'py>>,
+}
+
+impl Drop for Obj<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference and hold the GIL ('py).
+        unsafe { ffi::Py_DECREF(self.ptr.as_ptr()) }
+    }
+}
+
+impl Clone for Obj<'_> {
+    fn clone(&self) -> Self {
+        // SAFETY: GIL held; a new strong reference.
+        unsafe { ffi::Py_INCREF(self.ptr.as_ptr()) };
+        Obj {
+            ptr: self.ptr,
+            _gil: PhantomData,
+        }
+    }
+}
+
+/// A reference kept across GIL sessions (per-interpreter caches). It is only usable through a
+/// [`Gil`] of the interpreter that made it; it is never decref'd (caches live as long as the
+/// interpreter).
+pub struct PyObj(NonNull<ffi::PyObject>);
+
+// SAFETY: the pointer is only dereferenced through `bind`, which requires a Gil.
+unsafe impl Send for PyObj {}
+unsafe impl Sync for PyObj {}
+
+impl PyObj {
+    pub fn new(obj: Obj<'_>) -> Self {
+        let ptr = obj.ptr;
+        std::mem::forget(obj);
+        PyObj(ptr)
+    }
+
+    pub fn bind<'py>(&self, _gil: Gil<'py>) -> Obj<'py> {
+        // SAFETY: GIL held; a new strong reference to a live object (never decref'd to 0).
+        unsafe { ffi::Py_INCREF(self.0.as_ptr()) };
+        Obj {
+            ptr: self.0,
+            _gil: PhantomData,
+        }
+    }
+}
+
+impl<'py> Gil<'py> {
+    /// Wraps a new reference returned by CPython, fetching the exception on NULL.
+    fn own(self, ptr: *mut ffi::PyObject) -> PyResult<Obj<'py>> {
+        match NonNull::new(ptr) {
+            Some(ptr) => Ok(Obj {
+                ptr,
+                _gil: PhantomData,
+            }),
+            None => Err(self.fetch_err()),
+        }
+    }
+
+    fn borrowed(self, ptr: *mut ffi::PyObject) -> Obj<'py> {
+        // SAFETY: `ptr` is a valid borrowed reference; take a strong one.
+        unsafe { ffi::Py_INCREF(ptr) };
+        Obj {
+            ptr: NonNull::new(ptr).expect("borrowed reference is not NULL"),
+            _gil: PhantomData,
+        }
+    }
+
+    /// Takes the current exception (or describes its absence) as text and clears it.
+    #[allow(deprecated)] // PyErr_Fetch is the call that exists on every supported version.
+    pub fn fetch_err(self) -> PyErr {
+        // SAFETY: GIL held; PyErr_Fetch transfers ownership of the three references to us.
+        unsafe {
+            let (mut t, mut v, mut tb) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+            ffi::PyErr_Fetch(&mut t, &mut v, &mut tb);
+            if t.is_null() {
+                return PyErr {
+                    text: "error without a Python exception set".into(),
+                };
+            }
+            ffi::PyErr_NormalizeException(&mut t, &mut v, &mut tb);
+            let hold = |p: *mut ffi::PyObject| {
+                NonNull::new(p).map(|ptr| Obj::<'py> {
+                    ptr,
+                    _gil: PhantomData,
+                })
+            };
+            let (t, v, tb) = (hold(t), hold(v), hold(tb));
+            let none = self.none();
+            let formatted = self.import("traceback").and_then(|m| {
+                let f = m.getattr("format_exception")?;
+                let t = t.clone().unwrap_or_else(|| none.clone());
+                let v = v.clone().unwrap_or_else(|| none.clone());
+                let tb = tb.clone().unwrap_or_else(|| none.clone());
+                let lines = f.call(&[&t, &v, &tb])?;
+                self.str("")?.getattr("join")?.call(&[&lines])
+            });
+            let text = match formatted {
+                Ok(s) => s.to_string_lossy(),
+                Err(_) => {
+                    ffi::PyErr_Clear();
+                    v.map(|v| v.to_string_lossy())
+                        .unwrap_or_else(|| "unprintable exception".into())
+                }
+            };
+            PyErr { text }
+        }
+    }
+
+    pub fn none(self) -> Obj<'py> {
+        // SAFETY: Py_None is immortal/valid while initialised.
+        self.borrowed(unsafe { ffi::Py_None() })
+    }
+
+    pub fn bool(self, b: bool) -> Obj<'py> {
+        // SAFETY: Py_True/Py_False are valid while initialised.
+        self.borrowed(unsafe {
+            if b {
+                ffi::Py_True()
+            } else {
+                ffi::Py_False()
+            }
+        })
+    }
+
+    pub fn int(self, v: i64) -> PyResult<Obj<'py>> {
+        // SAFETY: GIL held.
+        self.own(unsafe { ffi::PyLong_FromLongLong(v) })
+    }
+
+    /// A `str` from UTF-8 text.
+    pub fn str(self, s: &str) -> PyResult<Obj<'py>> {
+        // SAFETY: pointer and length describe `s`.
+        self.own(unsafe {
+            ffi::PyUnicode_FromStringAndSize(s.as_ptr().cast(), s.len() as ffi::Py_ssize_t)
+        })
+    }
+
+    /// A `str` whose code points are the bytes (PEP 3333's native strings).
+    pub fn latin1(self, b: &[u8]) -> PyResult<Obj<'py>> {
+        // SAFETY: pointer and length describe `b`; errors pointer may be NULL.
+        self.own(unsafe {
+            ffi::PyUnicode_DecodeLatin1(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t, ptr::null())
+        })
+    }
+
+    pub fn bytes(self, b: &[u8]) -> PyResult<Obj<'py>> {
+        // SAFETY: pointer and length describe `b`.
+        self.own(unsafe {
+            ffi::PyBytes_FromStringAndSize(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t)
+        })
+    }
+
+    pub fn dict(self) -> PyResult<Obj<'py>> {
+        // SAFETY: GIL held.
+        self.own(unsafe { ffi::PyDict_New() })
+    }
+
+    pub fn tuple(self, items: &[&Obj<'py>]) -> PyResult<Obj<'py>> {
+        // SAFETY: PyTuple_SetItem steals a reference, so each item is incref'd first.
+        unsafe {
+            let t = self.own(ffi::PyTuple_New(items.len() as ffi::Py_ssize_t))?;
+            for (i, item) in items.iter().enumerate() {
+                ffi::Py_INCREF(item.ptr.as_ptr());
+                ffi::PyTuple_SetItem(t.ptr.as_ptr(), i as ffi::Py_ssize_t, item.ptr.as_ptr());
+            }
+            Ok(t)
+        }
+    }
+
+    pub fn list(self, items: &[Obj<'py>]) -> PyResult<Obj<'py>> {
+        // SAFETY: PyList_SetItem steals a reference, so each item is incref'd first.
+        unsafe {
+            let l = self.own(ffi::PyList_New(items.len() as ffi::Py_ssize_t))?;
+            for (i, item) in items.iter().enumerate() {
+                ffi::Py_INCREF(item.ptr.as_ptr());
+                ffi::PyList_SetItem(l.ptr.as_ptr(), i as ffi::Py_ssize_t, item.ptr.as_ptr());
+            }
+            Ok(l)
+        }
+    }
+
+    pub fn import(self, name: &str) -> PyResult<Obj<'py>> {
+        let name = CString::new(name).expect("module name without NUL");
+        // SAFETY: GIL held; valid C string.
+        self.own(unsafe { ffi::PyImport_ImportModule(name.as_ptr()) })
+    }
+
+    /// Executes `source` as a new module called `name` (not placed in `sys.modules`) and
+    /// returns the module's dict.
+    pub fn exec_module(self, name: &str, filename: &str, source: &str) -> PyResult<Obj<'py>> {
+        let cname = CString::new(name).expect("no NUL");
+        let cfile = CString::new(filename).expect("no NUL");
+        let csrc = CString::new(source).expect("no NUL");
+        // SAFETY: GIL held; the module dict is borrowed from the module we own.
+        unsafe {
+            let module = self.own(ffi::PyModule_New(cname.as_ptr()))?;
+            let dict = self.borrowed(ffi::PyModule_GetDict(module.ptr.as_ptr()));
+            let builtins = self.borrowed(ffi::PyEval_GetBuiltins());
+            dict.set_item(&self.str("__builtins__")?, &builtins)?;
+            let code = self.own(ffi::Py_CompileString(
+                csrc.as_ptr(),
+                cfile.as_ptr(),
+                ffi::Py_file_input,
+            ))?;
+            self.own(ffi::PyEval_EvalCode(
+                code.ptr.as_ptr(),
+                dict.ptr.as_ptr(),
+                dict.ptr.as_ptr(),
+            ))?;
+            Ok(dict)
+        }
+    }
+
+    /// Releases the GIL while `f` runs (it must not touch Python), then takes it back.
+    pub fn allow_threads<R>(self, f: impl FnOnce() -> R) -> R {
+        struct Restore(*mut ffi::PyThreadState);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                // SAFETY: re-attach the state detached below, also when `f` unwinds.
+                unsafe { ffi::PyEval_RestoreThread(self.0) }
+            }
+        }
+        // SAFETY: the GIL is held (Gil token); SaveThread detaches this thread's state.
+        let _restore = Restore(unsafe { ffi::PyEval_SaveThread() });
+        f()
+    }
+
+    /// A capsule holding `host`, passed as the first argument of the callbacks.
+    pub fn host_capsule(self, host: Arc<dyn Host>) -> PyResult<Obj<'py>> {
+        let boxed = Box::into_raw(Box::new(host));
+        // SAFETY: the capsule owns the box; its destructor frees it.
+        let cap = unsafe {
+            ffi::PyCapsule_New(boxed.cast(), CAPSULE_NAME.as_ptr(), Some(drop_host_capsule))
+        };
+        if cap.is_null() {
+            // SAFETY: the capsule was not made, so we still own the box.
+            drop(unsafe { Box::from_raw(boxed) });
+        }
+        self.own(cap)
+    }
+
+    /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_sendfile`) into
+    /// `dict` (a module namespace of this interpreter).
+    pub fn install_callbacks(self, dict: &Obj<'py>) -> PyResult<()> {
+        for def in CALLBACKS.0.iter() {
+            // SAFETY: `def` is 'static; the function object is made in this interpreter.
+            let func = self.own(unsafe {
+                ffi::PyCFunction_NewEx(
+                    ptr::from_ref(def).cast_mut(),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                )
+            })?;
+            // SAFETY: ml_name is a static C string.
+            let name = unsafe { CStr::from_ptr(def.ml_name) }
+                .to_str()
+                .expect("ascii");
+            dict.set_item(&self.str(name)?, &func)?;
+        }
+        Ok(())
+    }
+}
+
+impl<'py> Obj<'py> {
+    fn gil(&self) -> Gil<'py> {
+        Gil(PhantomData)
+    }
+
+    pub fn getattr(&self, name: &str) -> PyResult<Obj<'py>> {
+        let name = CString::new(name).expect("no NUL");
+        // SAFETY: GIL held; valid object and C string.
+        self.gil()
+            .own(unsafe { ffi::PyObject_GetAttrString(self.ptr.as_ptr(), name.as_ptr()) })
+    }
+
+    /// Calls the object with positional arguments.
+    pub fn call(&self, args: &[&Obj<'py>]) -> PyResult<Obj<'py>> {
+        let ptrs: Vec<*mut ffi::PyObject> = args.iter().map(|a| a.ptr.as_ptr()).collect();
+        // SAFETY: GIL held; `ptrs` holds borrowed references kept alive by `args`.
+        self.gil().own(unsafe {
+            ffi::PyObject_Vectorcall(
+                self.ptr.as_ptr(),
+                ptrs.as_ptr(),
+                ptrs.len(),
+                ptr::null_mut(),
+            )
+        })
+    }
+
+    /// `self[key] = value` (dicts take the fast path).
+    pub fn set_item(&self, key: &Obj<'py>, value: &Obj<'py>) -> PyResult<()> {
+        // SAFETY: GIL held; valid objects.
+        let rc = unsafe {
+            if ffi::PyDict_Check(self.ptr.as_ptr()) != 0 {
+                ffi::PyDict_SetItem(self.ptr.as_ptr(), key.ptr.as_ptr(), value.ptr.as_ptr())
+            } else {
+                ffi::PyObject_SetItem(self.ptr.as_ptr(), key.ptr.as_ptr(), value.ptr.as_ptr())
+            }
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(self.gil().fetch_err())
+        }
+    }
+
+    /// `self[key]` for a dict, `None` when absent.
+    pub fn dict_get(&self, key: &str) -> PyResult<Option<Obj<'py>>> {
+        let key = self.gil().str(key)?;
+        // SAFETY: GIL held; PyDict_GetItemWithError returns a borrowed reference.
+        unsafe {
+            let v = ffi::PyDict_GetItemWithError(self.ptr.as_ptr(), key.ptr.as_ptr());
+            if v.is_null() {
+                if ffi::PyErr_Occurred().is_null() {
+                    return Ok(None);
+                }
+                return Err(self.gil().fetch_err());
+            }
+            Ok(Some(self.gil().borrowed(v)))
+        }
+    }
+
+    pub fn dict_copy(&self) -> PyResult<Obj<'py>> {
+        // SAFETY: GIL held; valid dict.
+        self.gil()
+            .own(unsafe { ffi::PyDict_Copy(self.ptr.as_ptr()) })
+    }
+
+    /// Python truthiness (`bool(self)`); an exception counts as false.
+    pub fn is_true(&self) -> bool {
+        // SAFETY: GIL held; PyObject_IsTrue returns -1 with an exception set on failure.
+        match unsafe { ffi::PyObject_IsTrue(self.ptr.as_ptr()) } {
+            1 => true,
+            0 => false,
+            _ => {
+                // SAFETY: clear the exception raised by __bool__.
+                unsafe { ffi::PyErr_Clear() };
+                false
+            }
+        }
+    }
+
+    /// `str(self)` as Rust text (lossy).
+    pub fn to_string_lossy(&self) -> String {
+        // SAFETY: GIL held; PyObject_Str returns a new reference or NULL.
+        let s = match self
+            .gil()
+            .own(unsafe { ffi::PyObject_Str(self.ptr.as_ptr()) })
+        {
+            Ok(s) => s,
+            Err(e) => return format!("<unprintable: {e}>"),
+        };
+        let mut len: ffi::Py_ssize_t = 0;
+        // SAFETY: `s` is a str; the UTF-8 buffer lives as long as `s`.
+        unsafe {
+            let p = ffi::PyUnicode_AsUTF8AndSize(s.ptr.as_ptr(), &mut len);
+            if p.is_null() {
+                ffi::PyErr_Clear();
+                return "<not UTF-8>".into();
+            }
+            String::from_utf8_lossy(std::slice::from_raw_parts(p.cast(), len as usize)).into_owned()
+        }
+    }
+}
+
+fn bytes_of<'a>(p: *mut ffi::PyObject) -> Option<&'a [u8]> {
+    // SAFETY: checked to be bytes; the buffer lives as long as the object (held by caller).
+    unsafe {
+        if ffi::PyBytes_Check(p) == 0 {
+            return None;
+        }
+        let data = ffi::PyBytes_AsString(p);
+        let len = ffi::PyBytes_Size(p);
+        Some(std::slice::from_raw_parts(data.cast(), len as usize))
+    }
+}
+
+/// What Python calls back into, for one request.
+pub trait Host: Send + Sync {
+    /// Sends `head` (may be empty) then `body`; false when the client is gone.
+    fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8]) -> bool;
+    /// Up to `max` body bytes (any amount when `max` is 0); empty at the end of the body,
+    /// `None` when the client is gone.
+    fn recv(&self, gil: Gil<'_>, max: usize) -> Option<Vec<u8>>;
+    /// A line (or lines) for the log, from `wsgi.errors` or the gateway's Python side.
+    fn log(&self, text: &str);
+    /// Streams `count` bytes (to the end when `None`) of `file` from `offset`; Ok(false) when
+    /// the client is gone.
+    fn sendfile(
+        &self,
+        gil: Gil<'_>,
+        file: File,
+        offset: u64,
+        count: Option<u64>,
+    ) -> Result<bool, String>;
+}
+
+const CAPSULE_NAME: &CStr = c"wsgi_gateway.host";
+
+unsafe extern "C" fn drop_host_capsule(cap: *mut ffi::PyObject) {
+    // SAFETY: the capsule was made by host_capsule with a Box<Arc<dyn Host>>.
+    let p = ffi::PyCapsule_GetPointer(cap, CAPSULE_NAME.as_ptr());
+    if !p.is_null() {
+        drop(Box::from_raw(p.cast::<Arc<dyn Host>>()));
+    }
+}
+
+type Fast = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *mut *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+) -> *mut ffi::PyObject;
+
+const fn method(name: &'static CStr, f: Fast) -> ffi::PyMethodDef {
+    ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: f },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: ptr::null(),
+    }
+}
+
+struct Defs([ffi::PyMethodDef; 4]);
+// SAFETY: plain constant C data, never mutated.
+unsafe impl Sync for Defs {}
+
+static CALLBACKS_DEFS: Defs = Defs([
+    method(c"_gw_send", gw_send),
+    method(c"_gw_recv", gw_recv),
+    method(c"_gw_log", gw_log),
+    method(c"_gw_sendfile", gw_sendfile),
+]);
+static CALLBACKS: &Defs = &CALLBACKS_DEFS;
+
+fn raise(kind: *mut ffi::PyObject, msg: &str) -> *mut ffi::PyObject {
+    let msg = CString::new(msg.replace('\0', " ")).expect("no NUL");
+    // SAFETY: GIL held inside a callback; kind is a builtin exception type.
+    unsafe { ffi::PyErr_SetString(kind, msg.as_ptr()) };
+    ptr::null_mut()
+}
+
+/// Runs a callback body: checks arity, finds the host, turns panics into RuntimeError.
+fn callback(
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    want: usize,
+    body: impl FnOnce(Gil<'_>, &dyn Host, &[*mut ffi::PyObject]) -> *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython passes `nargs` valid borrowed references; we hold the GIL.
+    unsafe {
+        if nargs as usize != want {
+            return raise(ffi::PyExc_TypeError, &format!("expected {want} arguments"));
+        }
+        let args = std::slice::from_raw_parts(args, want);
+        let host = ffi::PyCapsule_GetPointer(args[0], CAPSULE_NAME.as_ptr());
+        if host.is_null() {
+            return ptr::null_mut();
+        }
+        let host: &Arc<dyn Host> = &*host.cast::<Arc<dyn Host>>();
+        let gil = Gil(PhantomData);
+        match catch_unwind(AssertUnwindSafe(|| body(gil, host.as_ref(), &args[1..]))) {
+            Ok(r) => r,
+            Err(_) => raise(
+                ffi::PyExc_RuntimeError,
+                "internal error in the gateway (panic)",
+            ),
+        }
+    }
+}
+
+fn ret_bool(gil: Gil<'_>, b: bool) -> *mut ffi::PyObject {
+    let o = gil.bool(b);
+    let p = o.ptr.as_ptr();
+    std::mem::forget(o);
+    p
+}
+
+fn ret(obj: PyResult<Obj<'_>>) -> *mut ffi::PyObject {
+    match obj {
+        Ok(o) => {
+            let p = o.ptr.as_ptr();
+            std::mem::forget(o);
+            p
+        }
+        Err(_) => ptr::null_mut(),
+    }
+}
+
+fn arg_int(p: *mut ffi::PyObject) -> Option<i64> {
+    // SAFETY: GIL held; PyLong_AsLongLong sets an exception on failure.
+    let v = unsafe { ffi::PyLong_AsLongLong(p) };
+    // SAFETY: checking the error indicator.
+    (v != -1 || unsafe { ffi::PyErr_Occurred().is_null() }).then_some(v)
+}
+
+unsafe extern "C" fn gw_send(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    callback(args, nargs, 3, |gil, host, a| {
+        let (Some(head), Some(body)) = (bytes_of(a[0]), bytes_of(a[1])) else {
+            // SAFETY: builtin exception type.
+            return raise(unsafe { ffi::PyExc_TypeError }, "_gw_send takes bytes");
+        };
+        ret_bool(gil, host.send(gil, head, body))
+    })
+}
+
+unsafe extern "C" fn gw_recv(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    callback(args, nargs, 2, |gil, host, a| {
+        let Some(max) = arg_int(a[0]) else {
+            return ptr::null_mut();
+        };
+        match host.recv(gil, max.max(0) as usize) {
+            Some(data) => ret(gil.bytes(&data)),
+            None => ret(Ok(gil.none())),
+        }
+    })
+}
+
+unsafe extern "C" fn gw_log(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    callback(args, nargs, 2, |gil, host, a| {
+        let text = gil.borrowed(a[0]).to_string_lossy();
+        host.log(&text);
+        ret(Ok(gil.none()))
+    })
+}
+
+unsafe extern "C" fn gw_sendfile(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    callback(args, nargs, 4, |gil, host, a| {
+        let (Some(fd), Some(offset), Some(count)) = (arg_int(a[0]), arg_int(a[1]), arg_int(a[2]))
+        else {
+            return ptr::null_mut();
+        };
+        if fd < 0 || offset < 0 {
+            // SAFETY: builtin exception type.
+            return raise(
+                unsafe { ffi::PyExc_ValueError },
+                "bad file descriptor or offset",
+            );
+        }
+        // SAFETY: the Python side passes a descriptor it duplicated for us (os.dup): we own it.
+        let file = unsafe { File::from_raw_fd(fd as c_int) };
+        let count = (count >= 0).then_some(count as u64);
+        match host.sendfile(gil, file, offset as u64, count) {
+            Ok(sent) => ret_bool(gil, sent),
+            // SAFETY: builtin exception type.
+            Err(e) => raise(unsafe { ffi::PyExc_OSError }, &e),
+        }
+    })
+}

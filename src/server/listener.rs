@@ -1,0 +1,259 @@
+//! Listening sockets (TCP or Unix) and the connections they accept.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::PathBuf;
+
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+
+/// Where to listen: `HOST:PORT` or `unix:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Addr {
+    pub fn parse(s: &str) -> Result<Addr, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            return Ok(Addr::Unix(PathBuf::from(path)));
+        }
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Addr::Tcp(a));
+        }
+        match s.to_socket_addrs() {
+            Ok(mut addrs) => addrs
+                .next()
+                .map(Addr::Tcp)
+                .ok_or_else(|| format!("{s} resolves to no address")),
+            Err(e) => Err(format!("{s} is neither HOST:PORT nor unix:PATH ({e})")),
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Tcp(a) => write!(f, "{a}"),
+            Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Which protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    FastCgi,
+    Scgi,
+    /// Either, told apart by the first byte of each connection.
+    Auto,
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::FastCgi => "FastCGI",
+            Proto::Scgi => "SCGI",
+            Proto::Auto => "FastCGI+SCGI",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub addr: Addr,
+    pub proto: Proto,
+    /// Mode of a Unix socket file (e.g. 0o660).
+    pub mode: u32,
+    pub backlog: u32,
+}
+
+enum Inner {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+pub struct Listener {
+    pub spec: ListenerSpec,
+    inner: Inner,
+}
+
+impl Listener {
+    /// Binds the socket, with a clear message on failure. A stale Unix socket file is
+    /// replaced only if it is a socket nobody listens on.
+    pub fn bind(spec: ListenerSpec) -> Result<Listener, String> {
+        let inner = match &spec.addr {
+            Addr::Tcp(a) => {
+                let std =
+                    bind_tcp(*a, spec.backlog).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+                Inner::Tcp(TcpListener::from_std(std))
+            }
+            Addr::Unix(path) => {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    if !meta.file_type().is_socket() {
+                        return Err(format!(
+                            "cannot listen on unix:{}: the path exists and is not a socket",
+                            path.display()
+                        ));
+                    }
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(format!(
+                            "cannot listen on unix:{}: another process is listening there",
+                            path.display()
+                        ));
+                    }
+                    std::fs::remove_file(path).map_err(|e| {
+                        format!("cannot replace stale socket {}: {e}", path.display())
+                    })?;
+                }
+                let l = std::os::unix::net::UnixListener::bind(path)
+                    .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+                crate::sys::relisten(&l, spec.backlog)
+                    .map_err(|e| format!("unix:{}: {e}", path.display()))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(spec.mode))
+                    .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+                l.set_nonblocking(true)
+                    .map_err(|e| format!("unix:{}: {e}", path.display()))?;
+                Inner::Unix(UnixListener::from_std(l))
+            }
+        };
+        Ok(Listener { spec, inner })
+    }
+
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::Tcp(l) => registry.register(l, token, Interest::READABLE),
+            Inner::Unix(l) => registry.register(l, token, Interest::READABLE),
+        }
+    }
+
+    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::Tcp(l) => registry.deregister(l),
+            Inner::Unix(l) => registry.deregister(l),
+        }
+    }
+
+    pub fn accept(&self) -> io::Result<Stream> {
+        match &self.inner {
+            Inner::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                Ok(Stream::Tcp(s))
+            }
+            Inner::Unix(l) => Ok(Stream::Unix(l.accept()?.0)),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Addr::Unix(path) = &self.spec.addr {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    // std listens with a backlog of 128; listen(2) may be called again to raise it.
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    crate::sys::relisten(&l, backlog)?;
+    Ok(l)
+}
+
+/// An accepted connection.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => r.register(s, t, i),
+            Stream::Unix(s) => r.register(s, t, i),
+        }
+    }
+
+    pub fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => r.reregister(s, t, i),
+            Stream::Unix(s) => r.reregister(s, t, i),
+        }
+    }
+
+    pub fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => r.deregister(s),
+            Stream::Unix(s) => r.deregister(s),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses() {
+        assert_eq!(
+            Addr::parse("127.0.0.1:9000"),
+            Ok(Addr::Tcp("127.0.0.1:9000".parse().unwrap()))
+        );
+        assert_eq!(
+            Addr::parse("unix:/run/gw.sock"),
+            Ok(Addr::Unix("/run/gw.sock".into()))
+        );
+        assert!(Addr::parse("unix:").is_err());
+        assert!(Addr::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn refuses_a_path_that_is_not_a_socket() {
+        let path = std::env::temp_dir().join(format!("gw-listener-{}", std::process::id()));
+        std::fs::write(&path, "").unwrap();
+        let spec = ListenerSpec {
+            addr: Addr::Unix(path.clone()),
+            proto: Proto::FastCgi,
+            mode: 0o660,
+            backlog: 511,
+        };
+        let err = Listener::bind(spec.clone()).err().unwrap();
+        assert!(err.contains("not a socket"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        let l = Listener::bind(spec.clone()).unwrap();
+        let err = Listener::bind(spec.clone()).err().unwrap();
+        assert!(err.contains("another process"), "{err}");
+        drop(l);
+        assert!(!path.exists(), "the socket file is removed on drop");
+    }
+}

@@ -1,0 +1,587 @@
+//! The event loop: listeners, connections, protocol decoding and dispatch. It never touches
+//! Python; workers talk back through [`crate::exchange`] and wake it with a [`Notifier`].
+
+mod listener;
+
+pub use listener::{Addr, Listener, ListenerSpec, Proto};
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use mio::{Events, Interest, Poll, Token};
+use protocol::fastcgi::{self, encode};
+use protocol::{cgi, scgi, Limits, Protocol, RequestHead};
+use slab::Slab;
+
+use crate::exchange::{Framing, Job, Notifier, Output, RequestIo};
+use crate::router::Router;
+use listener::Stream;
+
+const READ_CHUNK: usize = 64 * 1024;
+/// Unparsed input one connection may hold (a whole FastCGI record, or an SCGI header block).
+const MAX_PENDING_INPUT: usize = fastcgi::MAX_RECORD_LEN + 64 * 1024;
+
+pub struct ServerConfig {
+    pub limits: Limits,
+    pub threads: usize,
+    pub graceful_timeout: Duration,
+}
+
+enum Mode {
+    /// Waiting for the first byte (a listener that accepts both protocols).
+    Detect,
+    FastCgi {
+        conn: fastcgi::Connection,
+        requests: HashMap<u16, Arc<RequestIo>>,
+    },
+    Scgi {
+        dec: scgi::Decoder,
+        request: Option<Arc<RequestIo>>,
+    },
+}
+
+struct Conn {
+    stream: Stream,
+    rbuf: Vec<u8>,
+    mode: Mode,
+    out: Arc<Output>,
+    /// Reading stopped because a request's body queue is full.
+    paused: bool,
+    write_interest: bool,
+    /// Close once the output is flushed.
+    closing: bool,
+}
+
+/// Why a connection ends.
+enum Close {
+    Done,
+    Gone,
+    Error(String),
+}
+
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    conns: Slab<Conn>,
+    notifier: Arc<Notifier>,
+    jobs: Sender<Job>,
+    router: Arc<Router>,
+    config: ServerConfig,
+    fcgi_config: fastcgi::Config,
+    signals: signal_hook_mio::v1_0::Signals,
+    draining_since: Option<Instant>,
+}
+
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+const CONN_BASE: usize = 1 << 20;
+
+impl Server {
+    pub fn new(
+        listeners: Vec<Listener>,
+        router: Arc<Router>,
+        jobs: Sender<Job>,
+        config: ServerConfig,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let mut listeners = listeners;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            l.register(poll.registry(), Token(i))?;
+        }
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let fcgi_config = fastcgi::Config {
+            limits: config.limits,
+            multiplex: true,
+            max_conns: 4096,
+            max_reqs: config.threads as u32,
+        };
+        Ok(Server {
+            poll,
+            listeners,
+            conns: Slab::new(),
+            notifier: Arc::new(Notifier::new(waker)),
+            jobs,
+            router,
+            config,
+            fcgi_config,
+            signals,
+            draining_since: None,
+        })
+    }
+
+    /// Serves until SIGTERM/SIGINT, then stops accepting and waits (up to the graceful
+    /// timeout) for in-flight requests to finish.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.draining_since.map(|_| Duration::from_millis(100));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    SIGNALS => self.on_signal(),
+                    Token(i) if i < CONN_BASE => self.accept(i),
+                    Token(t) => {
+                        let key = t - CONN_BASE;
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(key);
+                        }
+                        if event.is_writable() {
+                            self.flush(key);
+                        }
+                    }
+                }
+            }
+            for t in self.notifier.take() {
+                self.on_notified(t - CONN_BASE);
+            }
+            if let Some(since) = self.draining_since {
+                self.close_idle();
+                if self.conns.is_empty() {
+                    crate::info!("all connections closed; stopping");
+                    return Ok(());
+                }
+                if since.elapsed() >= self.config.graceful_timeout {
+                    crate::warn!(
+                        "graceful timeout ({:?}) passed with {} connection(s) still busy; stopping",
+                        self.config.graceful_timeout,
+                        self.conns.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_signal(&mut self) {
+        for sig in self.signals.pending() {
+            if self.draining_since.is_some() {
+                crate::warn!("second signal {sig}: stopping now");
+                std::process::exit(1);
+            }
+            crate::info!(
+                "signal {sig}: no longer accepting; waiting up to {:?} for in-flight requests",
+                self.config.graceful_timeout
+            );
+            for l in &mut self.listeners {
+                let _ = l.deregister(self.poll.registry());
+            }
+            self.draining_since = Some(Instant::now());
+        }
+    }
+
+    /// While draining: connections with nothing in flight are closed.
+    fn close_idle(&mut self) {
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                let busy = match &c.mode {
+                    Mode::Detect => false,
+                    Mode::FastCgi { conn, .. } => conn.active_count() > 0,
+                    Mode::Scgi { request, .. } => request.is_some(),
+                };
+                !busy && !c.write_interest
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle {
+            self.close(key, Close::Done);
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        loop {
+            let accepted = match self.listeners[index].accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // EMFILE and friends: log and try again on the next event.
+                    crate::error!("accept on {}: {e}", self.listeners[index].spec.addr);
+                    return;
+                }
+            };
+            let mode = match self.listeners[index].spec.proto {
+                Proto::Auto => Mode::Detect,
+                Proto::FastCgi => self.fastcgi_mode(),
+                Proto::Scgi => self.scgi_mode(),
+            };
+            let entry = self.conns.vacant_entry();
+            let token = Token(CONN_BASE + entry.key());
+            let mut stream = accepted;
+            if let Err(e) = stream.register(self.poll.registry(), token, Interest::READABLE) {
+                crate::error!("register connection: {e}");
+                continue;
+            }
+            entry.insert(Conn {
+                stream,
+                rbuf: Vec::new(),
+                mode,
+                out: Arc::new(Output::new(token.0, self.notifier.clone())),
+                paused: false,
+                write_interest: false,
+                closing: false,
+            });
+        }
+    }
+
+    fn fastcgi_mode(&self) -> Mode {
+        Mode::FastCgi {
+            conn: fastcgi::Connection::new(self.fcgi_config.clone()),
+            requests: HashMap::new(),
+        }
+    }
+
+    fn scgi_mode(&self) -> Mode {
+        Mode::Scgi {
+            dec: scgi::Decoder::new(self.config.limits),
+            request: None,
+        }
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let result = self.read_and_decode(key);
+        match result {
+            Ok(()) => self.flush(key),
+            Err(close) => self.close(key, close),
+        }
+    }
+
+    fn read_and_decode(&mut self, key: usize) -> Result<(), Close> {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return Ok(());
+            };
+            if conn.paused || conn.closing {
+                return Ok(());
+            }
+            let len = conn.rbuf.len();
+            if len >= MAX_PENDING_INPUT {
+                return Err(Close::Error("request head too large".into()));
+            }
+            conn.rbuf.resize(len + READ_CHUNK, 0);
+            let n = match conn.stream.read(&mut conn.rbuf[len..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    conn.rbuf.truncate(len);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Ok(()),
+                        io::ErrorKind::Interrupted => continue,
+                        _ => return Err(Close::Gone),
+                    }
+                }
+            };
+            conn.rbuf.truncate(len + n);
+            if n == 0 {
+                return Err(Close::Gone);
+            }
+            self.decode(key)?;
+        }
+    }
+
+    /// Decodes everything buffered on a connection and acts on the events.
+    fn decode(&mut self, key: usize) -> Result<(), Close> {
+        let conn = &mut self.conns[key];
+        if let Mode::Detect = conn.mode {
+            let Some(&first) = conn.rbuf.first() else {
+                return Ok(());
+            };
+            conn.mode = match protocol::detect(first) {
+                Some(Protocol::FastCgi) => Mode::FastCgi {
+                    conn: fastcgi::Connection::new(self.fcgi_config.clone()),
+                    requests: HashMap::new(),
+                },
+                Some(Protocol::Scgi) => Mode::Scgi {
+                    dec: scgi::Decoder::new(self.config.limits),
+                    request: None,
+                },
+                None => {
+                    return Err(Close::Error(format!(
+                        "neither FastCGI nor SCGI (first byte 0x{first:02x})"
+                    )))
+                }
+            };
+        }
+        let token = CONN_BASE + key;
+        let Conn {
+            rbuf,
+            mode,
+            out,
+            paused,
+            closing,
+            ..
+        } = conn;
+        let mut pos = 0;
+        let mut reply = Vec::new();
+        let result = loop {
+            if *paused {
+                break Ok(());
+            }
+            let input = &rbuf[pos..];
+            match mode {
+                Mode::Detect => unreachable!("detected above"),
+                Mode::FastCgi { conn, requests } => {
+                    let d = match conn.decode(input, &mut reply) {
+                        Ok(d) => d,
+                        Err(e) => break Err(Close::Error(e.to_string())),
+                    };
+                    if d.consumed == 0 && d.event.is_none() {
+                        break Ok(());
+                    }
+                    pos += d.consumed;
+                    match d.event {
+                        Some(fastcgi::Event::Request { id, head, .. }) => {
+                            let io = Arc::new(RequestIo::new(token, self.notifier.clone()));
+                            let framing = Framing::FastCgi(id);
+                            if dispatch(&self.router, &self.jobs, head, &io, out, framing) {
+                                requests.insert(id, io);
+                            } else {
+                                encode::end_request(
+                                    id,
+                                    0,
+                                    fastcgi::ProtocolStatus::RequestComplete,
+                                    &mut reply,
+                                );
+                                conn.finish(id);
+                            }
+                        }
+                        Some(fastcgi::Event::Stdin { id, data }) => {
+                            if let Some(io) = requests.get(&id) {
+                                *paused |= io.push(data);
+                            }
+                        }
+                        Some(fastcgi::Event::StdinEnd { id }) => {
+                            if let Some(io) = requests.get(&id) {
+                                io.end();
+                            }
+                        }
+                        Some(fastcgi::Event::Abort { id }) => {
+                            if let Some(io) = requests.get(&id) {
+                                io.abort();
+                            }
+                        }
+                        Some(fastcgi::Event::Data { .. } | fastcgi::Event::DataEnd { .. })
+                        | None => {}
+                    }
+                }
+                Mode::Scgi { dec, request } => {
+                    let d = match dec.decode(input) {
+                        Ok(d) => d,
+                        Err(e) => break Err(Close::Error(e.to_string())),
+                    };
+                    if d.consumed == 0 && d.event.is_none() {
+                        break Ok(());
+                    }
+                    pos += d.consumed;
+                    match d.event {
+                        Some(scgi::Event::Request { head }) => {
+                            let io = Arc::new(RequestIo::new(token, self.notifier.clone()));
+                            if dispatch(&self.router, &self.jobs, head, &io, out, Framing::Scgi) {
+                                *request = Some(io);
+                            } else {
+                                out.push_now(|s| {
+                                    s.buf.extend_from_slice(&reply);
+                                    not_found(Framing::Scgi, &mut s.buf);
+                                    s.scgi_done = true;
+                                });
+                                reply.clear();
+                                *closing = true;
+                                break Ok(());
+                            }
+                        }
+                        Some(scgi::Event::Body(data)) => {
+                            if let Some(io) = request {
+                                *paused |= io.push(data);
+                            }
+                        }
+                        Some(scgi::Event::End) => {
+                            if let Some(io) = request {
+                                io.end();
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+        };
+        rbuf.drain(..pos);
+        if !reply.is_empty() {
+            out.push_now(|s| s.buf.extend_from_slice(&reply));
+        }
+        result
+    }
+
+    fn on_notified(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.paused {
+            let full = match &conn.mode {
+                Mode::FastCgi { requests, .. } => requests.values().any(|r| !r.has_room()),
+                Mode::Scgi { request, .. } => request.as_ref().is_some_and(|r| !r.has_room()),
+                Mode::Detect => false,
+            };
+            if !full {
+                conn.paused = false;
+                if let Err(close) = self.decode(key).and_then(|()| self.read_and_decode(key)) {
+                    self.close(key, close);
+                    return;
+                }
+            }
+        }
+        self.flush(key);
+    }
+
+    /// Writes what workers produced; handles finished requests and closes when done.
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Conn {
+            stream, out, mode, ..
+        } = conn;
+        let (result, finished, scgi_done, abort, pending) = out.drain_with(|s| {
+            let mut result = Ok(());
+            let mut written = 0;
+            while written < s.buf.len() {
+                match stream.write(&s.buf[written..]) {
+                    Ok(0) => {
+                        result = Err(io::ErrorKind::WriteZero.into());
+                        break;
+                    }
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            result = Err(e);
+                        }
+                        break;
+                    }
+                }
+            }
+            s.buf.drain(..written);
+            (
+                result,
+                std::mem::take(&mut s.finished),
+                s.scgi_done,
+                s.abort,
+                !s.buf.is_empty(),
+            )
+        });
+        if let Mode::FastCgi { conn: fc, requests } = mode {
+            for id in finished {
+                fc.finish(id);
+                requests.remove(&id);
+            }
+        }
+        if let Err(e) = result {
+            let _ = e;
+            self.close(key, Close::Gone);
+            return;
+        }
+        if abort {
+            self.close(key, Close::Error("response cut off".into()));
+            return;
+        }
+        let conn = &mut self.conns[key];
+        let done = match &conn.mode {
+            Mode::FastCgi { conn: fc, .. } => !fc.keep_conn() && fc.active_count() == 0,
+            Mode::Scgi { .. } => scgi_done,
+            Mode::Detect => false,
+        };
+        if !pending && (done || conn.closing) {
+            self.close(key, Close::Done);
+            return;
+        }
+        if pending != conn.write_interest {
+            conn.write_interest = pending;
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(CONN_BASE + key);
+            if conn
+                .stream
+                .reregister(self.poll.registry(), token, interest)
+                .is_err()
+            {
+                self.close(key, Close::Gone);
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize, why: Close) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        if let Close::Error(msg) = &why {
+            crate::warn!("closing connection: {msg}");
+        }
+        let _ = conn.stream.deregister(self.poll.registry());
+        conn.out.close();
+        match conn.mode {
+            Mode::FastCgi { requests, .. } => requests.values().for_each(|r| r.abort()),
+            Mode::Scgi {
+                request: Some(r), ..
+            } => r.abort(),
+            _ => {}
+        }
+    }
+}
+
+/// Routes a request and queues it for a worker; false (and a 404 written) when no mount
+/// matches.
+fn dispatch(
+    router: &Router,
+    jobs: &Sender<Job>,
+    head: RequestHead,
+    io: &Arc<RequestIo>,
+    out: &Arc<Output>,
+    framing: Framing,
+) -> bool {
+    let Some(route) = router.route(&head) else {
+        if let Framing::FastCgi(_) = framing {
+            out.push_now(|s| not_found(framing, &mut s.buf));
+        }
+        return false;
+    };
+    let job = Job {
+        head,
+        route,
+        io: io.clone(),
+        out: out.clone(),
+        framing,
+    };
+    jobs.send(job).is_ok()
+}
+
+fn not_found(framing: Framing, buf: &mut Vec<u8>) {
+    let body = b"Not Found: no mount serves this path\n";
+    let mut head = Vec::new();
+    let len = body.len().to_string();
+    cgi::encode_response_head(
+        b"404 Not Found",
+        [
+            (&b"Content-Type"[..], &b"text/plain"[..]),
+            (b"Content-Length", len.as_bytes()),
+        ],
+        &mut head,
+    );
+    head.extend_from_slice(body);
+    framing.encode(&head, buf);
+}

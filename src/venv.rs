@@ -1,0 +1,208 @@
+//! Preflight of a python-home (or a mount's venv) before the interpreter starts: pure
+//! file-system work, one clear message per problem. CPython itself would start *silently*
+//! with the wrong packages for a missing or wrong-version venv, or die with "No module named
+//! encodings" for some others.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+/// The Python major.minor this gateway embeds (fixed at build time).
+pub const EMBEDDED_VERSION: &str = env!("WSGI_GATEWAY_PY_VERSION");
+/// The prefix of the Python the gateway was built against.
+pub const BUILD_PREFIX: &str = env!("WSGI_GATEWAY_PY_PREFIX");
+
+/// A checked python-home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Home {
+    /// A virtualenv root (holds `pyvenv.cfg`).
+    Venv(PathBuf),
+    /// A base installation prefix (holds `lib/pythonX.Y/os.py`).
+    Prefix(PathBuf),
+}
+
+impl Home {
+    /// `PyConfig.program_name` for this home: getpath finds everything from it.
+    pub fn program_name(&self) -> PathBuf {
+        match self {
+            Home::Venv(root) => root.join("bin/python"),
+            Home::Prefix(root) => root.join(format!("bin/python{EMBEDDED_VERSION}")),
+        }
+    }
+
+    /// `PyConfig.home`: only for a base installation (a venv has no stdlib of its own).
+    pub fn home(&self) -> Option<&Path> {
+        match self {
+            Home::Venv(_) => None,
+            Home::Prefix(root) => Some(root),
+        }
+    }
+
+    /// The installation the gateway was built against.
+    pub fn build_default() -> Home {
+        Home::Prefix(PathBuf::from(BUILD_PREFIX))
+    }
+}
+
+fn lib_dir(root: &Path) -> PathBuf {
+    root.join(format!("lib/python{EMBEDDED_VERSION}"))
+}
+
+/// Reads `version` (python -m venv, virtualenv) or `version_info` (uv) from pyvenv.cfg and
+/// returns its major.minor.
+pub fn pyvenv_version(cfg_text: &str) -> Option<String> {
+    let mut version = None;
+    let mut version_info = None;
+    for line in cfg_text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match key.trim() {
+            "version" => version = Some(value.trim().to_string()),
+            "version_info" => version_info = Some(value.trim().to_string()),
+            _ => {}
+        }
+    }
+    let full = version.or(version_info)?;
+    let mut parts = full.split('.');
+    let (major, minor) = (parts.next()?, parts.next()?);
+    (major.chars().all(|c| c.is_ascii_digit()) && minor.chars().all(|c| c.is_ascii_digit()))
+        .then(|| format!("{major}.{minor}"))
+}
+
+/// Checks a python-home (`what` names the setting in messages, e.g. "python-home").
+pub fn check(what: &str, path: &Path) -> Result<Home, String> {
+    let shown = path.display();
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(format!("{what} {shown} does not exist"))
+        }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            return Err(format!("{what} {shown} is not readable by this user: {e}"))
+        }
+        Err(e) => return Err(format!("{what} {shown}: {e}")),
+    };
+    if !meta.is_dir() {
+        let is_python = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("python"));
+        if is_python {
+            let root = path
+                .parent()
+                .filter(|b| b.file_name().is_some_and(|n| n == "bin"))
+                .and_then(Path::parent)
+                .filter(|r| r.join("pyvenv.cfg").is_file());
+            let hint = match root {
+                Some(r) => format!("use {}", r.display()),
+                None => "use the virtualenv root (the directory holding pyvenv.cfg)".into(),
+            };
+            return Err(format!(
+                "{what} {shown} is the interpreter, not the virtualenv root; {hint}"
+            ));
+        }
+        return Err(format!("{what} {shown} is not a directory"));
+    }
+    let cfg = path.join("pyvenv.cfg");
+    match fs::read_to_string(&cfg) {
+        Ok(text) => {
+            let Some(version) = pyvenv_version(&text) else {
+                return Err(format!(
+                    "{what} {shown}: {} names no Python version (neither 'version' nor 'version_info')",
+                    cfg.display()
+                ));
+            };
+            if version != EMBEDDED_VERSION {
+                return Err(format!(
+                    "{what} {shown} was created by Python {version} but this gateway embeds Python \
+                     {EMBEDDED_VERSION}; recreate it with python{EMBEDDED_VERSION} -m venv {shown}"
+                ));
+            }
+            let site = lib_dir(path).join("site-packages");
+            match fs::read_dir(&site) {
+                Ok(_) => Ok(Home::Venv(path.to_path_buf())),
+                Err(e) if e.kind() == ErrorKind::NotFound => Err(format!(
+                    "{what} {shown} has no {} (an incomplete virtualenv?)",
+                    site.display()
+                )),
+                Err(e) => Err(format!(
+                    "{what} {shown}: {} is not readable by this user: {e}",
+                    site.display()
+                )),
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let lib = lib_dir(path);
+            if lib.join("os.py").is_file() && lib.join("encodings").is_dir() {
+                Ok(Home::Prefix(path.to_path_buf()))
+            } else {
+                Err(format!(
+                    "{what} {shown} is neither a virtualenv (no pyvenv.cfg) nor a Python \
+                     {EMBEDDED_VERSION} installation (no {}/os.py)",
+                    lib.display()
+                ))
+            }
+        }
+        Err(e) => Err(format!(
+            "{what} {shown}: {} is not readable by this user: {e}",
+            cfg.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_keys_of_every_tool() {
+        assert_eq!(
+            pyvenv_version("home = /x\nversion = 3.12.1\n").as_deref(),
+            Some("3.12")
+        );
+        assert_eq!(
+            pyvenv_version("version_info = 3.11.7\n").as_deref(),
+            Some("3.11")
+        );
+        assert_eq!(
+            pyvenv_version("version_info = 3.13.0.final.0\nversion = 3.13.0").as_deref(),
+            Some("3.13")
+        );
+        assert_eq!(pyvenv_version("home = /x\n"), None);
+    }
+
+    #[test]
+    fn refuses_missing_file_and_binary() {
+        let dir = std::env::temp_dir().join(format!("gw-venv-test-{}", std::process::id()));
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(dir.join("pyvenv.cfg"), "version = 2.7.18\n").unwrap();
+        fs::write(bin.join("python"), "").unwrap();
+        let err = check("python-home", &bin.join("python")).unwrap_err();
+        assert!(err.contains("is the interpreter"), "{err}");
+        assert!(err.contains(&format!("use {}", dir.display())), "{err}");
+        let err = check("python-home", &dir).unwrap_err();
+        assert!(err.contains("created by Python 2.7"), "{err}");
+        let err = check("python-home", &dir.join("nope")).unwrap_err();
+        assert!(err.contains("does not exist"), "{err}");
+        fs::write(
+            dir.join("pyvenv.cfg"),
+            format!("version = {EMBEDDED_VERSION}.0\n"),
+        )
+        .unwrap();
+        let err = check("python-home", &dir).unwrap_err();
+        assert!(err.contains("site-packages"), "{err}");
+        fs::create_dir_all(lib_dir(&dir).join("site-packages")).unwrap();
+        assert_eq!(check("python-home", &dir), Ok(Home::Venv(dir.clone())));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn build_prefix_is_a_valid_home() {
+        assert_eq!(
+            check("python-home", Path::new(BUILD_PREFIX)),
+            Ok(Home::build_default())
+        );
+    }
+}

@@ -1,0 +1,367 @@
+# The Python half of the WSGI gateway: run once in each interpreter, it holds the request
+# cycle of PEP 3333 (start_response, write, iteration, close, wsgi.input, wsgi.errors,
+# wsgi.file_wrapper). The Rust half builds environ and moves bytes: _gw_send, _gw_recv,
+# _gw_log and _gw_sendfile are injected into this namespace before it runs.
+import os
+import sys
+import threading
+import traceback
+import importlib.util
+import importlib.machinery
+import hashlib
+
+HOP_BY_HOP = frozenset((
+    'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
+    'te', 'trailers', 'transfer-encoding', 'upgrade',
+))
+CHUNK = 65536
+
+
+class ClientDisconnected(OSError):
+    """The web server closed the connection (client gone or request aborted)."""
+
+
+class InvalidResponse(Exception):
+    """The application broke PEP 3333 (status, headers, body type)."""
+
+
+class Input:
+    """wsgi.input: the request body as it arrives, never buffered whole."""
+    __slots__ = ('_ctx', '_buf', '_eof')
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self._buf = b''
+        self._eof = False
+
+    def _fill(self, want):
+        # Reads from the gateway until `want` bytes are buffered (0: one chunk) or the body ends.
+        while not self._eof and (want == 0 or len(self._buf) < want):
+            data = _gw_recv(self._ctx, CHUNK if want == 0 else max(want - len(self._buf), CHUNK))
+            if data is None:
+                raise ClientDisconnected('request body read failed: client disconnected')
+            if not data:
+                self._eof = True
+            else:
+                self._buf += data
+                if want == 0:
+                    return
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            while not self._eof:
+                self._fill(len(self._buf) + CHUNK)
+            data, self._buf = self._buf, b''
+            return data
+        if len(self._buf) < size:
+            self._fill(size)
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def read1(self, size=-1):
+        if not self._buf:
+            self._fill(0)
+        if size is None or size < 0:
+            size = len(self._buf)
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readline(self, size=-1):
+        while True:
+            nl = self._buf.find(b'\n')
+            if nl >= 0 or self._eof or (size is not None and 0 <= size <= len(self._buf)):
+                break
+            self._fill(0)
+        end = nl + 1 if nl >= 0 else len(self._buf)
+        if size is not None and size >= 0:
+            end = min(end, size)
+        line, self._buf = self._buf[:end], self._buf[end:]
+        return line
+
+    def readlines(self, hint=-1):
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def readable(self):
+        return True
+
+    def close(self):
+        pass
+
+
+class Errors:
+    """wsgi.errors: text to the gateway's log, one entry per line."""
+    __slots__ = ('_ctx', '_pending')
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self._pending = ''
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError('wsgi.errors.write() takes str, not %s' % type(s).__name__)
+        self._pending += s
+        if '\n' in self._pending:
+            lines, _, self._pending = self._pending.rpartition('\n')
+            _gw_log(self._ctx, lines)
+        return len(s)
+
+    def writelines(self, seq):
+        for s in seq:
+            self.write(s)
+
+    def flush(self):
+        if self._pending:
+            _gw_log(self._ctx, self._pending)
+            self._pending = ''
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: a real file is streamed by the gateway without holding the GIL."""
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, 'close'):
+            self.close = filelike.close
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+    def _fileno(self):
+        try:
+            fd = self.filelike.fileno()
+            pos = self.filelike.tell()
+            os.fstat(fd)
+            return fd, pos
+        except Exception:
+            return None
+
+
+class Response:
+    __slots__ = ('ctx', 'status', 'headers', 'head', 'sent', 'length', 'written', 'method')
+
+    def __init__(self, ctx, method):
+        self.ctx = ctx
+        self.status = None
+        self.headers = None
+        self.head = None
+        self.sent = False
+        self.length = None
+        self.written = 0
+        self.method = method
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError('start_response() called twice without exc_info')
+        if type(status) is not str:
+            raise InvalidResponse('status must be str, not %s' % type(status).__name__)
+        if len(status) < 4 or not status[:3].isdigit() or status[3] != ' ' or status[0] == '0':
+            raise InvalidResponse('status %r is not "NNN Reason"' % (status,))
+        if type(headers) is not list:
+            raise InvalidResponse('headers must be a list, not %s' % type(headers).__name__)
+        length = None
+        for item in headers:
+            if type(item) is not tuple or len(item) != 2:
+                raise InvalidResponse('header %r is not a (name, value) tuple' % (item,))
+            name, value = item
+            if type(name) is not str or type(value) is not str:
+                raise InvalidResponse('header %r: name and value must be str' % (item,))
+            if not name or ':' in name or '\n' in name or '\r' in name or ' ' in name:
+                raise InvalidResponse('invalid header name %r' % (name,))
+            if '\n' in value or '\r' in value:
+                raise InvalidResponse('header %s: value contains a line break' % name)
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                raise InvalidResponse('hop-by-hop header %r is not allowed' % name)
+            if lname == 'content-length':
+                try:
+                    length = int(value.strip())
+                except ValueError:
+                    raise InvalidResponse('Content-Length %r is not a number' % value)
+        try:
+            status.encode('latin-1')
+            for name, value in headers:
+                value.encode('latin-1')
+        except UnicodeEncodeError:
+            raise InvalidResponse('status and headers must be latin-1 text')
+        self.status = status
+        self.headers = headers
+        self.length = length
+        return self.write
+
+    def _head(self):
+        if self.status is None:
+            raise InvalidResponse('the application did not call start_response()')
+        parts = ['Status: ', self.status, '\r\n']
+        for name, value in self.headers:
+            parts += (name, ': ', value, '\r\n')
+        parts.append('\r\n')
+        self.sent = True
+        return ''.join(parts).encode('latin-1')
+
+    def write(self, data):
+        if type(data) is not bytes:
+            if isinstance(data, (bytearray, memoryview)):
+                data = bytes(data)
+            else:
+                raise InvalidResponse('response body must be bytes, not %s' % type(data).__name__)
+        head = b'' if self.sent else self._head()
+        if self.length is not None:
+            room = self.length - self.written
+            if len(data) > room:
+                data = data[:max(room, 0)]
+        if self.method == 'HEAD':
+            data = b''
+        self.written += len(data)
+        if not data and not head:
+            return
+        if not _gw_send(self.ctx, head, data):
+            raise ClientDisconnected('response write failed: client disconnected')
+
+    def finish(self):
+        if not self.sent:
+            if self.length is None and self.method != 'HEAD':
+                self.headers.append(('Content-Length', '0'))
+            self.write(b'')
+        elif self.length is not None and self.written < self.length and self.method != 'HEAD':
+            _gw_log(self.ctx, 'response shorter than its Content-Length (%d of %d bytes)'
+                    % (self.written, self.length))
+
+
+def init_interpreter(python_path):
+    """Per-interpreter set-up: sys.argv, and python-path entries at the front of sys.path."""
+    sys.argv = ['wsgi-gateway']
+    add_python_path(python_path)
+
+
+def add_python_path(paths):
+    """python-path: site.addsitedir each entry (so .pth files run), all moved to the front."""
+    import site
+    before = set(sys.path)
+    for p in paths:
+        site.addsitedir(p)
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + [p for p in sys.path if p not in added]
+
+
+_apps = {}
+_apps_lock = threading.Lock()
+
+
+def _module_name(path):
+    return '_wsgi_script_' + hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:16]
+
+
+def load(path, callable_name):
+    """Imports a script file as a module named after its path; returns the callable."""
+    key = (path, callable_name)
+    app = _apps.get(key)
+    if app is not None:
+        return app
+    with _apps_lock:
+        app = _apps.get(key)
+        if app is not None:
+            return app
+        name = _module_name(path)
+        loader = importlib.machinery.SourceFileLoader(name, path)
+        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        app = getattr(module, callable_name, None)
+        if app is None:
+            raise LookupError('%s defines no WSGI callable named %r' % (path, callable_name))
+        _apps[key] = app
+        return app
+
+
+ERROR_500 = (b'<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head>'
+             b'<body><h1>Internal Server Error</h1><p>The application failed; '
+             b'the gateway log has the details.</p></body></html>\n')
+
+
+def _error_500(ctx):
+    head = (b'Status: 500 Internal Server Error\r\nContent-Type: text/html; charset=utf-8\r\n'
+            b'Content-Length: %d\r\n\r\n' % len(ERROR_500))
+    _gw_send(ctx, head, ERROR_500)
+
+
+def run(script, callable_name, environ, ctx):
+    """One request, start to end. Never raises: failures are logged and answered. Returns
+    False when the response must be cut off (the connection is then aborted)."""
+    method = environ.get('REQUEST_METHOD', 'GET')
+    environ['wsgi.input'] = Input(ctx)
+    errors = environ['wsgi.errors'] = Errors(ctx)
+    response = Response(ctx, method)
+    result = None
+    try:
+        app = load(script, callable_name) if type(script) is str else script
+        result = app(environ, response.start_response)
+        if type(result) is FileWrapper and response.status is not None and response.method != 'HEAD':
+            where = result._fileno()
+            if where is not None:
+                head = response._head()
+                if not _gw_send(ctx, head, b''):
+                    raise ClientDisconnected('response write failed: client disconnected')
+                fd, pos = where
+                count = -1 if response.length is None else response.length
+                dup = os.dup(fd)
+                if not _gw_sendfile(ctx, dup, pos, count):
+                    raise ClientDisconnected('response write failed: client disconnected')
+                return True
+        for chunk in result:
+            response.write(chunk)
+        response.finish()
+        return True
+    except ClientDisconnected as e:
+        _gw_log(ctx, str(e))
+        return False
+    except BaseException:
+        text = traceback.format_exc()
+        if response.sent:
+            _gw_log(ctx, 'application error after the response started; response cut off\n' + text)
+            return False
+        _gw_log(ctx, text)
+        _error_500(ctx)
+        return True
+    finally:
+        errors.flush()
+        if result is not None and hasattr(result, 'close'):
+            try:
+                result.close()
+            except BaseException:
+                _gw_log(ctx, 'error in close() of the response iterable\n' + traceback.format_exc())

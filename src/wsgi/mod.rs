@@ -1,0 +1,267 @@
+//! PEP 3333 on top of the embedded interpreter: the per-interpreter state (helper module,
+//! environ template, mount targets), environ building and the request cycle. The request
+//! cycle itself (start_response, write, iteration, close, wsgi.input, wsgi.errors,
+//! file_wrapper) is `gateway.py`, run in each interpreter; Rust builds environ and moves bytes.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::exchange::{Framing, Job, Output, RequestIo};
+use crate::python::{Gil, Host, Obj, PyObj, PyResult};
+use crate::router::{Mount, Target};
+
+const GATEWAY_PY: &str = include_str!("gateway.py");
+const DIAGNOSTICS_PY: &str = include_str!("diagnostics.py");
+
+/// Response bytes handed to the output buffer at a time (bounds the wait per piece).
+const PIECE: usize = 128 * 1024;
+
+/// Settings that shape every interpreter's environ.
+pub struct Settings<'a> {
+    pub mounts: &'a [Mount],
+    pub python_path: &'a [PathBuf],
+    pub threads: usize,
+    pub multiprocess: bool,
+}
+
+/// One interpreter's WSGI state: objects made in and only used by that interpreter.
+pub struct Interpreter {
+    run: PyObj,
+    base_environ: PyObj,
+    /// Per mount: the script path (str) or the app object, and the callable name.
+    targets: Vec<(PyObj, PyObj)>,
+    diagnostics: Vec<bool>,
+}
+
+impl Interpreter {
+    /// Loads the helper module into the current interpreter, applies python-path and builds
+    /// the environ template.
+    pub fn setup(gil: Gil<'_>, settings: &Settings<'_>) -> PyResult<Self> {
+        let ns = gil.exec_module("wsgi_gateway", "<wsgi-gateway gateway.py>", GATEWAY_PY)?;
+        gil.install_callbacks(&ns)?;
+        let get = |name: &str| {
+            ns.dict_get(name)?.ok_or_else(|| crate::python::PyErr {
+                text: format!("gateway.py defines no {name}"),
+            })
+        };
+        let paths: Vec<Obj<'_>> = settings
+            .python_path
+            .iter()
+            .map(|p| gil.str(&p.to_string_lossy()))
+            .collect::<PyResult<_>>()?;
+        get("init_interpreter")?.call(&[&gil.list(&paths)?])?;
+        let diag = gil.exec_module(
+            "wsgi_gateway_diagnostics",
+            "<wsgi-gateway diagnostics.py>",
+            DIAGNOSTICS_PY,
+        )?;
+        let diag_app = diag.dict_get("application")?.expect("diagnostics app");
+
+        let env = gil.dict()?;
+        let set = |k: &str, v: Obj<'_>| env.set_item(&gil.str(k)?, &v);
+        let (one, zero) = (gil.int(1)?, gil.int(0)?);
+        set("wsgi.version", gil.tuple(&[&one, &zero])?)?;
+        set("wsgi.url_scheme", gil.str("http")?)?;
+        set("wsgi.multithread", gil.bool(settings.threads > 1))?;
+        set("wsgi.multiprocess", gil.bool(settings.multiprocess))?;
+        set("wsgi.run_once", gil.bool(false))?;
+        set("wsgi.input_terminated", gil.bool(true))?;
+        set("wsgi.file_wrapper", get("FileWrapper")?)?;
+        for (k, v) in [
+            ("REQUEST_METHOD", "GET"),
+            ("SCRIPT_NAME", ""),
+            ("PATH_INFO", ""),
+            ("QUERY_STRING", ""),
+            ("SERVER_NAME", "localhost"),
+            ("SERVER_PORT", "80"),
+            ("SERVER_PROTOCOL", "HTTP/1.0"),
+        ] {
+            set(k, gil.str(v)?)?;
+        }
+
+        let mut targets = Vec::new();
+        let mut diagnostics = Vec::new();
+        for m in settings.mounts {
+            let target = match &m.target {
+                Target::Script(path) => gil.str(&path.to_string_lossy())?,
+                Target::Diagnostics => diag_app.clone(),
+            };
+            targets.push((PyObj::new(target), PyObj::new(gil.str(&m.callable)?)));
+            diagnostics.push(m.target == Target::Diagnostics);
+        }
+        Ok(Interpreter {
+            run: PyObj::new(get("run")?),
+            base_environ: PyObj::new(env),
+            targets,
+            diagnostics,
+        })
+    }
+
+    /// Runs one request to its end; returns whether the response is complete (false: cut off).
+    pub fn handle(&self, gil: Gil<'_>, job: &Job) -> bool {
+        match self.call(gil, job) {
+            Ok(complete) => complete,
+            Err(e) => {
+                crate::error!("{}: request failed in the gateway: {e}", label(job));
+                false
+            }
+        }
+    }
+
+    fn call(&self, gil: Gil<'_>, job: &Job) -> PyResult<bool> {
+        let env = self.environ(gil, job)?;
+        let host: Arc<dyn Host> = Arc::new(RequestHost {
+            io: job.io.clone(),
+            out: job.out.clone(),
+            framing: job.framing,
+            label: label(job),
+        });
+        let ctx = gil.host_capsule(host)?;
+        let (target, callable) = &self.targets[job.route.mount];
+        let result =
+            self.run
+                .bind(gil)
+                .call(&[&target.bind(gil), &callable.bind(gil), &env, &ctx])?;
+        Ok(result.is_true())
+    }
+
+    fn environ<'py>(&self, gil: Gil<'py>, job: &Job) -> PyResult<Obj<'py>> {
+        let env = self.base_environ.bind(gil).dict_copy()?;
+        let mut https = false;
+        for (name, value) in job.head.iter() {
+            match name {
+                // The gateway derives these; nginx and lighttpd also repeat CONTENT_* as HTTP_*.
+                b"SCRIPT_NAME" | b"PATH_INFO" | b"HTTP_CONTENT_LENGTH" | b"HTTP_CONTENT_TYPE" => {
+                    continue
+                }
+                b"HTTPS" => https |= value.eq_ignore_ascii_case(b"on") || value == b"1",
+                b"REQUEST_SCHEME" => https |= value.eq_ignore_ascii_case(b"https"),
+                _ => {}
+            }
+            env.set_item(&gil.latin1(name)?, &gil.latin1(value)?)?;
+        }
+        env.set_item(
+            &gil.str("SCRIPT_NAME")?,
+            &gil.latin1(&job.route.script_name)?,
+        )?;
+        env.set_item(&gil.str("PATH_INFO")?, &gil.latin1(&job.route.path_info)?)?;
+        if https {
+            env.set_item(&gil.str("wsgi.url_scheme")?, &gil.str("https")?)?;
+        }
+        if self.diagnostics[job.route.mount] {
+            let params = job
+                .head
+                .iter()
+                .map(|(n, v)| gil.tuple(&[&gil.latin1(n)?, &gil.latin1(v)?]))
+                .collect::<PyResult<Vec<_>>>()?;
+            env.set_item(&gil.str("wsgi_gateway.params")?, &gil.list(&params)?)?;
+            env.set_item(&gil.str("wsgi_gateway.route")?, &gil.str(job.route.source)?)?;
+        }
+        Ok(env)
+    }
+}
+
+fn label(job: &Job) -> String {
+    let method = job.head.get(b"REQUEST_METHOD").unwrap_or(b"GET");
+    let uri = job.head.get(b"REQUEST_URI").unwrap_or_default();
+    let uri = if uri.is_empty() {
+        [&job.route.script_name[..], &job.route.path_info[..]].concat()
+    } else {
+        uri.to_vec()
+    };
+    format!(
+        "{} {}",
+        String::from_utf8_lossy(method),
+        String::from_utf8_lossy(&uri)
+    )
+}
+
+/// The Rust side of one request, as Python sees it through the callbacks.
+struct RequestHost {
+    io: Arc<RequestIo>,
+    out: Arc<Output>,
+    framing: Framing,
+    label: String,
+}
+
+impl RequestHost {
+    /// Sends `head` and `body` in pieces, waiting for room; false when the client is gone.
+    fn write_blocking(&self, mut head: &[u8], mut body: &[u8]) -> bool {
+        loop {
+            let n = body.len().min(PIECE);
+            let (piece, rest) = body.split_at(n);
+            let framing = self.framing;
+            let ok = self.out.write_with(|s| {
+                framing.encode(head, &mut s.buf);
+                framing.encode(piece, &mut s.buf);
+            });
+            if !ok || self.io.is_gone() {
+                return false;
+            }
+            head = b"";
+            body = rest;
+            if body.is_empty() {
+                return true;
+            }
+        }
+    }
+}
+
+impl Host for RequestHost {
+    fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8]) -> bool {
+        if self.io.is_gone() {
+            return false;
+        }
+        if body.len() <= PIECE {
+            // Fast path: room in the buffer, no need to give up the GIL.
+            let framing = self.framing;
+            let done = self.out.try_write_with(|s| {
+                framing.encode(head, &mut s.buf);
+                framing.encode(body, &mut s.buf);
+            });
+            if let Some(ok) = done {
+                return ok;
+            }
+        }
+        gil.allow_threads(|| self.write_blocking(head, body))
+    }
+
+    fn recv(&self, gil: Gil<'_>, max: usize) -> Option<Vec<u8>> {
+        gil.allow_threads(|| self.io.recv(max))
+    }
+
+    fn log(&self, text: &str) {
+        crate::warn!("{}: {}", self.label, text);
+    }
+
+    fn sendfile(
+        &self,
+        gil: Gil<'_>,
+        file: File,
+        offset: u64,
+        count: Option<u64>,
+    ) -> Result<bool, String> {
+        gil.allow_threads(|| {
+            let mut buf = vec![0u8; PIECE];
+            let mut pos = offset;
+            let mut left = count.unwrap_or(u64::MAX);
+            while left > 0 {
+                let want = (left.min(PIECE as u64)) as usize;
+                let n = file
+                    .read_at(&mut buf[..want], pos)
+                    .map_err(|e| format!("reading the file to send: {e}"))?;
+                if n == 0 {
+                    break;
+                }
+                if !self.write_blocking(b"", &buf[..n]) {
+                    return Ok(false);
+                }
+                pos += n as u64;
+                left -= n as u64;
+            }
+            Ok(true)
+        })
+    }
+}
