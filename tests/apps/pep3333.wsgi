@@ -1,0 +1,159 @@
+# Test app for the gateway's PEP 3333 behaviour: one route per behaviour, by PATH_INFO.
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from urllib.parse import parse_qs
+from wsgiref.validate import validator
+
+STATE = {'hits': 0}
+
+
+def query(environ):
+    return {k: v[0] for k, v in parse_qs(environ.get('QUERY_STRING', '')).items()}
+
+
+def reply(start_response, body, status='200 OK', ctype='application/json'):
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    start_response(status, [('Content-Type', ctype), ('Content-Length', str(len(body)))])
+    return [body]
+
+
+class Closing:
+    def __init__(self, chunks, marker):
+        self.chunks = chunks
+        self.marker = marker
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        with open(self.marker, 'w') as f:
+            f.write('closed')
+
+
+def slow_chunks(n, delay):
+    for i in range(n):
+        yield b'chunk %d\n' % i
+        time.sleep(delay)
+
+
+def hello(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'Hello, world!\n']
+
+
+VALIDATED = validator(hello)
+
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    q = query(environ)
+    if path.startswith('/echo'):
+        keys = ['REQUEST_METHOD', 'SCRIPT_NAME', 'PATH_INFO', 'QUERY_STRING', 'CONTENT_TYPE',
+                'CONTENT_LENGTH', 'SERVER_NAME', 'SERVER_PORT', 'SERVER_PROTOCOL',
+                'wsgi.url_scheme', 'wsgi.input_terminated', 'wsgi.multithread',
+                'wsgi.multiprocess', 'wsgi.run_once']
+        out = {k: environ.get(k) for k in keys}
+        out['wsgi.version'] = list(environ['wsgi.version'])
+        out['http'] = {k: v for k, v in environ.items() if k.startswith('HTTP_')}
+        out['types'] = sorted({type(v).__name__ for k, v in environ.items() if k.isupper()})
+        out['sys.argv'] = sys.argv
+        return reply(start_response, out)
+    if path == '/upload':
+        data = environ['wsgi.input'].read()
+        return reply(start_response, {'length': len(data), 'sha256': hashlib.sha256(data).hexdigest()})
+    if path == '/upload-chunked-reads':
+        inp = environ['wsgi.input']
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            block = inp.read(int(q.get('size', '1000')))
+            if not block:
+                break
+            h.update(block)
+            n += len(block)
+        return reply(start_response, {'length': n, 'sha256': h.hexdigest()})
+    if path == '/lines':
+        inp = environ['wsgi.input']
+        first = inp.readline()
+        limited = inp.readline(3)
+        rest_of_line = inp.readline()
+        two = inp.readlines(1)
+        remaining = [line for line in inp]
+        return reply(start_response, {
+            'first': first.decode(), 'limited': limited.decode(), 'rest': rest_of_line.decode(),
+            'two': [x.decode() for x in two], 'remaining': [x.decode() for x in remaining],
+            'eof': inp.read().decode()})
+    if path == '/big':
+        mb = int(q.get('mb', '1'))
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                                  ('Content-Length', str(mb << 20))])
+        return (bytes([i % 251]) * (1 << 20) for i in range(mb))
+    if path == '/slow':
+        time.sleep(int(q.get('ms', '100')) / 1000)
+        return reply(start_response, {'thread': threading.get_ident()})
+    if path == '/stream':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return slow_chunks(int(q.get('n', '3')), float(q.get('delay', '1')))
+    if path == '/write':
+        write = start_response('200 OK', [('Content-Type', 'text/plain')])
+        write(b'written ')
+        write(b'directly ')
+        return [b'then returned']
+    if path == '/error-before':
+        raise RuntimeError('boom before start_response')
+    if path == '/error-after':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+
+        def gen():
+            yield b'partial'
+            raise RuntimeError('boom after the first chunk')
+        return gen()
+    if path == '/exc-info':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        try:
+            raise ValueError('handled')
+        except ValueError:
+            start_response('503 Service Unavailable', [('Content-Type', 'text/plain')], sys.exc_info())
+        return [b'replaced']
+    if path == '/close':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return Closing([b'a', b'b'], q['marker'])
+    if path == '/close-slow':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return Closing(slow_chunks(200, 0.05), q['marker'])
+    if path == '/file':
+        f = open(q['path'], 'rb')
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return environ['wsgi.file_wrapper'](f, 8192)
+    if path == '/bad-status':
+        start_response('OK', [])
+        return [b'x']
+    if path == '/bad-header':
+        start_response('200 OK', [('X-Number', 5)])
+        return [b'x']
+    if path == '/hop-by-hop':
+        start_response('200 OK', [('Connection', 'close')])
+        return [b'x']
+    if path == '/str-body':
+        start_response('200 OK', [])
+        return ['not bytes']
+    if path == '/errors':
+        environ['wsgi.errors'].write('a line for the log\n')
+        print('to stderr via print', file=sys.stderr)
+        return reply(start_response, b'ok', ctype='text/plain')
+    if path == '/validated':
+        return VALIDATED(environ, start_response)
+    if path == '/content-length':
+        start_response('200 OK', [('Content-Length', '5')])
+        return [b'0123456789']
+    if path == '/no-start':
+        return [b'x']
+    if path == '/count':
+        STATE['hits'] += 1
+        return reply(start_response, {'hits': STATE['hits'], 'pid': os.getpid()})
+    return reply(start_response, b'no such test route\n', status='404 Not Found', ctype='text/plain')

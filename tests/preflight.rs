@@ -1,0 +1,192 @@
+//! Bad setups are refused before serving, with one clear message and a non-zero exit; a good
+//! venv is used exactly.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+const PY311: &str = "/root/.pyenv/versions/3.11.7/bin/python3.11";
+const PY312: &str = "/root/.pyenv/versions/3.12.1/bin/python3.12";
+
+fn make_venv(python: &str, dir: &Path) -> bool {
+    Command::new(python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn refused(args: &[&str], needle: &str) {
+    let (code, err) = run_gateway(args);
+    assert_ne!(code, 0, "accepted: {args:?}\n{err}");
+    assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    assert!(!err.contains("Fatal Python error"), "{err}");
+}
+
+#[test]
+fn python_home_problems_are_named() {
+    let dir = tmpdir("preflight");
+    let missing = dir.join("missing");
+    refused(
+        &["--python-home", path_str(&missing)],
+        &format!("python-home {} does not exist", missing.display()),
+    );
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "").unwrap();
+    refused(&["--python-home", path_str(&file)], "is not a directory");
+
+    if !require(Path::new(PY311).exists(), "pyenv Python 3.11.7") {
+        return;
+    }
+    let venv = dir.join("venv311");
+    assert!(make_venv(PY311, &venv));
+    refused(
+        &["--python-home", path_str(&venv.join("bin/python"))],
+        &format!(
+            "is the interpreter, not the virtualenv root; use {}",
+            venv.display()
+        ),
+    );
+    let site = venv.join("lib/python3.11/site-packages");
+    std::fs::rename(&site, dir.join("moved")).unwrap();
+    refused(&["--python-home", path_str(&venv)], "site-packages");
+    std::fs::rename(dir.join("moved"), &site).unwrap();
+
+    // uv writes only version_info.
+    let uv = dir.join("uv-venv");
+    std::fs::create_dir_all(uv.join("lib/python3.12/site-packages")).unwrap();
+    std::fs::write(
+        uv.join("pyvenv.cfg"),
+        "home = /x/bin\nversion_info = 3.12.4\n",
+    )
+    .unwrap();
+    refused(
+        &["--python-home", path_str(&uv)],
+        "was created by Python 3.12 but this gateway embeds Python 3.11",
+    );
+    let neither = dir.join("empty");
+    std::fs::create_dir_all(&neither).unwrap();
+    refused(
+        &["--python-home", path_str(&neither)],
+        "is neither a virtualenv",
+    );
+}
+
+#[test]
+fn venv_of_another_python_version_is_refused() {
+    if !require(Path::new(PY312).exists(), "pyenv Python 3.12.1") {
+        return;
+    }
+    let dir = tmpdir("preflight312");
+    let venv = dir.join("venv312");
+    assert!(make_venv(PY312, &venv));
+    refused(
+        &["--python-home", path_str(&venv)],
+        "was created by Python 3.12 but this gateway embeds Python 3.11",
+    );
+}
+
+#[test]
+fn unreadable_venv_is_named_when_not_root() {
+    // Root reads everything, so the check runs as an unprivileged user when one can be used.
+    let dir = tmpdir("unreadable");
+    let venv = dir.join("venv");
+    if !require(make_venv(PY311, &venv), "pyenv Python 3.11.7") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&venv, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let as_nobody = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(bin())
+        .args(["--python-home", path_str(&venv)])
+        .output();
+    let Ok(out) = as_nobody else {
+        eprintln!("SKIPPED: setpriv is not available");
+        return;
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("Permission denied") && !err.contains("python-home") {
+        eprintln!("SKIPPED: the test binary is not reachable by nobody: {err}");
+        return;
+    }
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("not readable by this user"), "{err}");
+}
+
+#[test]
+fn missing_script_and_unusable_socket_are_refused() {
+    refused(&["/nonexistent/app.wsgi"], "script /nonexistent/app.wsgi");
+    refused(
+        &["--mount", "/x=/nonexistent/x.wsgi"],
+        "/nonexistent/x.wsgi",
+    );
+    refused(&["--mount", "x=/etc/hostname"], "");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    refused(&["--fastcgi", &addr], &format!("cannot listen on {addr}"));
+    let dir = tmpdir("sock");
+    let file = dir.join("not-a-socket");
+    std::fs::write(&file, "").unwrap();
+    refused(
+        &["--fastcgi", &format!("unix:{}", file.display())],
+        "the path exists and is not a socket",
+    );
+    refused(&["--fastcgi", "nowhere"], "neither HOST:PORT nor unix:PATH");
+    refused(&["--socket-mode", "999"], "not an octal file mode");
+}
+
+#[test]
+fn a_good_venv_is_used_and_the_environment_is_ignored() {
+    let dir = tmpdir("goodvenv");
+    let venv = dir.join("venv");
+    if !require(make_venv(PY311, &venv), "pyenv Python 3.11.7") {
+        return;
+    }
+    let site = venv.join("lib/python3.11/site-packages");
+    std::fs::write(site.join("only_in_venv.py"), "MARKER = 'from the venv'\n").unwrap();
+    let extra = dir.join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("extra_mod.py"), "MARKER = 'from python-path'\n").unwrap();
+    std::fs::write(
+        extra.join("hook.pth"),
+        "import os; os.environ['PTH_RAN'] = 'yes'\n",
+    )
+    .unwrap();
+    let script = dir.join("app.wsgi");
+    std::fs::write(
+        &script,
+        "import sys, os, only_in_venv, extra_mod\n\
+         def application(environ, start_response):\n\
+         \x20   body = '|'.join([sys.prefix, only_in_venv.MARKER, extra_mod.MARKER, os.environ.get('PTH_RAN', 'no'), sys.path[0]]).encode()\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n\
+         \x20   return [body]\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // A PYTHONHOME / PYTHONPATH in the environment must not matter.
+    std::env::set_var("PYTHONHOME", "/nonexistent");
+    std::env::set_var("PYTHONPATH", "/nonexistent");
+    let gw = Gateway::start(&[
+        "--fastcgi",
+        &addr,
+        "--python-home",
+        path_str(&venv),
+        "--python-path",
+        path_str(&extra),
+        path_str(&script),
+    ]);
+    let r = fcgi(&gw.addr, "GET", "/", b"").unwrap();
+    assert_eq!(r.status, 200, "{}", gw.log_text());
+    let parts: Vec<String> = r.text().split('|').map(str::to_owned).collect();
+    let canon = |p: &PathBuf| std::fs::canonicalize(p).unwrap().display().to_string();
+    assert_eq!(parts[0], venv.display().to_string());
+    assert_eq!(parts[1], "from the venv");
+    assert_eq!(parts[2], "from python-path");
+    assert_eq!(parts[3], "yes", ".pth files of python-path run");
+    assert_eq!(parts[4], canon(&extra), "python-path is first on sys.path");
+}

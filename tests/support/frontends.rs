@@ -1,0 +1,1 @@
+//! Front-end (nginx, lighttpd, Apache) harness helpers.

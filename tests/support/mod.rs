@@ -1,0 +1,424 @@
+//! Shared test support: a gateway child process, FastCGI / SCGI / HTTP clients with bounded
+//! timeouts, and the test venv. Everything talks to loopback or Unix sockets only.
+#![allow(dead_code)]
+
+pub mod frontends;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use protocol::fastcgi::{self, encode};
+use protocol::{cgi, scgi};
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wsgi-gateway")
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn app(name: &str) -> String {
+    root()
+        .join("tests/apps")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A fresh directory under target/ for one test.
+pub fn tmpdir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = root().join("target/test-tmp").join(format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// True in CI, where a missing prerequisite is a failure rather than a skip.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Skips a test (returns false) when a prerequisite is missing locally; fails in CI.
+pub fn require(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(!in_ci(), "missing prerequisite in CI: {what}");
+        eprintln!("SKIPPED: missing prerequisite: {what}");
+    }
+    ok
+}
+
+/// The venv the test command makes (Flask, Django, six...), or None.
+pub fn test_venv() -> Option<PathBuf> {
+    let dir = std::env::var_os("WSGI_GATEWAY_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/test-venv"));
+    dir.join("pyvenv.cfg").is_file().then_some(dir)
+}
+
+pub struct Gateway {
+    child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts the gateway with `args`; without a listener among them it listens on a free
+    /// loopback port for both protocols. Waits until the socket accepts.
+    pub fn start(args: &[&str]) -> Gateway {
+        let has_listener = args
+            .iter()
+            .any(|a| ["--fastcgi", "--scgi", "--listen"].contains(a));
+        let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let addr = if has_listener {
+            let i = args
+                .iter()
+                .position(|a| ["--fastcgi", "--scgi", "--listen"].contains(a))
+                .unwrap();
+            args[i + 1].to_string()
+        } else {
+            let addr = format!("127.0.0.1:{}", free_port());
+            argv.extend(["--listen".to_string(), addr.clone()]);
+            addr
+        };
+        let dir = tmpdir("gateway");
+        let log = dir.join("gateway.log");
+        let child = Command::new(bin())
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut gw = Gateway { child, addr, log };
+        gw.wait_ready();
+        gw
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if connect(&self.addr).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("gateway exited with {status}:\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal and waits (bounded) for the exit status.
+    pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "gateway did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the gateway to completion (for refusals) and returns (exit code, stderr).
+pub fn run_gateway(args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+pub fn connect(addr: &str) -> std::io::Result<Box<dyn Stream>> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        let s = std::os::unix::net::UnixStream::connect(path)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.set_write_timeout(Some(TIMEOUT))?;
+        Ok(Box::new(s))
+    } else {
+        let a: SocketAddr = addr.parse().unwrap();
+        let s = TcpStream::connect_timeout(&a, TIMEOUT)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.set_write_timeout(Some(TIMEOUT))?;
+        Ok(Box::new(s))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// CGI params like nginx's stock fastcgi_params would send for `path`.
+pub fn cgi_params(method: &str, uri: &str, body_len: usize) -> Vec<(String, String)> {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    vec![
+        ("QUERY_STRING".into(), query.into()),
+        ("REQUEST_METHOD".into(), method.into()),
+        ("CONTENT_TYPE".into(), "application/octet-stream".into()),
+        ("CONTENT_LENGTH".into(), body_len.to_string()),
+        ("SCRIPT_NAME".into(), path.into()),
+        ("REQUEST_URI".into(), uri.into()),
+        ("SERVER_PROTOCOL".into(), "HTTP/1.1".into()),
+        ("SERVER_NAME".into(), "localhost".into()),
+        ("SERVER_PORT".into(), "80".into()),
+        ("REMOTE_ADDR".into(), "127.0.0.1".into()),
+        ("HTTP_HOST".into(), "localhost".into()),
+    ]
+}
+
+/// The bytes of one FastCGI request.
+pub fn fcgi_bytes(id: u16, keep: bool, params: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    let flags = if keep { fastcgi::KEEP_CONN } else { 0 };
+    encode::begin_request(id, fastcgi::RESPONDER, flags, &mut wire);
+    encode::params(
+        id,
+        params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        &mut wire,
+    );
+    encode::stream(fastcgi::STDIN, id, body, &mut wire);
+    encode::stream_end(fastcgi::STDIN, id, &mut wire);
+    wire
+}
+
+/// Reads FastCGI records until END_REQUEST for `id`; returns the parsed response.
+pub fn fcgi_read_response(s: &mut dyn Stream, id: u16) -> Result<Response, String> {
+    let mut pending = Vec::new();
+    let mut stdout = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let mut pos = 0;
+        while let Some((rec, used)) =
+            fastcgi::parse_record(&pending[pos..]).map_err(|e| e.to_string())?
+        {
+            pos += used;
+            if rec.header.request_id != id {
+                continue;
+            }
+            match rec.header.record_type {
+                fastcgi::STDOUT => stdout.extend_from_slice(rec.content),
+                fastcgi::END_REQUEST => return parse_cgi(&stdout),
+                _ => {}
+            }
+        }
+        pending.drain(..pos);
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!(
+                "connection closed before END_REQUEST ({} bytes of stdout)",
+                stdout.len()
+            ));
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+pub fn parse_cgi(data: &[u8]) -> Result<Response, String> {
+    let (head, used) = cgi::parse_response_head(data)
+        .ok_or_else(|| format!("incomplete head: {:?}", String::from_utf8_lossy(data)))??;
+    Ok(Response {
+        status: head.status,
+        headers: head.headers,
+        body: data[used..].to_vec(),
+    })
+}
+
+/// One FastCGI request on a new connection.
+pub fn fcgi(addr: &str, method: &str, uri: &str, body: &[u8]) -> Result<Response, String> {
+    let mut s = connect(addr).map_err(|e| e.to_string())?;
+    s.write_all(&fcgi_bytes(
+        1,
+        false,
+        &cgi_params(method, uri, body.len()),
+        body,
+    ))
+    .map_err(|e| e.to_string())?;
+    fcgi_read_response(&mut *s, 1)
+}
+
+/// One SCGI request on a new connection.
+pub fn scgi(addr: &str, method: &str, uri: &str, body: &[u8]) -> Result<Response, String> {
+    let params: Vec<_> = cgi_params(method, uri, body.len())
+        .into_iter()
+        .filter(|(n, _)| n != "CONTENT_LENGTH")
+        .collect();
+    let mut wire = Vec::new();
+    scgi::encode_request(
+        body.len() as u64,
+        params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        &mut wire,
+    );
+    wire.extend_from_slice(body);
+    let mut s = connect(addr).map_err(|e| e.to_string())?;
+    s.write_all(&wire).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    parse_cgi(&out)
+}
+
+/// One HTTP/1.1 request (Connection: close) to a front end on loopback.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response, String> {
+    let mut s = connect(&format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(body).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    parse_http(&raw)
+}
+
+pub fn parse_http(raw: &[u8]) -> Result<Response, String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP head in {} bytes", raw.len()))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let nl = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunked body")?;
+        let size_text = String::from_utf8_lossy(&data[..nl]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        data = &data[nl + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size + 2 {
+            return Err("truncated chunk".into());
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Waits until `f` is true (bounded).
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}

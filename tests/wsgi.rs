@@ -1,0 +1,563 @@
+//! PEP 3333 behaviour of the gateway, spoken to directly over FastCGI and SCGI.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn gateway(extra: &[&str]) -> Gateway {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let mut args = vec!["--mount", &mount];
+    if !extra.contains(&"--threads") {
+        args.extend(["--threads", "4"]);
+    }
+    args.extend_from_slice(extra);
+    Gateway::start(&args)
+}
+
+fn json(r: &Response) -> serde_json_lite::Value {
+    serde_json_lite::parse(&r.text()).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+mod serde_json_lite {
+    //! Just enough JSON to read the test app's answers.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Value {
+        Null,
+        Bool(bool),
+        Num(f64),
+        Str(String),
+        List(Vec<Value>),
+        Obj(Vec<(String, Value)>),
+    }
+
+    impl Value {
+        pub fn get(&self, key: &str) -> &Value {
+            match self {
+                Value::Obj(items) => items
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v)
+                    .unwrap_or(&Value::Null),
+                _ => &Value::Null,
+            }
+        }
+
+        pub fn str(&self) -> &str {
+            match self {
+                Value::Str(s) => s,
+                other => panic!("not a string: {other:?}"),
+            }
+        }
+
+        pub fn num(&self) -> f64 {
+            match self {
+                Value::Num(n) => *n,
+                other => panic!("not a number: {other:?}"),
+            }
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Value, String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut pos = 0;
+        let v = value(&chars, &mut pos)?;
+        Ok(v)
+    }
+
+    fn ws(c: &[char], p: &mut usize) {
+        while *p < c.len() && c[*p].is_whitespace() {
+            *p += 1;
+        }
+    }
+
+    fn value(c: &[char], p: &mut usize) -> Result<Value, String> {
+        ws(c, p);
+        let Some(&ch) = c.get(*p) else {
+            return Err("unexpected end".into());
+        };
+        match ch {
+            '{' => {
+                *p += 1;
+                let mut items = Vec::new();
+                loop {
+                    ws(c, p);
+                    if c.get(*p) == Some(&'}') {
+                        *p += 1;
+                        return Ok(Value::Obj(items));
+                    }
+                    let Value::Str(k) = value(c, p)? else {
+                        return Err("key".into());
+                    };
+                    ws(c, p);
+                    *p += 1; // ':'
+                    let v = value(c, p)?;
+                    items.push((k, v));
+                    ws(c, p);
+                    if c.get(*p) == Some(&',') {
+                        *p += 1;
+                    }
+                }
+            }
+            '[' => {
+                *p += 1;
+                let mut items = Vec::new();
+                loop {
+                    ws(c, p);
+                    if c.get(*p) == Some(&']') {
+                        *p += 1;
+                        return Ok(Value::List(items));
+                    }
+                    items.push(value(c, p)?);
+                    ws(c, p);
+                    if c.get(*p) == Some(&',') {
+                        *p += 1;
+                    }
+                }
+            }
+            '"' => {
+                *p += 1;
+                let mut s = String::new();
+                while let Some(&ch) = c.get(*p) {
+                    *p += 1;
+                    match ch {
+                        '"' => return Ok(Value::Str(s)),
+                        '\\' => {
+                            let e = c[*p];
+                            *p += 1;
+                            match e {
+                                'n' => s.push('\n'),
+                                't' => s.push('\t'),
+                                'r' => s.push('\r'),
+                                'u' => {
+                                    let hex: String = c[*p..*p + 4].iter().collect();
+                                    *p += 4;
+                                    s.push(
+                                        char::from_u32(u32::from_str_radix(&hex, 16).unwrap())
+                                            .unwrap_or('?'),
+                                    );
+                                }
+                                other => s.push(other),
+                            }
+                        }
+                        other => s.push(other),
+                    }
+                }
+                Err("unterminated string".into())
+            }
+            't' => {
+                *p += 4;
+                Ok(Value::Bool(true))
+            }
+            'f' => {
+                *p += 5;
+                Ok(Value::Bool(false))
+            }
+            'n' => {
+                *p += 4;
+                Ok(Value::Null)
+            }
+            _ => {
+                let start = *p;
+                while *p < c.len() && "+-0123456789.eE".contains(c[*p]) {
+                    *p += 1;
+                }
+                let s: String = c[start..*p].iter().collect();
+                s.parse()
+                    .map(Value::Num)
+                    .map_err(|_| format!("bad number {s:?}"))
+            }
+        }
+    }
+}
+
+use serde_json_lite::Value;
+
+#[test]
+fn environ_is_pep3333() {
+    let gw = gateway(&[]);
+    let r = fcgi(&gw.addr, "GET", "/t/echo/a%20b?x=1&y=2", b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = json(&r);
+    assert_eq!(v.get("SCRIPT_NAME").str(), "/t");
+    assert_eq!(v.get("PATH_INFO").str(), "/echo/a b");
+    assert_eq!(v.get("QUERY_STRING").str(), "x=1&y=2");
+    assert_eq!(v.get("wsgi.url_scheme").str(), "http");
+    assert_eq!(v.get("wsgi.input_terminated"), &Value::Bool(true));
+    assert_eq!(v.get("wsgi.multithread"), &Value::Bool(true));
+    assert_eq!(v.get("wsgi.run_once"), &Value::Bool(false));
+    assert_eq!(
+        v.get("wsgi.version"),
+        &Value::List(vec![Value::Num(1.0), Value::Num(0.0)])
+    );
+    assert_eq!(v.get("types"), &Value::List(vec![Value::Str("str".into())]));
+    assert_eq!(v.get("http").get("HTTP_HOST").str(), "localhost");
+    assert_eq!(
+        v.get("sys.argv"),
+        &Value::List(vec![Value::Str("wsgi-gateway".into())])
+    );
+    // The same over SCGI.
+    let r = scgi(&gw.addr, "GET", "/t/echo?z", b"").unwrap();
+    assert_eq!(json(&r).get("PATH_INFO").str(), "/echo");
+}
+
+#[test]
+fn https_scheme_and_latin1_native_strings() {
+    let gw = gateway(&[]);
+    let mut params = cgi_params("GET", "/t/echo/%C3%A9", 0);
+    params.push(("HTTPS".into(), "on".into()));
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&fcgi_bytes(1, false, &params, b"")).unwrap();
+    let r = fcgi_read_response(&mut *s, 1).unwrap();
+    let v = json(&r);
+    assert_eq!(v.get("wsgi.url_scheme").str(), "https");
+    // UTF-8 bytes of "é" as two latin-1 code points, per PEP 3333.
+    assert_eq!(v.get("PATH_INFO").str(), "/echo/\u{c3}\u{a9}");
+}
+
+#[test]
+fn validator_wrapped_app_passes() {
+    let gw = gateway(&[]);
+    let r = fcgi(&gw.addr, "GET", "/t/validated", b"").unwrap();
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), gw.log_text());
+    assert_eq!(r.text(), "Hello, world!\n");
+    assert!(!gw.log_text().contains("Traceback"), "{}", gw.log_text());
+}
+
+#[test]
+fn write_callable_exc_info_and_content_length() {
+    let gw = gateway(&[]);
+    let r = fcgi(&gw.addr, "GET", "/t/write", b"").unwrap();
+    assert_eq!(r.text(), "written directly then returned");
+    let r = fcgi(&gw.addr, "GET", "/t/exc-info", b"").unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "replaced");
+    let r = fcgi(&gw.addr, "GET", "/t/content-length", b"").unwrap();
+    assert_eq!(r.text(), "01234", "no more than Content-Length is sent");
+    let r = fcgi(&gw.addr, "HEAD", "/t/write", b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+}
+
+#[test]
+fn input_stream_methods() {
+    let gw = gateway(&[]);
+    let body = b"first line\nabcdef\nl3\nl4\nl5\ntail";
+    let r = fcgi(&gw.addr, "POST", "/t/lines", body).unwrap();
+    let v = json(&r);
+    assert_eq!(v.get("first").str(), "first line\n");
+    assert_eq!(v.get("limited").str(), "abc");
+    assert_eq!(v.get("rest").str(), "def\n");
+    assert_eq!(v.get("two"), &Value::List(vec![Value::Str("l3\n".into())]));
+    assert_eq!(
+        v.get("remaining"),
+        &Value::List(vec![
+            Value::Str("l4\n".into()),
+            Value::Str("l5\n".into()),
+            Value::Str("tail".into())
+        ])
+    );
+    assert_eq!(v.get("eof").str(), "");
+}
+
+#[test]
+fn body_without_content_length_ends_with_the_stream() {
+    let gw = gateway(&[]);
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let mut params = cgi_params("POST", "/t/upload", 0);
+    for p in &mut params {
+        if p.0 == "CONTENT_LENGTH" {
+            p.1 = String::new();
+        }
+    }
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&fcgi_bytes(1, false, &params, &body)).unwrap();
+    let v = json(&fcgi_read_response(&mut *s, 1).unwrap());
+    assert_eq!(v.get("length").num() as usize, body.len());
+    assert_eq!(v.get("sha256").str(), sha256_hex(&body));
+}
+
+#[test]
+fn ten_mib_upload_and_fifty_mib_response_are_exact() {
+    let gw = gateway(&[]);
+    let body: Vec<u8> = (0..10u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let v = json(&fcgi(&gw.addr, "POST", "/t/upload", &body).unwrap());
+    assert_eq!(v.get("length").num() as usize, body.len());
+    assert_eq!(v.get("sha256").str(), sha256_hex(&body));
+    let v = json(&fcgi(&gw.addr, "POST", "/t/upload-chunked-reads?size=7777", &body).unwrap());
+    assert_eq!(v.get("sha256").str(), sha256_hex(&body));
+    let v = json(&scgi(&gw.addr, "POST", "/t/upload", &body).unwrap());
+    assert_eq!(v.get("sha256").str(), sha256_hex(&body));
+
+    let r = fcgi(&gw.addr, "GET", "/t/big?mb=50", b"").unwrap();
+    assert_eq!(r.body.len(), 50 << 20);
+    let expected: Vec<u8> = (0..50)
+        .flat_map(|i| vec![(i % 251) as u8; 1 << 20])
+        .collect();
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&expected));
+}
+
+#[test]
+fn responses_are_streamed() {
+    let gw = gateway(&[]);
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&fcgi_bytes(
+        1,
+        false,
+        &cgi_params("GET", "/t/stream?n=3&delay=1", 0),
+        b"",
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let first = started.elapsed();
+    assert!(n > 0);
+    let rest = fcgi_read_response(&mut *s, 1);
+    let total = started.elapsed();
+    assert!(rest.is_ok() || rest.is_err());
+    // The first chunk arrives before the app finished sleeping between chunks.
+    assert!(
+        first + Duration::from_millis(1500) < total,
+        "first byte after {first:?}, whole response after {total:?}"
+    );
+}
+
+#[test]
+fn concurrent_slow_requests_finish_with_the_configured_threads() {
+    let gw = gateway(&[]);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let addr = gw.addr.clone();
+            std::thread::spawn(move || fcgi(&addr, "GET", "/t/slow?ms=200", b""))
+        })
+        .collect();
+    let mut threads = std::collections::HashSet::new();
+    for h in handles {
+        let r = h.join().unwrap().unwrap();
+        assert_eq!(r.status, 200);
+        threads.insert(json(&r).get("thread").num() as u64);
+    }
+    // 50 requests of 200 ms on 4 threads: at least 13 rounds, and never more than 4 threads.
+    assert!(threads.len() <= 4, "{} threads", threads.len());
+    assert!(started.elapsed() >= Duration::from_millis(200 * 12));
+}
+
+#[test]
+fn app_errors_give_500_or_a_cut_off_response_and_the_process_keeps_serving() {
+    let gw = gateway(&["--threads", "1"]);
+    let r = fcgi(&gw.addr, "GET", "/t/error-before", b"").unwrap();
+    assert_eq!(r.status, 500);
+    for route in [
+        "bad-status",
+        "bad-header",
+        "hop-by-hop",
+        "str-body",
+        "no-start",
+    ] {
+        let r = fcgi(&gw.addr, "GET", &format!("/t/{route}"), b"").unwrap();
+        assert_eq!(r.status, 500, "{route}");
+    }
+    // After the head went out, the response is cut off: no END_REQUEST.
+    let err = fcgi(&gw.addr, "GET", "/t/error-after", b"").unwrap_err();
+    assert!(err.contains("before END_REQUEST"), "{err}");
+    let log = gw.log_text();
+    assert!(
+        log.contains("RuntimeError: boom before start_response"),
+        "{log}"
+    );
+    assert!(log.contains("GET /t/error-before"), "{log}");
+    assert!(log.contains("response cut off"), "{log}");
+    assert!(log.contains("hop-by-hop header"), "{log}");
+    // The single worker thread survived all of it.
+    assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+}
+
+#[test]
+fn close_is_called_also_when_the_client_goes_away() {
+    let gw = gateway(&[]);
+    let dir = tmpdir("close");
+    let marker = dir.join("normal");
+    let r = fcgi(
+        &gw.addr,
+        "GET",
+        &format!("/t/close?marker={}", marker.display()),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.text(), "ab");
+    wait_for("close() on a normal response", || marker.exists());
+
+    let marker = dir.join("aborted");
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&fcgi_bytes(
+        1,
+        false,
+        &cgi_params(
+            "GET",
+            &format!("/t/close-slow?marker={}", marker.display()),
+            0,
+        ),
+        b"",
+    ))
+    .unwrap();
+    let mut buf = [0u8; 256];
+    assert!(s.read(&mut buf).unwrap() > 0);
+    drop(s);
+    wait_for("close() after the client vanished", || marker.exists());
+    // The thread is free again.
+    assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+}
+
+#[test]
+fn abort_request_ends_the_request_and_the_connection_goes_on() {
+    let gw = gateway(&[]);
+    let dir = tmpdir("abort");
+    let marker = dir.join("aborted");
+    let mut s = connect(&gw.addr).unwrap();
+    let uri = format!("/t/close-slow?marker={}", marker.display());
+    s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", &uri, 0), b""))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut abort = Vec::new();
+    protocol::fastcgi::encode::abort_request(1, &mut abort);
+    s.write_all(&abort).unwrap();
+    // END_REQUEST arrives for the aborted request (its partial output first).
+    fcgi_read_response(&mut *s, 1).unwrap();
+    wait_for("close() after ABORT_REQUEST", || marker.exists());
+    // Same connection, next request.
+    s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", "/t/write", 0), b""))
+        .unwrap();
+    assert_eq!(
+        fcgi_read_response(&mut *s, 1).unwrap().text(),
+        "written directly then returned"
+    );
+}
+
+#[test]
+fn keep_conn_and_multiplexed_requests() {
+    let gw = gateway(&[]);
+    let mut s = connect(&gw.addr).unwrap();
+    for _ in 0..3 {
+        s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", "/t/write", 0), b""))
+            .unwrap();
+        assert_eq!(fcgi_read_response(&mut *s, 1).unwrap().status, 200);
+    }
+    // Two requests interleaved on one connection run concurrently.
+    let mut wire = fcgi_bytes(7, true, &cgi_params("GET", "/t/slow?ms=500", 0), b"");
+    wire.extend(fcgi_bytes(
+        9,
+        true,
+        &cgi_params("GET", "/t/slow?ms=500", 0),
+        b"",
+    ));
+    let started = Instant::now();
+    s.write_all(&wire).unwrap();
+    let mut pending = Vec::new();
+    let mut ended = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 65536];
+    while ended.len() < 2 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed");
+        pending.extend_from_slice(&buf[..n]);
+        let mut pos = 0;
+        while let Some((rec, used)) = protocol::fastcgi::parse_record(&pending[pos..]).unwrap() {
+            if rec.header.record_type == protocol::fastcgi::END_REQUEST {
+                ended.insert(rec.header.request_id);
+            }
+            pos += used;
+        }
+        pending.drain(..pos);
+    }
+    assert_eq!(ended, [7, 9].into_iter().collect());
+    assert!(
+        started.elapsed() < Duration::from_millis(950),
+        "ran one after the other"
+    );
+}
+
+#[test]
+fn get_values_is_answered() {
+    let gw = gateway(&[]);
+    let mut s = connect(&gw.addr).unwrap();
+    let mut wire = Vec::new();
+    protocol::fastcgi::encode::get_values([&b"FCGI_MPXS_CONNS"[..], b"FCGI_MAX_REQS"], &mut wire);
+    s.write_all(&wire).unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    let (rec, _) = protocol::fastcgi::parse_record(&buf[..n]).unwrap().unwrap();
+    assert_eq!(rec.header.record_type, protocol::fastcgi::GET_VALUES_RESULT);
+    let text = String::from_utf8_lossy(rec.content);
+    assert!(text.contains("FCGI_MPXS_CONNS1"), "{text:?}");
+    assert!(text.contains("FCGI_MAX_REQS4"), "{text:?}");
+}
+
+#[test]
+fn file_wrapper_streams_a_real_file() {
+    let gw = gateway(&[]);
+    let dir = tmpdir("file");
+    let path = dir.join("data.bin");
+    let data: Vec<u8> = (0..3_000_001u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let r = fcgi(
+        &gw.addr,
+        "GET",
+        &format!("/t/file?path={}", path.display()),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&data));
+}
+
+#[test]
+fn wsgi_errors_go_to_the_log_with_method_and_path() {
+    let gw = gateway(&[]);
+    let r = fcgi(&gw.addr, "GET", "/t/errors", b"").unwrap();
+    assert_eq!(r.status, 200);
+    wait_for("log line", || {
+        gw.log_text().contains("GET /t/errors: a line for the log")
+    });
+    wait_for("stderr line", || {
+        gw.log_text().contains("to stderr via print")
+    });
+}
+
+#[test]
+fn unix_socket_listener_with_mode() {
+    let dir = tmpdir("unix");
+    let sock = format!("unix:{}/gw.sock", dir.display());
+    let app = app("pep3333.wsgi");
+    let gw = Gateway::start(&[
+        "--fastcgi",
+        &sock,
+        "--socket-mode",
+        "600",
+        "--mount",
+        &format!("/t={app}"),
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("gw.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish() {
+    let mut gw = gateway(&[]);
+    let addr = gw.addr.clone();
+    let slow = std::thread::spawn(move || fcgi(&addr, "GET", "/t/slow?ms=1000", b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let status = gw.stop("TERM");
+    assert!(status.success(), "{status}\n{}", gw.log_text());
+    assert_eq!(slow.join().unwrap().unwrap().status, 200);
+    assert!(gw.log_text().contains("stopped"), "{}", gw.log_text());
+}
