@@ -561,3 +561,31 @@ fn sigterm_lets_in_flight_requests_finish() {
     assert_eq!(slow.join().unwrap().unwrap().status, 200);
     assert!(gw.log_text().contains("stopped"), "{}", gw.log_text());
 }
+
+#[test]
+fn a_script_that_fails_to_import_breaks_only_its_mount() {
+    let good = format!("/t={}", app("pep3333.wsgi"));
+    let bad = format!("/broken={}", app("broken.wsgi"));
+    let gw = Gateway::start(&["--mount", &good, "--mount", &bad]);
+    let r = fcgi(&gw.addr, "GET", "/broken/x", b"").unwrap();
+    assert_eq!(r.status, 500);
+    assert!(gw
+        .log_text()
+        .contains("ModuleNotFoundError: No module named 'this_module_does_not_exist'"));
+    assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+    // Two scripts with the same file name in different directories do not clash.
+    let dir = tmpdir("twins");
+    for name in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        std::fs::write(
+            dir.join(name).join("app.wsgi"),
+            format!("def application(e, s):\n    s('200 OK', [])\n    return [b'{name}']\n"),
+        )
+        .unwrap();
+    }
+    let a = format!("/a={}/a/app.wsgi", dir.display());
+    let b = format!("/b={}/b/app.wsgi", dir.display());
+    let gw = Gateway::start(&["--mount", &a, "--mount", &b]);
+    assert_eq!(fcgi(&gw.addr, "GET", "/a/", b"").unwrap().text(), "a");
+    assert_eq!(fcgi(&gw.addr, "GET", "/b/", b"").unwrap().text(), "b");
+}
