@@ -108,23 +108,26 @@ pub fn parse_header_block(
 ) -> Result<Option<(RequestHead, usize)>, DecodeError> {
     // Enough digits for the largest allowed length, and not one more.
     let max_digits = limits.max_params_bytes.max(1).ilog10() as usize + 1;
+    // The error for a bad prefix must not depend on how much of it has arrived: a byte that is
+    // not a digit is reported as such whether the input stops right after it or goes on.
     let Some(colon) = input.iter().take(max_digits + 1).position(|&b| b == b':') else {
+        let window = &input[..input.len().min(max_digits + 1)];
+        if !window.iter().all(u8::is_ascii_digit) {
+            return Err(DecodeError::BadNetstring("length is not a decimal number"));
+        }
         if input.len() > max_digits {
             return Err(DecodeError::ParamsTooLarge {
                 limit: limits.max_params_bytes,
             });
         }
-        return match input.iter().all(u8::is_ascii_digit) {
-            true => Ok(None),
-            false => Err(DecodeError::BadNetstring("length is not a decimal number")),
-        };
+        return Ok(None);
     };
     let digits = &input[..colon];
+    let len = parse_decimal(digits)
+        .ok_or(DecodeError::BadNetstring("length is not a decimal number"))? as usize;
     if digits.len() > 1 && digits[0] == b'0' {
         return Err(DecodeError::BadNetstring("length has a leading zero"));
     }
-    let len = parse_decimal(digits)
-        .ok_or(DecodeError::BadNetstring("length is not a decimal number"))? as usize;
     if len > limits.max_params_bytes {
         return Err(DecodeError::ParamsTooLarge {
             limit: limits.max_params_bytes,
