@@ -166,6 +166,7 @@ pub struct RequestIo {
     body: Mutex<BodyState>,
     arrived: Condvar,
     gone: AtomicBool,
+    ended: AtomicBool,
 }
 
 impl RequestIo {
@@ -181,6 +182,7 @@ impl RequestIo {
             }),
             arrived: Condvar::new(),
             gone: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         }
     }
 
@@ -222,6 +224,15 @@ impl RequestIo {
         if resume {
             self.notifier.notify(self.token);
         }
+    }
+
+    /// The response was ended together with its last bytes.
+    pub fn set_ended(&self) {
+        self.ended.store(true, Ordering::Release);
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     pub fn is_gone(&self) -> bool {
@@ -277,6 +288,17 @@ impl Framing {
             Framing::Scgi => buf.extend_from_slice(data),
         }
     }
+
+    /// Ends a complete response: END_REQUEST for FastCGI, the connection's close for SCGI.
+    pub fn end(self, s: &mut OutState) {
+        match self {
+            Framing::FastCgi(id) => {
+                encode::end_request(id, 0, ProtocolStatus::RequestComplete, &mut s.buf);
+                s.finished.push(id);
+            }
+            Framing::Scgi => s.scgi_done = true,
+        }
+    }
 }
 
 /// A request on its way to a worker thread.
@@ -297,21 +319,15 @@ impl Job {
         // the connection and its other requests go on.
         let complete = complete || self.io.is_gone();
         self.io.abort();
+        if self.io.is_ended() {
+            return;
+        }
         let framing = self.framing;
-        let ended = self.out.write_with(|s| {
-            if !complete {
-                s.abort = true;
-                return;
-            }
-            match framing {
-                Framing::FastCgi(id) => {
-                    encode::end_request(id, 0, ProtocolStatus::RequestComplete, &mut s.buf);
-                    s.finished.push(id);
-                }
-                Framing::Scgi => s.scgi_done = true,
-            }
+        // False means the connection is already gone: nothing to end.
+        self.out.write_with(|s| match complete {
+            true => framing.end(s),
+            false => s.abort = true,
         });
-        let _ = ended; // false: the connection is already gone, nothing to end.
     }
 }
 

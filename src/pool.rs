@@ -25,6 +25,7 @@ impl Pool {
                     .spawn(move || {
                         let ts = ThreadState::new(interp);
                         for job in jobs.iter() {
+                            let job = Arc::new(job);
                             let complete = ts.with_gil(|gil| app.handle(gil, &job));
                             job.finish(complete);
                         }

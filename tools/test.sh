@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Runs every test of the project. Installs what the tests need when it is missing.
+# Runs every test of the project. Installs what the tests need when it is missing:
+# nginx, lighttpd and apache2 (apt), a Python venv with Flask and Django (pip), cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+tools/install-test-deps.sh
+tools/make-test-venv.sh
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+
 cargo fmt --all -- --check
-cargo clippy --all-targets -j2 -- -D warnings
-cargo nextest run --workspace -j2 --no-fail-fast
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --doc
+cargo nextest run --workspace --no-fail-fast

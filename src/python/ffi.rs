@@ -586,8 +586,9 @@ fn bytes_of<'a>(p: *mut ffi::PyObject) -> Option<&'a [u8]> {
 
 /// What Python calls back into, for one request.
 pub trait Host: Send + Sync {
-    /// Sends `head` (may be empty) then `body`; false when the client is gone.
-    fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8]) -> bool;
+    /// Sends `head` (may be empty) then `body`, and ends the response when `done`; false when
+    /// the client is gone.
+    fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8], done: bool) -> bool;
     /// Up to `max` body bytes (any amount when `max` is 0); empty at the end of the body,
     /// `None` when the client is gone.
     fn recv(&self, gil: Gil<'_>, max: usize) -> Option<Vec<u8>>;
@@ -707,12 +708,13 @@ unsafe extern "C" fn gw_send(
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    callback(args, nargs, 3, |gil, host, a| {
+    callback(args, nargs, 4, |gil, host, a| {
         let (Some(head), Some(body)) = (bytes_of(a[0]), bytes_of(a[1])) else {
             // SAFETY: builtin exception type.
             return raise(unsafe { ffi::PyExc_TypeError }, "_gw_send takes bytes");
         };
-        ret_bool(gil, host.send(gil, head, body))
+        let done = gil.borrowed(a[2]).is_true();
+        ret_bool(gil, host.send(gil, head, body, done))
     })
 }
 

@@ -9,6 +9,7 @@ import traceback
 import importlib.util
 import importlib.machinery
 import hashlib
+import re
 
 HOP_BY_HOP = frozenset((
     'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
@@ -161,18 +162,40 @@ class FileWrapper:
             return None
 
 
-class Response:
-    __slots__ = ('ctx', 'status', 'headers', 'head', 'sent', 'length', 'written', 'method')
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_STATUS_RE = re.compile(r"[1-9][0-9][0-9] [^\r\n]*")
+# Header names and statuses seen before are known valid: most responses repeat them, so the
+# checks run once per distinct name (bounded caches; dict and set operations hold the GIL).
+_NAME_KIND = {}
+_GOOD_STATUS = set()
+_PLAIN, _LENGTH = 0, 1
 
-    def __init__(self, ctx, method):
+
+def _name_kind(name):
+    kind = _NAME_KIND.get(name)
+    if kind is None:
+        if _TOKEN_RE.fullmatch(name) is None:
+            raise InvalidResponse('invalid header name %r' % (name,))
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            raise InvalidResponse('hop-by-hop header %r is not allowed' % (name,))
+        kind = _LENGTH if lname == 'content-length' else _PLAIN
+        if len(_NAME_KIND) < 4096:
+            _NAME_KIND[name] = kind
+    return kind
+
+
+class Response:
+    __slots__ = ('ctx', 'status', 'head', 'sent', 'length', 'written', 'is_head')
+
+    def __init__(self, ctx, is_head):
         self.ctx = ctx
         self.status = None
-        self.headers = None
         self.head = None
         self.sent = False
         self.length = None
         self.written = 0
-        self.method = method
+        self.is_head = is_head
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:
@@ -183,79 +206,74 @@ class Response:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError('start_response() called twice without exc_info')
-        if type(status) is not str:
+        if status.__class__ is not str:
             raise InvalidResponse('status must be str, not %s' % type(status).__name__)
-        if len(status) < 4 or not status[:3].isdigit() or status[3] != ' ' or status[0] == '0':
-            raise InvalidResponse('status %r is not "NNN Reason"' % (status,))
-        if type(headers) is not list:
+        if status not in _GOOD_STATUS:
+            if _STATUS_RE.fullmatch(status) is None:
+                raise InvalidResponse('status %r is not "NNN reason"' % (status,))
+            if len(_GOOD_STATUS) < 1024:
+                _GOOD_STATUS.add(status)
+        if headers.__class__ is not list:
             raise InvalidResponse('headers must be a list, not %s' % type(headers).__name__)
+        parts = ['Status: ', status, '\r\n']
         length = None
         for item in headers:
-            if type(item) is not tuple or len(item) != 2:
+            if item.__class__ is not tuple or len(item) != 2:
                 raise InvalidResponse('header %r is not a (name, value) tuple' % (item,))
             name, value = item
-            if type(name) is not str or type(value) is not str:
+            if name.__class__ is not str or value.__class__ is not str:
                 raise InvalidResponse('header %r: name and value must be str' % (item,))
-            if not name or ':' in name or '\n' in name or '\r' in name or ' ' in name:
-                raise InvalidResponse('invalid header name %r' % (name,))
+            if _name_kind(name) is _LENGTH:
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise InvalidResponse('Content-Length %r is not a number' % value) from None
             if '\n' in value or '\r' in value:
                 raise InvalidResponse('header %s: value contains a line break' % name)
-            lname = name.lower()
-            if lname in HOP_BY_HOP:
-                raise InvalidResponse('hop-by-hop header %r is not allowed' % name)
-            if lname == 'content-length':
-                try:
-                    length = int(value.strip())
-                except ValueError:
-                    raise InvalidResponse('Content-Length %r is not a number' % value)
+            parts += (name, ': ', value, '\r\n')
+        parts.append('\r\n')
         try:
-            status.encode('latin-1')
-            for name, value in headers:
-                value.encode('latin-1')
+            self.head = ''.join(parts).encode('latin-1')
         except UnicodeEncodeError:
-            raise InvalidResponse('status and headers must be latin-1 text')
+            raise InvalidResponse('status and headers must be latin-1 text') from None
         self.status = status
-        self.headers = headers
         self.length = length
         return self.write
 
-    def _head(self):
-        if self.status is None:
+    def send(self, data, done):
+        """Sends body bytes (the head first, once); `done` ends the response."""
+        if self.head is None:
             raise InvalidResponse('the application did not call start_response()')
-        parts = ['Status: ', self.status, '\r\n']
-        for name, value in self.headers:
-            parts += (name, ': ', value, '\r\n')
-        parts.append('\r\n')
-        self.sent = True
-        return ''.join(parts).encode('latin-1')
-
-    def write(self, data):
-        if type(data) is not bytes:
-            if isinstance(data, (bytearray, memoryview)):
-                data = bytes(data)
-            else:
-                raise InvalidResponse('response body must be bytes, not %s' % type(data).__name__)
-        head = b'' if self.sent else self._head()
+        head = b''
+        if not self.sent:
+            head = self.head
+            self.sent = True
         if self.length is not None:
             room = self.length - self.written
             if len(data) > room:
-                data = data[:max(room, 0)]
-        if self.method == 'HEAD':
+                data = data[:room if room > 0 else 0]
+        if self.is_head:
             data = b''
         self.written += len(data)
-        if not data and not head:
-            return
-        if not _gw_send(self.ctx, head, data):
-            raise ClientDisconnected('response write failed: client disconnected')
-
-    def finish(self):
-        if not self.sent:
-            if self.length is None and self.method != 'HEAD':
-                self.headers.append(('Content-Length', '0'))
-            self.write(b'')
-        elif self.length is not None and self.written < self.length and self.method != 'HEAD':
+        if done and self.length is not None and self.written < self.length and not self.is_head:
             _gw_log(self.ctx, 'response shorter than its Content-Length (%d of %d bytes)'
                     % (self.written, self.length))
+        if not _gw_send(self.ctx, head, data, done):
+            raise ClientDisconnected('response write failed: client disconnected')
+
+    def write(self, data):
+        if data.__class__ is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise InvalidResponse('response body must be bytes, not %s' % type(data).__name__)
+            data = bytes(data)
+        if data or not self.sent:
+            self.send(data, False)
+
+    def finish(self):
+        if not self.sent and self.length is None and self.head is not None and not self.is_head:
+            # No body at all: say so, so the web server need not wait for the end.
+            self.head = self.head[:-2] + b'Content-Length: 0\r\n\r\n'
+        self.send(b'', True)
 
 
 def init_interpreter(python_path):
@@ -317,31 +335,40 @@ ERROR_500 = (b'<!DOCTYPE html><html><head><title>500 Internal Server Error</titl
 def _error_500(ctx):
     head = (b'Status: 500 Internal Server Error\r\nContent-Type: text/html; charset=utf-8\r\n'
             b'Content-Length: %d\r\n\r\n' % len(ERROR_500))
-    _gw_send(ctx, head, ERROR_500)
+    _gw_send(ctx, head, ERROR_500, True)
 
 
 def run(script, callable_name, environ, ctx):
     """One request, start to end. Never raises: failures are logged and answered. Returns
     False when the response must be cut off (the connection is then aborted)."""
-    method = environ.get('REQUEST_METHOD', 'GET')
     environ['wsgi.input'] = Input(ctx)
     errors = environ['wsgi.errors'] = Errors(ctx)
-    response = Response(ctx, method)
+    response = Response(ctx, environ['REQUEST_METHOD'] == 'HEAD')
     result = None
     try:
-        app = load(script, callable_name) if type(script) is str else script
+        app = load(script, callable_name) if script.__class__ is str else script
         result = app(environ, response.start_response)
-        if type(result) is FileWrapper and response.status is not None and response.method != 'HEAD':
+        if result.__class__ is list:
+            last = len(result) - 1
+            for i, chunk in enumerate(result):
+                if chunk.__class__ is not bytes:
+                    raise InvalidResponse('response body must be bytes, not %s'
+                                          % type(chunk).__name__)
+                if i == last:
+                    response.send(chunk, True)
+                    return True
+                response.write(chunk)
+            response.finish()
+            return True
+        if result.__class__ is FileWrapper and response.head is not None and not response.is_head:
             where = result._fileno()
             if where is not None:
-                head = response._head()
-                if not _gw_send(ctx, head, b''):
-                    raise ClientDisconnected('response write failed: client disconnected')
+                response.send(b'', False)
                 fd, pos = where
                 count = -1 if response.length is None else response.length
-                dup = os.dup(fd)
-                if not _gw_sendfile(ctx, dup, pos, count):
+                if not _gw_sendfile(ctx, os.dup(fd), pos, count):
                     raise ClientDisconnected('response write failed: client disconnected')
+                response.send(b'', True)
                 return True
         for chunk in result:
             response.write(chunk)
@@ -359,9 +386,13 @@ def run(script, callable_name, environ, ctx):
         _error_500(ctx)
         return True
     finally:
-        errors.flush()
-        if result is not None and hasattr(result, 'close'):
-            try:
-                result.close()
-            except BaseException:
-                _gw_log(ctx, 'error in close() of the response iterable\n' + traceback.format_exc())
+        if errors._pending:
+            errors.flush()
+        if result is not None:
+            close = getattr(result, 'close', None)
+            if close is not None:
+                try:
+                    close()
+                except BaseException:
+                    _gw_log(ctx, 'error in close() of the response iterable\n'
+                            + traceback.format_exc())

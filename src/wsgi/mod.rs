@@ -3,12 +3,13 @@
 //! cycle itself (start_response, write, iteration, close, wsgi.input, wsgi.errors,
 //! file_wrapper) is `gateway.py`, run in each interpreter; Rust builds environ and moves bytes.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::exchange::{Framing, Job, Output, RequestIo};
+use crate::exchange::Job;
 use crate::python::{Gil, Host, Obj, PyObj, PyResult};
 use crate::router::{Mount, Target};
 
@@ -26,10 +27,63 @@ pub struct Settings<'a> {
     pub multiprocess: bool,
 }
 
+/// CGI names whose key objects are made once per interpreter (nginx, lighttpd and Apache send
+/// these on every request); other names get a new str per request.
+const KNOWN_KEYS: &[&str] = &[
+    "QUERY_STRING",
+    "REQUEST_METHOD",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "REQUEST_URI",
+    "DOCUMENT_URI",
+    "DOCUMENT_ROOT",
+    "SERVER_PROTOCOL",
+    "REQUEST_SCHEME",
+    "HTTPS",
+    "GATEWAY_INTERFACE",
+    "SERVER_SOFTWARE",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "REMOTE_USER",
+    "SERVER_ADDR",
+    "SERVER_PORT",
+    "SERVER_NAME",
+    "REDIRECT_STATUS",
+    "SCRIPT_FILENAME",
+    "PATH_TRANSLATED",
+    "AUTH_TYPE",
+    "HTTP_HOST",
+    "HTTP_USER_AGENT",
+    "HTTP_ACCEPT",
+    "HTTP_ACCEPT_LANGUAGE",
+    "HTTP_ACCEPT_ENCODING",
+    "HTTP_CONNECTION",
+    "HTTP_COOKIE",
+    "HTTP_REFERER",
+    "HTTP_AUTHORIZATION",
+    "HTTP_CACHE_CONTROL",
+    "HTTP_UPGRADE_INSECURE_REQUESTS",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_REAL_IP",
+    "HTTP_X_REQUESTED_WITH",
+    "HTTP_ORIGIN",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_SEC_FETCH_SITE",
+    "HTTP_SEC_FETCH_MODE",
+    "HTTP_SEC_FETCH_DEST",
+];
+
 /// One interpreter's WSGI state: objects made in and only used by that interpreter.
 pub struct Interpreter {
     run: PyObj,
     base_environ: PyObj,
+    keys: HashMap<&'static [u8], PyObj>,
+    url_scheme_key: PyObj,
+    https: PyObj,
     /// Per mount: the script path (str) or the app object, and the callable name.
     targets: Vec<(PyObj, PyObj)>,
     diagnostics: Vec<bool>,
@@ -91,16 +145,23 @@ impl Interpreter {
             targets.push((PyObj::new(target), PyObj::new(gil.str(&m.callable)?)));
             diagnostics.push(m.target == Target::Diagnostics);
         }
+        let keys = KNOWN_KEYS
+            .iter()
+            .map(|k| Ok((k.as_bytes(), PyObj::new(gil.str(k)?))))
+            .collect::<PyResult<_>>()?;
         Ok(Interpreter {
             run: PyObj::new(get("run")?),
             base_environ: PyObj::new(env),
+            keys,
+            url_scheme_key: PyObj::new(gil.str("wsgi.url_scheme")?),
+            https: PyObj::new(gil.str("https")?),
             targets,
             diagnostics,
         })
     }
 
     /// Runs one request to its end; returns whether the response is complete (false: cut off).
-    pub fn handle(&self, gil: Gil<'_>, job: &Job) -> bool {
+    pub fn handle(&self, gil: Gil<'_>, job: &Arc<Job>) -> bool {
         match self.call(gil, job) {
             Ok(complete) => complete,
             Err(e) => {
@@ -110,14 +171,9 @@ impl Interpreter {
         }
     }
 
-    fn call(&self, gil: Gil<'_>, job: &Job) -> PyResult<bool> {
+    fn call(&self, gil: Gil<'_>, job: &Arc<Job>) -> PyResult<bool> {
         let env = self.environ(gil, job)?;
-        let host: Arc<dyn Host> = Arc::new(RequestHost {
-            io: job.io.clone(),
-            out: job.out.clone(),
-            framing: job.framing,
-            label: label(job),
-        });
+        let host: Arc<dyn Host> = Arc::new(RequestHost { job: job.clone() });
         let ctx = gil.host_capsule(host)?;
         let (target, callable) = &self.targets[job.route.mount];
         let result =
@@ -140,15 +196,18 @@ impl Interpreter {
                 b"REQUEST_SCHEME" => https |= value.eq_ignore_ascii_case(b"https"),
                 _ => {}
             }
-            env.set_item(&gil.latin1(name)?, &gil.latin1(value)?)?;
+            env.set_item(&self.key(gil, name)?, &gil.latin1(value)?)?;
         }
         env.set_item(
-            &gil.str("SCRIPT_NAME")?,
+            &self.key(gil, b"SCRIPT_NAME")?,
             &gil.latin1(&job.route.script_name)?,
         )?;
-        env.set_item(&gil.str("PATH_INFO")?, &gil.latin1(&job.route.path_info)?)?;
+        env.set_item(
+            &self.key(gil, b"PATH_INFO")?,
+            &gil.latin1(&job.route.path_info)?,
+        )?;
         if https {
-            env.set_item(&gil.str("wsgi.url_scheme")?, &gil.str("https")?)?;
+            env.set_item(&self.url_scheme_key.bind(gil), &self.https.bind(gil))?;
         }
         if self.diagnostics[job.route.mount] {
             let params = job
@@ -160,6 +219,15 @@ impl Interpreter {
             env.set_item(&gil.str("wsgi_gateway.route")?, &gil.str(job.route.source)?)?;
         }
         Ok(env)
+    }
+}
+
+impl Interpreter {
+    fn key<'py>(&self, gil: Gil<'py>, name: &[u8]) -> PyResult<Obj<'py>> {
+        match self.keys.get(name) {
+            Some(k) => Ok(k.bind(gil)),
+            None => gil.latin1(name),
+        }
     }
 }
 
@@ -180,24 +248,29 @@ fn label(job: &Job) -> String {
 
 /// The Rust side of one request, as Python sees it through the callbacks.
 struct RequestHost {
-    io: Arc<RequestIo>,
-    out: Arc<Output>,
-    framing: Framing,
-    label: String,
+    job: Arc<Job>,
 }
 
 impl RequestHost {
     /// Sends `head` and `body` in pieces, waiting for room; false when the client is gone.
-    fn write_blocking(&self, mut head: &[u8], mut body: &[u8]) -> bool {
+    /// With `done`, the response's end goes with the last piece.
+    fn write_blocking(&self, mut head: &[u8], mut body: &[u8], done: bool) -> bool {
         loop {
             let n = body.len().min(PIECE);
             let (piece, rest) = body.split_at(n);
-            let framing = self.framing;
-            let ok = self.out.write_with(|s| {
+            let framing = self.job.framing;
+            let last = done && rest.is_empty();
+            let ok = self.job.out.write_with(|s| {
                 framing.encode(head, &mut s.buf);
                 framing.encode(piece, &mut s.buf);
+                if last {
+                    framing.end(s);
+                }
             });
-            if !ok || self.io.is_gone() {
+            if ok && last {
+                self.job.io.set_ended();
+            }
+            if !ok || self.job.io.is_gone() {
                 return false;
             }
             head = b"";
@@ -210,30 +283,36 @@ impl RequestHost {
 }
 
 impl Host for RequestHost {
-    fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8]) -> bool {
-        if self.io.is_gone() {
+    fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8], done: bool) -> bool {
+        if self.job.io.is_gone() {
             return false;
         }
         if body.len() <= PIECE {
             // Fast path: room in the buffer, no need to give up the GIL.
-            let framing = self.framing;
-            let done = self.out.try_write_with(|s| {
+            let framing = self.job.framing;
+            let written = self.job.out.try_write_with(|s| {
                 framing.encode(head, &mut s.buf);
                 framing.encode(body, &mut s.buf);
+                if done {
+                    framing.end(s);
+                }
             });
-            if let Some(ok) = done {
+            if let Some(ok) = written {
+                if ok && done {
+                    self.job.io.set_ended();
+                }
                 return ok;
             }
         }
-        gil.allow_threads(|| self.write_blocking(head, body))
+        gil.allow_threads(|| self.write_blocking(head, body, done))
     }
 
     fn recv(&self, gil: Gil<'_>, max: usize) -> Option<Vec<u8>> {
-        gil.allow_threads(|| self.io.recv(max))
+        gil.allow_threads(|| self.job.io.recv(max))
     }
 
     fn log(&self, text: &str) {
-        crate::warn!("{}: {}", self.label, text);
+        crate::warn!("{}: {}", label(&self.job), text);
     }
 
     fn sendfile(
@@ -255,7 +334,7 @@ impl Host for RequestHost {
                 if n == 0 {
                     break;
                 }
-                if !self.write_blocking(b"", &buf[..n]) {
+                if !self.write_blocking(b"", &buf[..n], false) {
                     return Ok(false);
                 }
                 pos += n as u64;
