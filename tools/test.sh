@@ -13,3 +13,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --doc
 cargo nextest run --workspace --no-fail-fast
+# A short bounded fuzz run of every protocol decoder (installs cargo-fuzz when missing).
+protocol/fuzz/run.sh "${FUZZ_SECONDS:-10}"

@@ -20,9 +20,6 @@ pub enum DecodeError {
     ParamsTooLarge { limit: usize },
     /// More pairs than `Limits::max_params_pairs`.
     TooManyParams { limit: usize },
-    /// More concurrently active requests than `Limits::max_requests` on a multiplexing connection
-    /// that asked to be refused rather than answered with FCGI_OVERLOADED.
-    TooManyRequests { limit: usize },
     /// A malformed SCGI netstring (length digits, leading zero, missing ':' or ',').
     BadNetstring(&'static str),
     /// SCGI: CONTENT_LENGTH missing, not first, or not a decimal number.
@@ -52,9 +49,6 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::TooManyParams { limit } => {
                 write!(f, "request has more than {limit} params")
-            }
-            DecodeError::TooManyRequests { limit } => {
-                write!(f, "more than {limit} concurrent requests on one connection")
             }
             DecodeError::BadNetstring(why) => write!(f, "malformed SCGI netstring: {why}"),
             DecodeError::BadContentLength => {
