@@ -20,7 +20,6 @@ use crate::exchange::{Framing, Job, Notifier, Output, RequestIo};
 use crate::router::Router;
 use listener::Stream;
 
-const READ_CHUNK: usize = 64 * 1024;
 /// Unparsed input one connection may hold (a whole FastCGI record, or an SCGI header block).
 const MAX_PENDING_INPUT: usize = fastcgi::MAX_RECORD_LEN + 64 * 1024;
 
@@ -43,9 +42,45 @@ enum Mode {
     },
 }
 
+/// A connection's unparsed input. Memory is taken only while bytes are pending: an idle
+/// keep-alive connection holds no buffer.
+#[derive(Default)]
+struct ReadBuf {
+    data: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuf {
+    const INITIAL: usize = 16 * 1024;
+
+    /// Room to read into, growing the buffer (up to the input limit) when it is nearly full.
+    fn spare(&mut self) -> &mut [u8] {
+        if self.data.len() - self.len < 4096 {
+            let size = (self.data.len() * 2).clamp(Self::INITIAL, MAX_PENDING_INPUT);
+            if size > self.data.len() {
+                self.data.resize(size, 0);
+            }
+        }
+        &mut self.data[self.len..]
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+
+    /// Drops the first `n` bytes; releases the memory when nothing is left.
+    fn consume(&mut self, n: usize) {
+        self.data.copy_within(n..self.len, 0);
+        self.len -= n;
+        if self.len == 0 {
+            self.data = Vec::new();
+        }
+    }
+}
+
 struct Conn {
     stream: Stream,
-    rbuf: Vec<u8>,
+    rbuf: ReadBuf,
     mode: Mode,
     out: Arc<Output>,
     /// Reading stopped because a request's body queue is full.
@@ -229,7 +264,7 @@ impl Server {
             }
             entry.insert(Conn {
                 stream,
-                rbuf: Vec::new(),
+                rbuf: ReadBuf::default(),
                 mode,
                 out: Arc::new(Output::new(token.0, self.notifier.clone())),
                 paused: false,
@@ -269,27 +304,28 @@ impl Server {
             if conn.paused || conn.closing {
                 return Ok(());
             }
-            let len = conn.rbuf.len();
-            if len >= MAX_PENDING_INPUT {
+            if conn.rbuf.len >= MAX_PENDING_INPUT {
                 return Err(Close::Error("request head too large".into()));
             }
-            conn.rbuf.resize(len + READ_CHUNK, 0);
-            let n = match conn.stream.read(&mut conn.rbuf[len..]) {
+            let spare = conn.rbuf.spare();
+            let room = spare.len();
+            let n = match conn.stream.read(spare) {
                 Ok(n) => n,
-                Err(e) => {
-                    conn.rbuf.truncate(len);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return Ok(()),
-                        io::ErrorKind::Interrupted => continue,
-                        _ => return Err(Close::Gone),
-                    }
-                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(()),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(Close::Gone),
+                },
             };
-            conn.rbuf.truncate(len + n);
             if n == 0 {
                 return Err(Close::Gone);
             }
+            conn.rbuf.len += n;
             self.decode(key)?;
+            if n < room {
+                // The socket had no more: edge-triggered readiness reports the next bytes.
+                return Ok(());
+            }
         }
     }
 
@@ -297,7 +333,7 @@ impl Server {
     fn decode(&mut self, key: usize) -> Result<(), Close> {
         let conn = &mut self.conns[key];
         if let Mode::Detect = conn.mode {
-            let Some(&first) = conn.rbuf.first() else {
+            let Some(&first) = conn.rbuf.filled().first() else {
                 return Ok(());
             };
             conn.mode = match protocol::detect(first) {
@@ -331,7 +367,7 @@ impl Server {
             if *paused {
                 break Ok(());
             }
-            let input = &rbuf[pos..];
+            let input = &rbuf.filled()[pos..];
             match mode {
                 Mode::Detect => unreachable!("detected above"),
                 Mode::FastCgi { conn, requests } => {
@@ -418,7 +454,7 @@ impl Server {
                 }
             }
         };
-        rbuf.drain(..pos);
+        rbuf.consume(pos);
         if !reply.is_empty() {
             out.push_now(|s| s.buf.extend_from_slice(&reply));
         }
