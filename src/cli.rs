@@ -27,13 +27,20 @@ pub struct Cli {
 pub enum Command {
     /// Send one request to a running gateway and print the response.
     Request(RequestCli),
+    /// Check the configuration (config file, venvs, scripts, listeners) without serving.
+    Check(Box<ServeArgs>),
 }
 
-#[derive(Args, Debug, Default)]
+/// Settings of the server. Each long flag is named like its key in the config file; a flag
+/// given on the command line wins over the file.
+#[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
-    /// WSGI script served at `/` (same as `--mount /=SCRIPT`).
+    /// WSGI script (or directory of scripts) served at `/` (same as `--mount /=PATH`).
     #[arg(value_name = "SCRIPT")]
     pub script: Option<PathBuf>,
+    /// A TOML config file (listeners, Python, mounts with their groups and venvs).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Listen for FastCGI on HOST:PORT or unix:PATH (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub fastcgi: Vec<String>,
@@ -44,33 +51,40 @@ pub struct ServeArgs {
     /// (repeatable). Without any listener: 127.0.0.1:9000.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
-    /// Mode of Unix socket files, in octal.
-    #[arg(long, value_name = "MODE", default_value = "660")]
-    pub socket_mode: String,
-    /// Backlog of the listening sockets.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    pub listen_backlog: u32,
-    /// Mount a script: PREFIX=SCRIPT, or SCRIPT for `/` (repeatable).
-    #[arg(long, value_name = "PREFIX=SCRIPT")]
+    /// Mode of Unix socket files, in octal [default: 660].
+    #[arg(long, value_name = "MODE")]
+    pub socket_mode: Option<String>,
+    /// Backlog of the listening sockets [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub listen_backlog: Option<u32>,
+    /// Mount a script or a directory of scripts: PREFIX=PATH, or PATH for `/` (repeatable).
+    #[arg(long, value_name = "PREFIX=PATH")]
     pub mount: Vec<String>,
-    /// Name of the WSGI callable in the scripts.
-    #[arg(long, value_name = "NAME", default_value = "application")]
-    pub callable: String,
+    /// Name of the WSGI callable in the scripts [default: application].
+    #[arg(long, value_name = "NAME")]
+    pub callable: Option<String>,
+    /// Interpreter of the command-line mounts: %{GLOBAL} (the main interpreter), a name shared
+    /// by mounts, or empty for a sub-interpreter per mount [default: empty].
+    #[arg(long, value_name = "GROUP")]
+    pub application_group: Option<String>,
     /// Virtualenv root (the directory holding pyvenv.cfg) or Python installation prefix.
     #[arg(long, value_name = "DIR")]
     pub python_home: Option<PathBuf>,
     /// Extra directories for sys.path, `:`-separated (added with site.addsitedir, first).
     #[arg(long, value_name = "DIRS")]
     pub python_path: Option<String>,
-    /// Worker threads (requests running at once).
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub threads: usize,
-    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    pub graceful_timeout: u64,
-    /// Largest request head (all params) in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = protocol::Limits::DEFAULT_MAX_PARAMS_BYTES)]
-    pub max_params_bytes: usize,
+    /// Worker threads (requests running at once) [default: 8].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub graceful_timeout: Option<u64>,
+    /// Largest request head (all params) in bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_params_bytes: Option<usize>,
+    /// Do not reload scripts that change on disk.
+    #[arg(long)]
+    pub no_reload: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,14 +1,20 @@
-//! The resolved configuration: everything checked, paths absolute, ready to serve.
+//! The configuration: the TOML file and the command line merged, every setting checked, paths
+//! absolute — ready to serve. Keys are kebab-case and match the long flags; a flag given on the
+//! command line wins over the file (mounts given on both are all served).
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::cli::ServeArgs;
-use crate::router::{Mount, Target};
+use crate::router::{Group, Mount, Target};
 use crate::server::{Addr, ListenerSpec, Proto};
 use crate::venv::{self, Home};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+const DEFAULT_EXTENSION: &str = ".wsgi";
 
 #[derive(Debug)]
 pub struct Config {
@@ -19,30 +25,152 @@ pub struct Config {
     pub threads: usize,
     pub graceful_timeout: Duration,
     pub limits: protocol::Limits,
+    /// Things worth saying at start-up and in `check` that do not stop the gateway.
+    pub warnings: Vec<String>,
+}
+
+/// `python-path` as a `:`-separated string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PathList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl PathList {
+    fn entries(&self) -> Vec<String> {
+        match self {
+            PathList::One(s) => s.split(':').map(str::to_owned).collect(),
+            PathList::Many(v) => v.clone(),
+        }
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    #[serde(default)]
+    fastcgi: Vec<String>,
+    #[serde(default)]
+    scgi: Vec<String>,
+    #[serde(default)]
+    listen: Vec<String>,
+    socket_mode: Option<String>,
+    listen_backlog: Option<u32>,
+    callable: Option<String>,
+    application_group: Option<String>,
+    python_home: Option<PathBuf>,
+    python_path: Option<PathList>,
+    threads: Option<usize>,
+    graceful_timeout: Option<u64>,
+    max_params_bytes: Option<usize>,
+    reload: Option<bool>,
+    #[serde(default)]
+    mount: Vec<FileMount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileMount {
+    prefix: String,
+    script: Option<PathBuf>,
+    directory: Option<PathBuf>,
+    extension: Option<String>,
+    callable: Option<String>,
+    application_group: Option<String>,
+    venv: Option<PathBuf>,
+    python_path: Option<PathList>,
+    reload: Option<bool>,
+}
+
+/// Reads and parses a config file; syntax errors and unknown keys come with line numbers.
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message();
+        match e.span() {
+            Some(span) => {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!("config file {}, line {line}: {msg}", path.display())
+            }
+            None => format!("config file {}: {msg}", path.display()),
+        }
+    })
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// One mount as written, before its checks.
+struct MountSpec {
+    origin: String,
+    prefix: String,
+    path: PathBuf,
+    directory: bool,
+    extension: String,
+    callable: String,
+    group: Group,
+    venv: Option<PathBuf>,
+    python_path: Vec<PathBuf>,
+    reload: bool,
 }
 
 impl Config {
     /// Checks every setting; returns all problems found, one message each.
     pub fn from_args(args: &ServeArgs) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
-        let mode = match u32::from_str_radix(&args.socket_mode, 8) {
+        let mut warnings = Vec::new();
+        let (file, base) = match &args.config {
+            Some(path) => match read_file(path) {
+                Ok(f) => {
+                    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+                    (f, std::fs::canonicalize(&dir).unwrap_or(dir))
+                }
+                Err(e) => return Err(vec![e]),
+            },
+            None => (FileConfig::default(), PathBuf::from(".")),
+        };
+        let cwd = PathBuf::from(".");
+
+        let socket_mode = args
+            .socket_mode
+            .clone()
+            .or(file.socket_mode.clone())
+            .unwrap_or_else(|| "660".into());
+        let mode = match u32::from_str_radix(&socket_mode, 8) {
             Ok(m) if m <= 0o777 => m,
             _ => {
                 problems.push(format!(
-                    "socket-mode {:?} is not an octal file mode such as 660",
-                    args.socket_mode
+                    "socket-mode {socket_mode:?} is not an octal file mode such as 660"
                 ));
                 0o660
             }
         };
+        let backlog = args.listen_backlog.or(file.listen_backlog).unwrap_or(1024);
+        let cli_listeners =
+            !(args.fastcgi.is_empty() && args.scgi.is_empty() && args.listen.is_empty());
+        let (fastcgi, scgi, mut listen) = if cli_listeners {
+            (args.fastcgi.clone(), args.scgi.clone(), args.listen.clone())
+        } else {
+            (file.fastcgi.clone(), file.scgi.clone(), file.listen.clone())
+        };
+        if fastcgi.is_empty() && scgi.is_empty() && listen.is_empty() {
+            listen.push(DEFAULT_LISTEN.to_string());
+        }
         let mut listeners = Vec::new();
-        let default = [DEFAULT_LISTEN.to_string()];
-        let none_given = args.fastcgi.is_empty() && args.scgi.is_empty() && args.listen.is_empty();
-        let auto: &[String] = if none_given { &default } else { &args.listen };
         for (addrs, proto) in [
-            (&args.fastcgi[..], Proto::FastCgi),
-            (&args.scgi[..], Proto::Scgi),
-            (auto, Proto::Auto),
+            (&fastcgi, Proto::FastCgi),
+            (&scgi, Proto::Scgi),
+            (&listen, Proto::Auto),
         ] {
             for a in addrs {
                 match Addr::parse(a) {
@@ -50,101 +178,398 @@ impl Config {
                         addr,
                         proto,
                         mode,
-                        backlog: args.listen_backlog,
+                        backlog,
                     }),
                     Err(e) => problems.push(e),
                 }
             }
         }
 
-        let mut mounts = Vec::new();
-        let specs = args
+        let callable = args
+            .callable
+            .clone()
+            .or(file.callable.clone())
+            .unwrap_or_else(|| "application".into());
+        let default_group = args
+            .application_group
+            .clone()
+            .or(file.application_group.clone())
+            .unwrap_or_default();
+        let reload = !args.no_reload && file.reload.unwrap_or(true);
+
+        let mut specs = Vec::new();
+        for m in &file.mount {
+            let (path, directory) = match (&m.script, &m.directory) {
+                (Some(s), None) => (absolute(&base, s), false),
+                (None, Some(d)) => (absolute(&base, d), true),
+                _ => {
+                    problems.push(format!(
+                        "mount {}: give exactly one of script and directory",
+                        m.prefix
+                    ));
+                    continue;
+                }
+            };
+            specs.push(MountSpec {
+                origin: format!("mount {}", m.prefix),
+                prefix: m.prefix.clone(),
+                path,
+                directory,
+                extension: m
+                    .extension
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_EXTENSION.into()),
+                callable: m.callable.clone().unwrap_or_else(|| callable.clone()),
+                group: Group::parse(m.application_group.as_deref().unwrap_or(&default_group)),
+                venv: m.venv.as_ref().map(|v| absolute(&base, v)),
+                python_path: m
+                    .python_path
+                    .iter()
+                    .flat_map(PathList::entries)
+                    .map(|p| absolute(&base, Path::new(&p)))
+                    .collect(),
+                reload: !args.no_reload && m.reload.unwrap_or(reload),
+            });
+        }
+        let cli_mounts = args
             .script
             .iter()
             .map(|s| format!("/={}", s.display()))
             .chain(args.mount.iter().cloned());
-        for spec in specs {
-            let (prefix, script) = match spec.split_once('=') {
+        for spec in cli_mounts {
+            let (prefix, path) = match spec.split_once('=') {
                 Some((p, s)) if p.starts_with('/') => (p.to_string(), s.to_string()),
                 _ => ("/".to_string(), spec.clone()),
             };
-            let prefix = match Mount::normalise_prefix(&prefix) {
-                Ok(p) => p,
-                Err(e) => {
-                    problems.push(e);
-                    continue;
-                }
-            };
-            if mounts.iter().any(|m: &Mount| m.prefix == prefix) {
-                problems.push(format!("two mounts for the prefix {prefix:?}"));
-                continue;
-            }
-            let path = PathBuf::from(&script);
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => {
-                    problems.push(format!("script {script} is not a file"));
-                    continue;
-                }
-                Err(e) => {
-                    problems.push(format!("script {script}: {e}"));
-                    continue;
-                }
-            }
-            let path = std::fs::canonicalize(&path).unwrap_or(path);
-            mounts.push(Mount {
+            let path = absolute(&cwd, Path::new(&path));
+            specs.push(MountSpec {
+                origin: format!("mount {prefix}"),
                 prefix,
-                target: Target::Script(path),
-                callable: args.callable.clone(),
+                directory: path.is_dir(),
+                path,
+                extension: DEFAULT_EXTENSION.into(),
+                callable: callable.clone(),
+                group: Group::parse(&default_group),
+                venv: None,
+                python_path: Vec::new(),
+                reload,
             });
+        }
+
+        let mut mounts: Vec<Mount> = Vec::new();
+        for spec in specs {
+            match resolve_mount(spec) {
+                Ok(m) => {
+                    if let Some(other) = mounts.iter().find(|o| o.prefix == m.prefix) {
+                        problems.push(format!(
+                            "two mounts for the prefix {}",
+                            other.shown_prefix()
+                        ));
+                    } else {
+                        mounts.push(m);
+                    }
+                }
+                Err(e) => problems.push(e),
+            }
         }
         if mounts.is_empty() {
             mounts.push(Mount {
                 prefix: String::new(),
                 target: Target::Diagnostics,
                 callable: "application".into(),
+                group: Group::Global,
+                venv: None,
+                python_path: Vec::new(),
+                reload: false,
             });
         }
+        problems.extend(group_conflicts(&mounts));
 
-        let home = match &args.python_home {
-            Some(dir) => venv::check("python-home", dir).unwrap_or_else(|e| {
+        let home = match args
+            .python_home
+            .clone()
+            .or(file.python_home.as_ref().map(|p| absolute(&base, p)))
+        {
+            Some(dir) => venv::check("python-home", &dir).unwrap_or_else(|e| {
                 problems.push(e);
                 Home::build_default()
             }),
             None => Home::build_default(),
         };
-        let python_path = args
-            .python_path
-            .iter()
-            .flat_map(|p| p.split(':'))
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let path = PathBuf::from(p);
-                if !path.is_dir() {
-                    problems.push(format!("python-path entry {p} is not a directory"));
+        let path_entries: Vec<(PathBuf, String)> = match &args.python_path {
+            Some(p) => PathList::One(p.clone())
+                .entries()
+                .into_iter()
+                .map(|e| (absolute(&cwd, Path::new(&e)), e))
+                .collect(),
+            None => file
+                .python_path
+                .iter()
+                .flat_map(PathList::entries)
+                .map(|e| (absolute(&base, Path::new(&e)), e))
+                .collect(),
+        };
+        let mut python_path = Vec::new();
+        for (path, shown) in path_entries {
+            if !path.is_dir() {
+                problems.push(format!("python-path entry {shown} is not a directory"));
+            }
+            python_path.push(std::fs::canonicalize(&path).unwrap_or(path));
+        }
+        for m in &mounts {
+            for p in &m.python_path {
+                if !p.is_dir() {
+                    problems.push(format!(
+                        "mount {}: python-path entry {} is not a directory",
+                        m.shown_prefix(),
+                        p.display()
+                    ));
                 }
-                std::fs::canonicalize(&path).unwrap_or(path)
-            })
-            .collect();
-        if args.threads == 0 {
+            }
+        }
+        if mounts.iter().any(|m| m.venv.is_some()) {
+            if let Some(w) = base_packages_warning(&home) {
+                warnings.push(w);
+            }
+        }
+
+        let threads = args.threads.or(file.threads).unwrap_or(8);
+        if threads == 0 {
             problems.push("threads must be at least 1".into());
         }
         let limits = protocol::Limits {
-            max_params_bytes: args.max_params_bytes,
+            max_params_bytes: args
+                .max_params_bytes
+                .or(file.max_params_bytes)
+                .unwrap_or(protocol::Limits::DEFAULT_MAX_PARAMS_BYTES),
             ..protocol::Limits::default()
         };
+        let graceful = args
+            .graceful_timeout
+            .or(file.graceful_timeout)
+            .unwrap_or(30);
         if problems.is_empty() {
             Ok(Config {
                 listeners,
                 mounts,
                 home,
                 python_path,
-                threads: args.threads,
-                graceful_timeout: Duration::from_secs(args.graceful_timeout),
+                threads,
+                graceful_timeout: Duration::from_secs(graceful),
                 limits,
+                warnings,
             })
         } else {
             Err(problems)
         }
+    }
+}
+
+fn resolve_mount(spec: MountSpec) -> Result<Mount, String> {
+    let prefix = Mount::normalise_prefix(&spec.prefix)?;
+    let shown = spec.path.display();
+    let kind = if spec.directory {
+        "directory"
+    } else {
+        "script"
+    };
+    let meta = std::fs::metadata(&spec.path)
+        .map_err(|e| format!("{}: {kind} {shown}: {e}", spec.origin))?;
+    let path = std::fs::canonicalize(&spec.path).unwrap_or(spec.path.clone());
+    let target = match (spec.directory, meta.is_dir()) {
+        (true, true) => {
+            if !spec.extension.starts_with('.') || spec.extension.len() < 2 {
+                return Err(format!(
+                    "{}: extension {:?} must look like \".wsgi\"",
+                    spec.origin, spec.extension
+                ));
+            }
+            Target::Directory {
+                dir: path,
+                extension: spec.extension,
+            }
+        }
+        (false, false) => Target::Script(path),
+        (true, false) => {
+            return Err(format!(
+                "{}: directory {shown} is not a directory",
+                spec.origin
+            ))
+        }
+        (false, true) => return Err(format!("{}: script {shown} is a directory", spec.origin)),
+    };
+    let venv = match &spec.venv {
+        None => None,
+        Some(dir) => match venv::check(&format!("{} venv", spec.origin), dir)? {
+            Home::Venv(root) => Some(root),
+            Home::Prefix(_) => {
+                return Err(format!(
+                    "{}: venv {} is a Python installation, not a virtualenv",
+                    spec.origin,
+                    dir.display()
+                ))
+            }
+        },
+    };
+    Ok(Mount {
+        prefix,
+        target,
+        callable: spec.callable,
+        group: spec.group,
+        venv,
+        python_path: spec
+            .python_path
+            .into_iter()
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+            .collect(),
+        reload: spec.reload,
+    })
+}
+
+/// One interpreter cannot hold two venvs: mounts sharing a group must agree.
+fn group_conflicts(mounts: &[Mount]) -> Vec<String> {
+    let mut by_group: HashMap<&Group, Vec<&Mount>> = HashMap::new();
+    for m in mounts {
+        if m.group != Group::Own {
+            by_group.entry(&m.group).or_default().push(m);
+        }
+    }
+    let mut problems = Vec::new();
+    for (group, members) in by_group {
+        let venvs: Vec<&Mount> = members
+            .iter()
+            .copied()
+            .filter(|m| m.venv.is_some())
+            .collect();
+        if let Some(first) = venvs.first() {
+            for other in &members {
+                if other.venv != first.venv {
+                    let shown = |m: &Mount| {
+                        m.venv
+                            .as_ref()
+                            .map_or("no venv".to_string(), |v| format!("venv {}", v.display()))
+                    };
+                    problems.push(format!(
+                        "mounts {} ({}) and {} ({}) share application group {group}: one \
+                         interpreter cannot hold two venvs; give one of them its own group",
+                        first.shown_prefix(),
+                        shown(first),
+                        other.shown_prefix(),
+                        shown(other)
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    problems.sort();
+    problems
+}
+
+/// Packages of the base installation that a mount venv's app could import by mistake.
+fn base_packages_warning(home: &Home) -> Option<String> {
+    let root = match home {
+        Home::Venv(r) | Home::Prefix(r) => r,
+    };
+    let site = root.join(format!(
+        "lib/python{}/site-packages",
+        venv::EMBEDDED_VERSION
+    ));
+    let mut names: Vec<String> = std::fs::read_dir(&site)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dist = name.strip_suffix(".dist-info")?;
+            let pkg = dist.split('-').next()?.to_string();
+            (!["pip", "setuptools", "wheel", "distribute"].contains(&pkg.as_str())).then_some(pkg)
+        })
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the base site-packages {} holds packages that mounts with their own venv can still \
+         import when their venv lacks them: {}; point python-home at an empty virtualenv",
+        site.display(),
+        names.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: &str) -> (ServeArgs, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("gw-config-{}-{}", std::process::id(), config.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.wsgi"), "").unwrap();
+        std::fs::write(dir.join("b.wsgi"), "").unwrap();
+        let file = dir.join("gw.toml");
+        std::fs::write(&file, config).unwrap();
+        (
+            ServeArgs {
+                config: Some(file),
+                ..ServeArgs::default()
+            },
+            dir,
+        )
+    }
+
+    #[test]
+    fn file_mounts_groups_and_cli_precedence() {
+        let (mut a, dir) = args(
+            "fastcgi = [\"127.0.0.1:9999\"]\nthreads = 3\n\n[[mount]]\nprefix = \"/a\"\nscript = \"a.wsgi\"\n\
+             application-group = \"%{GLOBAL}\"\n\n[[mount]]\nprefix = \"/d\"\ndirectory = \".\"\n",
+        );
+        a.threads = Some(5);
+        let c = Config::from_args(&a).unwrap();
+        assert_eq!(c.threads, 5, "the flag wins");
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.mounts.len(), 2);
+        assert_eq!(c.mounts[0].group, Group::Global);
+        assert_eq!(c.mounts[1].group, Group::Own);
+        assert!(matches!(c.mounts[1].target, Target::Directory { .. }));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_have_line_numbers() {
+        let (a, dir) = args("threads = 2\nthreds = 3\n");
+        let e = Config::from_args(&a).unwrap_err();
+        assert!(
+            e[0].contains("line 2") && e[0].contains("unknown field `threds`"),
+            "{e:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+        let (a, dir) = args("threads = 2\n[[mount]\n");
+        let e = Config::from_args(&a).unwrap_err();
+        assert!(e[0].contains("line 2"), "{e:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_shared_group_cannot_hold_two_venvs() {
+        let m = |prefix: &str, group: Group, venv: Option<&str>| Mount {
+            prefix: prefix.into(),
+            target: Target::Diagnostics,
+            callable: "application".into(),
+            group,
+            venv: venv.map(PathBuf::from),
+            python_path: Vec::new(),
+            reload: true,
+        };
+        let problems = group_conflicts(&[
+            m("/a", Group::Global, Some("/v1")),
+            m("/b", Group::Global, Some("/v2")),
+            m("/c", Group::Named("x".into()), Some("/v1")),
+            m("/d", Group::Named("x".into()), Some("/v1")),
+            m("/e", Group::Own, Some("/v3")),
+        ]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("share application group %{GLOBAL}"));
+        assert!(problems[0].contains("one interpreter cannot hold two venvs"));
     }
 }

@@ -311,6 +311,29 @@ pub struct Job {
 }
 
 impl Job {
+    /// Answers without Python (404 for a missing script, 500 when its interpreter could not
+    /// be made).
+    pub fn respond(&self, status: &str, body: &str) {
+        let mut data = Vec::new();
+        let len = body.len().to_string();
+        protocol::cgi::encode_response_head(
+            status.as_bytes(),
+            [
+                (&b"Content-Type"[..], &b"text/plain; charset=utf-8"[..]),
+                (b"Content-Length", len.as_bytes()),
+            ],
+            &mut data,
+        );
+        data.extend_from_slice(body.as_bytes());
+        let framing = self.framing;
+        if self.out.write_with(|s| {
+            framing.encode(&data, &mut s.buf);
+            framing.end(s);
+        }) {
+            self.io.set_ended();
+        }
+    }
+
     /// Ends the request: a complete response gets its end (END_REQUEST, or the close of an
     /// SCGI connection); an incomplete one has its connection aborted so the web server sees
     /// the response cut off. Any unread body is dropped.

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod config;
 mod exchange;
+mod groups;
 mod log;
 mod pool;
 mod python;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Request(args)) => request(args),
+        Some(Command::Check(args)) => check(&args),
         None => serve(&cli.serve),
     }
 }
@@ -58,29 +60,46 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let settings = wsgi::Settings {
-        mounts: &config.mounts,
-        python_path: &config.python_path,
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    let base = groups::Base {
+        python_path: config.python_path.clone(),
         threads: config.threads,
         multiprocess: false,
     };
-    let app = match main.with_gil(|gil| wsgi::Interpreter::setup(gil, &settings)) {
-        Ok(app) => Arc::new(app),
+    let registry = match groups::Registry::new(&main, config.mounts.clone(), base) {
+        Ok(r) => Arc::new(r),
         Err(e) => {
-            error!("setting up the interpreter failed:\n{e}");
+            error!("{e}");
             return ExitCode::from(3);
         }
     };
     let (tx, rx) = crossbeam_channel::unbounded();
-    let pool = pool::Pool::start(config.threads, rx, main.interp(), app);
+    let pool = pool::Pool::start(config.threads, rx, registry.clone());
     let router = Arc::new(router::Router::new(config.mounts.clone()));
     for l in &listeners {
         info!("listening on {} ({})", l.spec.addr, l.spec.proto);
     }
     for m in router.mounts() {
-        let prefix = if m.prefix.is_empty() { "/" } else { &m.prefix };
+        let prefix = m.shown_prefix();
+        let group = &m.group;
+        let venv = m
+            .venv
+            .as_ref()
+            .map(|v| format!(", venv {}", v.display()))
+            .unwrap_or_default();
         match &m.target {
-            router::Target::Script(p) => info!("mount {prefix} -> {}", p.display()),
+            router::Target::Script(p) => {
+                info!(
+                    "mount {prefix} -> {} (interpreter: {group}{venv})",
+                    p.display()
+                )
+            }
+            router::Target::Directory { dir, extension } => info!(
+                "mount {prefix} -> {}/*{extension} (interpreter: {group}{venv})",
+                dir.display()
+            ),
             router::Target::Diagnostics => info!("mount {prefix} -> built-in diagnostics app"),
         }
     }
@@ -109,7 +128,7 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
         .saturating_sub(started.elapsed().min(config.graceful_timeout))
         .max(Duration::from_secs(1));
     if pool.join(Instant::now() + left) {
-        let rc = main.finalize();
+        let rc = main.finalize(registry.take_sub_interpreters());
         if rc != 0 {
             warn!("Python finalisation reported {rc}");
         }
@@ -118,6 +137,50 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
     } else {
         warn!("worker threads still busy; exiting without finalising Python");
         ExitCode::SUCCESS
+    }
+}
+
+/// `wsgi-gateway check`: every problem of the configuration, one line each, without serving.
+fn check(args: &cli::ServeArgs) -> ExitCode {
+    let mut problems = Vec::new();
+    let config = match Config::from_args(args) {
+        Ok(c) => Some(c),
+        Err(p) => {
+            problems = p;
+            None
+        }
+    };
+    if let Some(config) = &config {
+        for spec in &config.listeners {
+            if let Err(e) = server::Listener::check(spec) {
+                problems.push(e);
+            }
+        }
+        match python::start(&config.home) {
+            Err(e) => problems.push(e),
+            Ok(main) => {
+                problems.extend(main.with_gil(|gil| wsgi::check_scripts(gil, &config.mounts)));
+                main.finalize(Vec::new());
+            }
+        }
+        for w in &config.warnings {
+            println!("warning: {w}");
+        }
+    }
+    if problems.is_empty() {
+        let c = config.expect("no problems");
+        println!(
+            "configuration OK: {} listener(s), {} mount(s), Python {}",
+            c.listeners.len(),
+            c.mounts.len(),
+            python::BUILD_VERSION
+        );
+        ExitCode::SUCCESS
+    } else {
+        for p in &problems {
+            eprintln!("problem: {p}");
+        }
+        ExitCode::from(1)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Worker threads: each takes requests from the queue and runs them in Python, holding the
-//! GIL only while Python runs (never while waiting for the queue).
+//! Worker threads: each takes requests from the queue and runs them in their interpreter,
+//! holding the GIL only while Python runs (never while waiting for the queue).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -7,26 +7,25 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Receiver;
 
 use crate::exchange::Job;
-use crate::python::{Interp, ThreadState};
-use crate::wsgi::Interpreter;
+use crate::groups::{Registry, WorkerStates};
 
 pub struct Pool {
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
-    pub fn start(n: usize, jobs: Receiver<Job>, interp: Interp, app: Arc<Interpreter>) -> Pool {
+    pub fn start(n: usize, jobs: Receiver<Job>, registry: Arc<Registry>) -> Pool {
         let threads = (0..n)
             .map(|i| {
                 let jobs = jobs.clone();
-                let app = app.clone();
+                let registry = registry.clone();
                 std::thread::Builder::new()
                     .name(format!("wsgi-worker-{i}"))
                     .spawn(move || {
-                        let ts = ThreadState::new(interp);
+                        let mut states = WorkerStates::new(&registry);
                         for job in jobs.iter() {
                             let job = Arc::new(job);
-                            let complete = ts.with_gil(|gil| app.handle(gil, &job));
+                            let complete = registry.run(&job, &mut states);
                             job.finish(complete);
                         }
                     })

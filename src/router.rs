@@ -13,8 +13,45 @@ use protocol::RequestHead;
 pub enum Target {
     /// A WSGI script file.
     Script(PathBuf),
+    /// A directory whose `NAME<extension>` files serve `PREFIX/NAME`.
+    Directory { dir: PathBuf, extension: String },
     /// The built-in diagnostics app.
     Diagnostics,
+}
+
+/// Which interpreter runs a mount (mod_wsgi's application group).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Group {
+    /// `%{GLOBAL}`: the main interpreter.
+    Global,
+    /// The default: a sub-interpreter of the mount's own (one per script of a directory mount,
+    /// like mod_wsgi's `%{RESOURCE}`).
+    Own,
+    /// A sub-interpreter shared by every mount that names it.
+    Named(String),
+}
+
+impl Group {
+    pub const GLOBAL: &'static str = "%{GLOBAL}";
+
+    /// `%{GLOBAL}`, or any other name (a shared sub-interpreter); empty means the default.
+    pub fn parse(name: &str) -> Group {
+        match name {
+            "" => Group::Own,
+            Self::GLOBAL => Group::Global,
+            other => Group::Named(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Group::Global => f.write_str(Self::GLOBAL),
+            Group::Own => f.write_str("its own sub-interpreter"),
+            Group::Named(n) => write!(f, "{n:?}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +60,24 @@ pub struct Mount {
     pub prefix: String,
     pub target: Target,
     pub callable: String,
+    pub group: Group,
+    /// A virtualenv activated in this mount's interpreter (checked root).
+    pub venv: Option<PathBuf>,
+    /// Extra sys.path entries for this mount's interpreter.
+    pub python_path: Vec<PathBuf>,
+    /// Reload the script when its file changes.
+    pub reload: bool,
+}
+
+impl Mount {
+    /// The prefix as users write it.
+    pub fn shown_prefix(&self) -> &str {
+        if self.prefix.is_empty() {
+            "/"
+        } else {
+            &self.prefix
+        }
+    }
 }
 
 impl Mount {
@@ -42,6 +97,9 @@ pub struct Route {
     pub mount: usize,
     pub script_name: Vec<u8>,
     pub path_info: Vec<u8>,
+    /// For a directory mount: the script's name (`NAME` of `NAME.wsgi`), already checked to be
+    /// a plain file name.
+    pub resource: Option<String>,
     /// How the path was found, for the diagnostics page.
     pub source: &'static str,
 }
@@ -63,24 +121,78 @@ impl Router {
         &self.mounts
     }
 
-    /// The longest mount prefix matching the request path on a segment boundary.
+    /// The longest mount prefix matching the request path on a segment boundary. `None` when
+    /// no mount matches, or a directory mount is asked for a name that cannot be a script
+    /// (hidden, `..`, an encoded slash): a 404 either way.
     pub fn route(&self, head: &RequestHead) -> Option<Route> {
         let (path, source) = request_path(head);
         for &i in &self.order {
             let prefix = self.mounts[i].prefix.as_bytes();
             let matches = path.starts_with(prefix)
                 && (path.len() == prefix.len() || path[prefix.len()] == b'/' || prefix.is_empty());
-            if matches {
+            if !matches {
+                continue;
+            }
+            let rest = &path[prefix.len()..];
+            let Target::Directory { .. } = self.mounts[i].target else {
                 return Some(Route {
                     mount: i,
                     script_name: prefix.to_vec(),
-                    path_info: path[prefix.len()..].to_vec(),
+                    path_info: rest.to_vec(),
+                    resource: None,
                     source,
                 });
-            }
+            };
+            return directory_route(i, prefix, rest, head, source);
         }
         None
     }
+}
+
+/// `PREFIX/NAME/rest` → script `NAME`, SCRIPT_NAME `PREFIX/NAME`, PATH_INFO `/rest`;
+/// `PREFIX` or `PREFIX/` → script `index`.
+fn directory_route(
+    mount: usize,
+    prefix: &[u8],
+    rest: &[u8],
+    head: &RequestHead,
+    source: &'static str,
+) -> Option<Route> {
+    let raw = head.get(b"REQUEST_URI").unwrap_or_default();
+    let raw_path = &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())];
+    let lower = raw_path.to_ascii_lowercase();
+    if lower.windows(3).any(|w| w == b"%2f" || w == b"%5c") || rest.contains(&0) {
+        return None;
+    }
+    let trimmed = rest.strip_prefix(b"/").unwrap_or(rest);
+    let end = trimmed
+        .iter()
+        .position(|&b| b == b'/')
+        .unwrap_or(trimmed.len());
+    let name = &trimmed[..end];
+    if name.is_empty() {
+        return Some(Route {
+            mount,
+            script_name: prefix.to_vec(),
+            path_info: rest.to_vec(),
+            resource: Some("index".into()),
+            source,
+        });
+    }
+    let name = std::str::from_utf8(name).ok()?;
+    if name.starts_with('.') || name.contains('\\') {
+        return None;
+    }
+    let mut script_name = prefix.to_vec();
+    script_name.push(b'/');
+    script_name.extend_from_slice(name.as_bytes());
+    Some(Route {
+        mount,
+        script_name,
+        path_info: trimmed[end..].to_vec(),
+        resource: Some(name.to_string()),
+        source,
+    })
 }
 
 /// The decoded request path: from REQUEST_URI (query string cut, percent-decoded), else from
@@ -145,17 +257,50 @@ mod tests {
         h
     }
 
-    fn router() -> Router {
-        let m = |p: &str, s: &str| Mount {
-            prefix: Mount::normalise_prefix(p).unwrap(),
-            target: Target::Script(s.into()),
+    fn mount(prefix: &str, target: Target) -> Mount {
+        Mount {
+            prefix: Mount::normalise_prefix(prefix).unwrap(),
+            target,
             callable: "application".into(),
-        };
+            group: Group::Own,
+            venv: None,
+            python_path: Vec::new(),
+            reload: true,
+        }
+    }
+
+    fn router() -> Router {
+        let m = |p: &str, s: &str| mount(p, Target::Script(s.into()));
         Router::new(vec![
             m("/", "root"),
             m("/app", "app"),
             m("/app/admin/", "admin"),
         ])
+    }
+
+    #[test]
+    fn directory_mounts_pick_a_script_per_name() {
+        let dir = Target::Directory {
+            dir: "/srv/apps".into(),
+            extension: ".wsgi".into(),
+        };
+        let r = Router::new(vec![mount("/apps", dir)]);
+        let route = |uri: &str| r.route(&head(&[("REQUEST_URI", uri)]));
+        let got = route("/apps/blog/post/1?x").unwrap();
+        assert_eq!(got.resource.as_deref(), Some("blog"));
+        assert_eq!(paths(&got), ("/apps/blog".into(), "/post/1".into()));
+        let index = route("/apps/").unwrap();
+        assert_eq!(index.resource.as_deref(), Some("index"));
+        assert_eq!(paths(&index), ("/apps".into(), "/".into()));
+        assert_eq!(route("/apps").unwrap().resource.as_deref(), Some("index"));
+        for bad in [
+            "/apps/../etc/passwd",
+            "/apps/.hidden",
+            "/apps/a%2Fb/c",
+            "/apps/%2e%2e/x",
+        ] {
+            assert!(route(bad).is_none(), "{bad}");
+        }
     }
 
     fn paths(r: &Route) -> (String, String) {
@@ -196,11 +341,7 @@ mod tests {
         assert_eq!(route.mount, 1);
         assert_eq!(paths(&route), ("/app".into(), "/form".into()));
         assert_eq!(route.source, "SCRIPT_NAME + PATH_INFO");
-        let only_sub = Router::new(vec![Mount {
-            prefix: "/sub".into(),
-            target: Target::Diagnostics,
-            callable: "application".into(),
-        }]);
+        let only_sub = Router::new(vec![mount("/sub", Target::Diagnostics)]);
         assert!(only_sub
             .route(&head(&[("REQUEST_URI", "/other")]))
             .is_none());

@@ -114,6 +114,12 @@ pub fn initialize(opts: &InitOptions<'_>) -> Result<MainThread, String> {
     }
 }
 
+const ADOPT_MAIN_THREAD: &CStr = c"import sys
+if 'threading' in sys.modules:
+    import _thread
+    sys.modules['threading']._main_thread._ident = _thread.get_ident()
+";
+
 /// The thread state of the thread that initialised Python; used for set-up and finalisation.
 pub struct MainThread {
     ts: *mut ffi::PyThreadState,
@@ -134,12 +140,23 @@ impl MainThread {
         Interp(unsafe { ffi::PyInterpreterState_Main() })
     }
 
-    /// `Py_FinalizeEx`: runs atexit handlers and flushes stdio. Every other thread state must
-    /// be gone. Returns CPython's result (0 on success).
-    pub fn finalize(self) -> i32 {
-        // SAFETY: re-attach the main thread state, then finalise; `self` is consumed.
+    /// Ends the given sub-interpreters, then `Py_FinalizeEx` (atexit handlers, stdio flushed).
+    /// Every worker thread state must be gone. Returns CPython's result (0 on success).
+    pub fn finalize(self, subs: Vec<SubInterpreter>) -> i32 {
+        // SAFETY: re-attach the main thread state (taking the GIL, shared by all interpreters),
+        // end each sub-interpreter through the thread state it was created with (its only one
+        // left: workers' states are deleted), swap back to main, then finalise.
         unsafe {
             ffi::PyEval_RestoreThread(self.ts);
+            for sub in subs {
+                ffi::PyThreadState_Swap(sub.ts);
+                // The sub-interpreter's `threading` took the worker thread that created it as
+                // its main thread; this thread ends it now, so threading._shutdown() must see
+                // it as the main thread or it waits forever for that thread's lock.
+                ffi::PyRun_SimpleString(ADOPT_MAIN_THREAD.as_ptr());
+                ffi::Py_EndInterpreter(sub.ts);
+                ffi::PyThreadState_Swap(self.ts);
+            }
             ffi::Py_FinalizeEx()
         }
     }
@@ -165,6 +182,20 @@ pub struct Interp(*mut ffi::PyInterpreterState);
 // states, which CPython allows from any thread.
 unsafe impl Send for Interp {}
 unsafe impl Sync for Interp {}
+
+/// A sub-interpreter and the thread state it was created with. That state is kept, detached,
+/// until the interpreter is ended with it: CPython 3.11 cannot make a new thread state for an
+/// interpreter whose states were all deleted (its embedded initial state is reused and found
+/// already initialised).
+pub struct SubInterpreter {
+    pub interp: Interp,
+    ts: *mut ffi::PyThreadState,
+}
+
+// SAFETY: the thread state is never attached except by `MainThread::finalize`, with the GIL
+// held and every other state of the interpreter gone.
+unsafe impl Send for SubInterpreter {}
+unsafe impl Sync for SubInterpreter {}
 
 /// One worker thread's state for one interpreter: made once, entered per request.
 pub struct ThreadState {
@@ -417,6 +448,30 @@ impl<'py> Gil<'py> {
                 dict.ptr.as_ptr(),
             ))?;
             Ok(dict)
+        }
+    }
+
+    /// Creates a sub-interpreter sharing this GIL (mod_wsgi's application groups: isolation
+    /// of modules and `sys`, not parallelism), runs `setup` in it, and returns to the calling
+    /// thread state.
+    pub fn new_interpreter<R>(
+        self,
+        setup: impl FnOnce(Gil<'_>) -> R,
+    ) -> Result<(SubInterpreter, R), String> {
+        // SAFETY: we hold the GIL with a current thread state (`prev`). Py_NewInterpreter makes
+        // a new interpreter and thread state and makes it current (same GIL). Afterwards we
+        // swap `prev` back in, which is valid because the GIL is shared.
+        unsafe {
+            let prev = ffi::PyThreadState_Get();
+            let ts = ffi::Py_NewInterpreter();
+            if ts.is_null() {
+                ffi::PyThreadState_Swap(prev);
+                return Err("Py_NewInterpreter failed to create a sub-interpreter".into());
+            }
+            let interp = Interp(ffi::PyThreadState_GetInterpreter(ts));
+            let r = setup(Gil(PhantomData));
+            ffi::PyThreadState_Swap(prev);
+            Ok((SubInterpreter { interp, ts }, r))
         }
     }
 

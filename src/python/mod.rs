@@ -2,7 +2,9 @@
 
 pub mod ffi;
 
-pub use ffi::{Gil, Host, Interp, MainThread, Obj, PyErr, PyObj, PyResult, ThreadState};
+pub use ffi::{
+    Gil, Host, Interp, MainThread, Obj, PyErr, PyObj, PyResult, SubInterpreter, ThreadState,
+};
 
 use crate::venv::Home;
 

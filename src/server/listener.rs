@@ -126,6 +126,46 @@ impl Listener {
         Ok(Listener { spec, inner })
     }
 
+    /// For `wsgi-gateway check`: whether `bind` would succeed, without leaving a socket.
+    pub fn check(spec: &ListenerSpec) -> Result<(), String> {
+        match &spec.addr {
+            Addr::Tcp(a) => std::net::TcpListener::bind(a)
+                .map(drop)
+                .map_err(|e| format!("cannot listen on {a}: {e}")),
+            Addr::Unix(path) => {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    if !meta.file_type().is_socket() {
+                        return Err(format!(
+                            "cannot listen on unix:{}: the path exists and is not a socket",
+                            path.display()
+                        ));
+                    }
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(format!(
+                            "cannot listen on unix:{}: another process is listening there",
+                            path.display()
+                        ));
+                    }
+                    return Ok(());
+                }
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                let dir = dir.unwrap_or(std::path::Path::new("."));
+                if !dir.is_dir() {
+                    return Err(format!(
+                        "cannot listen on unix:{}: {} is not a directory",
+                        path.display(),
+                        dir.display()
+                    ));
+                }
+                std::os::unix::net::UnixListener::bind(path)
+                    .map(|_| {
+                        let _ = std::fs::remove_file(path);
+                    })
+                    .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))
+            }
+        }
+    }
+
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         match &mut self.inner {
             Inner::Tcp(l) => registry.register(l, token, Interest::READABLE),

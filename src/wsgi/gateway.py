@@ -276,9 +276,31 @@ class Response:
         self.send(b'', True)
 
 
-def init_interpreter(python_path):
-    """Per-interpreter set-up: sys.argv, and python-path entries at the front of sys.path."""
+LABEL = '%{GLOBAL}'
+IS_SUB = False
+# Import errors that mean "this extension cannot live in a sub-interpreter".
+SUB_INTERPRETER_FAILURES = (
+    'does not support loading in subinterpreters',
+    'may only be initialized once per interpreter process',
+    'is set to a wrong type',
+    'interpreter change detected',
+    'cannot be used in subinterpreters',
+)
+
+
+def init_interpreter(python_path, venv, label, is_sub):
+    """Per-interpreter set-up: sys.argv, print() to the log, the venv's site-packages and the
+    python-path entries at the front of sys.path (python-path first)."""
+    global LABEL, IS_SUB
+    LABEL, IS_SUB = label, is_sub
     sys.argv = ['wsgi-gateway']
+    sys.stdout = sys.stderr
+    if venv is not None:
+        # What virtualenv's activate_this.py does, for this interpreter only.
+        site_packages = os.path.join(venv, 'lib', 'python%d.%d' % sys.version_info[:2],
+                                     'site-packages')
+        sys.prefix = sys.exec_prefix = venv
+        add_python_path([site_packages])
     add_python_path(python_path)
 
 
@@ -300,16 +322,17 @@ def _module_name(path):
     return '_wsgi_script_' + hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:16]
 
 
-def load(path, callable_name):
-    """Imports a script file as a module named after its path; returns the callable."""
+def load(path, callable_name, generation):
+    """Imports a script file as a module named after its path; returns the callable. A new
+    generation (the file changed) imports it again."""
     key = (path, callable_name)
-    app = _apps.get(key)
-    if app is not None:
-        return app
+    entry = _apps.get(key)
+    if entry is not None and entry[0] == generation:
+        return entry[1]
     with _apps_lock:
-        app = _apps.get(key)
-        if app is not None:
-            return app
+        entry = _apps.get(key)
+        if entry is not None and entry[0] == generation:
+            return entry[1]
         name = _module_name(path)
         loader = importlib.machinery.SourceFileLoader(name, path)
         spec = importlib.util.spec_from_file_location(name, path, loader=loader)
@@ -323,7 +346,7 @@ def load(path, callable_name):
         app = getattr(module, callable_name, None)
         if app is None:
             raise LookupError('%s defines no WSGI callable named %r' % (path, callable_name))
-        _apps[key] = app
+        _apps[key] = (generation, app)
         return app
 
 
@@ -332,13 +355,22 @@ ERROR_500 = (b'<!DOCTYPE html><html><head><title>500 Internal Server Error</titl
              b'the gateway log has the details.</p></body></html>\n')
 
 
-def _error_500(ctx):
+def _error_500(ctx, extra=b''):
+    body = ERROR_500.replace(b'</p></body>', b'</p>' + extra + b'</body>') if extra else ERROR_500
     head = (b'Status: 500 Internal Server Error\r\nContent-Type: text/html; charset=utf-8\r\n'
-            b'Content-Length: %d\r\n\r\n' % len(ERROR_500))
-    _gw_send(ctx, head, ERROR_500, True)
+            b'Content-Length: %d\r\n\r\n' % len(body))
+    _gw_send(ctx, head, body, True)
 
 
-def run(script, callable_name, environ, ctx):
+def _sub_interpreter_hint(text):
+    if IS_SUB and any(s in text for s in SUB_INTERPRETER_FAILURES):
+        return ('%s: this application uses an extension module that cannot be loaded in a '
+                'sub-interpreter; run it in the main interpreter: application-group = "%%{GLOBAL}"'
+                % LABEL)
+    return None
+
+
+def run(script, callable_name, generation, environ, ctx):
     """One request, start to end. Never raises: failures are logged and answered. Returns
     False when the response must be cut off (the connection is then aborted)."""
     environ['wsgi.input'] = Input(ctx)
@@ -346,7 +378,7 @@ def run(script, callable_name, environ, ctx):
     response = Response(ctx, environ['REQUEST_METHOD'] == 'HEAD')
     result = None
     try:
-        app = load(script, callable_name) if script.__class__ is str else script
+        app = load(script, callable_name, generation) if script.__class__ is str else script
         result = app(environ, response.start_response)
         if result.__class__ is list:
             last = len(result) - 1
@@ -383,7 +415,13 @@ def run(script, callable_name, environ, ctx):
             _gw_log(ctx, 'application error after the response started; response cut off\n' + text)
             return False
         _gw_log(ctx, text)
-        _error_500(ctx)
+        hint = _sub_interpreter_hint(text)
+        if hint is not None:
+            _gw_log(ctx, hint)
+            import html
+            _error_500(ctx, b'<p>' + html.escape(hint).encode() + b'</p>')
+        else:
+            _error_500(ctx)
         return True
     finally:
         if errors._pending:
@@ -396,3 +434,44 @@ def run(script, callable_name, environ, ctx):
                 except BaseException:
                     _gw_log(ctx, 'error in close() of the response iterable\n'
                             + traceback.format_exc())
+
+
+def check_script(path, callable_name):
+    """For `wsgi-gateway check`: the script compiles and defines the callable at module level
+    (read from its syntax tree; nothing is executed). Returns a problem or None."""
+    import ast
+    try:
+        with open(path, 'rb') as f:
+            source = f.read()
+        tree = compile(source, path, 'exec', ast.PyCF_ONLY_AST)
+        compile(tree, path, 'exec')
+    except SyntaxError as e:
+        return 'script %s does not compile: %s (line %s)' % (path, e.msg, e.lineno)
+    except (OSError, ValueError) as e:
+        return 'script %s: %s' % (path, e)
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for sub in ast.walk(target):
+                    if isinstance(sub, ast.Name):
+                        names.add(sub.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                names.add(alias.asname or alias.name.split('.')[0])
+        elif isinstance(node, (ast.If, ast.Try)):
+            # Definitions under `if`/`try` at module level count too.
+            for sub in ast.walk(node):
+                if isinstance(sub, (ast.FunctionDef, ast.ClassDef)):
+                    names.add(sub.name)
+                elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                    names.add(sub.id)
+                elif isinstance(sub, ast.alias):
+                    names.add(sub.asname or sub.name.split('.')[0])
+    if callable_name not in names and '*' not in names:
+        return ('script %s defines no %r at module level (the WSGI callable; set callable '
+                'if it has another name)' % (path, callable_name))
+    return None

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::exchange::Job;
@@ -20,11 +20,25 @@ const DIAGNOSTICS_PY: &str = include_str!("diagnostics.py");
 const PIECE: usize = 128 * 1024;
 
 /// Settings that shape every interpreter's environ.
-pub struct Settings<'a> {
-    pub mounts: &'a [Mount],
-    pub python_path: &'a [PathBuf],
+/// What one interpreter is set up with.
+pub struct Settings {
+    /// sys.path entries put first (the mounts' own, then the global python-path).
+    pub python_path: Vec<PathBuf>,
+    /// A virtualenv activated in this interpreter (its site-packages ahead of the rest).
+    pub venv: Option<PathBuf>,
+    /// How the interpreter is named in messages (`%{GLOBAL}`, `mount /blog`...).
+    pub label: String,
+    /// Whether this is a sub-interpreter (for the C-extension hint on import failures).
+    pub sub: bool,
     pub threads: usize,
     pub multiprocess: bool,
+}
+
+/// What a request runs.
+pub enum Script<'a> {
+    /// A script file and its generation (bumped when the file changes, to reload it).
+    File(&'a Path, u64),
+    Diagnostics,
 }
 
 /// CGI names whose key objects are made once per interpreter (nginx, lighttpd and Apache send
@@ -84,15 +98,13 @@ pub struct Interpreter {
     keys: HashMap<&'static [u8], PyObj>,
     url_scheme_key: PyObj,
     https: PyObj,
-    /// Per mount: the script path (str) or the app object, and the callable name.
-    targets: Vec<(PyObj, PyObj)>,
-    diagnostics: Vec<bool>,
+    diagnostics: PyObj,
 }
 
 impl Interpreter {
     /// Loads the helper module into the current interpreter, applies python-path and builds
     /// the environ template.
-    pub fn setup(gil: Gil<'_>, settings: &Settings<'_>) -> PyResult<Self> {
+    pub fn setup(gil: Gil<'_>, settings: &Settings) -> PyResult<Self> {
         let ns = gil.exec_module("wsgi_gateway", "<wsgi-gateway gateway.py>", GATEWAY_PY)?;
         gil.install_callbacks(&ns)?;
         let get = |name: &str| {
@@ -105,7 +117,16 @@ impl Interpreter {
             .iter()
             .map(|p| gil.str(&p.to_string_lossy()))
             .collect::<PyResult<_>>()?;
-        get("init_interpreter")?.call(&[&gil.list(&paths)?])?;
+        let venv = match &settings.venv {
+            Some(v) => gil.str(&v.to_string_lossy())?,
+            None => gil.none(),
+        };
+        get("init_interpreter")?.call(&[
+            &gil.list(&paths)?,
+            &venv,
+            &gil.str(&settings.label)?,
+            &gil.bool(settings.sub),
+        ])?;
         let diag = gil.exec_module(
             "wsgi_gateway_diagnostics",
             "<wsgi-gateway diagnostics.py>",
@@ -135,16 +156,6 @@ impl Interpreter {
             set(k, gil.str(v)?)?;
         }
 
-        let mut targets = Vec::new();
-        let mut diagnostics = Vec::new();
-        for m in settings.mounts {
-            let target = match &m.target {
-                Target::Script(path) => gil.str(&path.to_string_lossy())?,
-                Target::Diagnostics => diag_app.clone(),
-            };
-            targets.push((PyObj::new(target), PyObj::new(gil.str(&m.callable)?)));
-            diagnostics.push(m.target == Target::Diagnostics);
-        }
         let keys = KNOWN_KEYS
             .iter()
             .map(|k| Ok((k.as_bytes(), PyObj::new(gil.str(k)?))))
@@ -155,14 +166,13 @@ impl Interpreter {
             keys,
             url_scheme_key: PyObj::new(gil.str("wsgi.url_scheme")?),
             https: PyObj::new(gil.str("https")?),
-            targets,
-            diagnostics,
+            diagnostics: PyObj::new(diag_app),
         })
     }
 
     /// Runs one request to its end; returns whether the response is complete (false: cut off).
-    pub fn handle(&self, gil: Gil<'_>, job: &Arc<Job>) -> bool {
-        match self.call(gil, job) {
+    pub fn handle(&self, gil: Gil<'_>, job: &Arc<Job>, script: Script<'_>, callable: &str) -> bool {
+        match self.call(gil, job, script, callable) {
             Ok(complete) => complete,
             Err(e) => {
                 crate::error!("{}: request failed in the gateway: {e}", label(job));
@@ -171,19 +181,32 @@ impl Interpreter {
         }
     }
 
-    fn call(&self, gil: Gil<'_>, job: &Arc<Job>) -> PyResult<bool> {
-        let env = self.environ(gil, job)?;
+    fn call(
+        &self,
+        gil: Gil<'_>,
+        job: &Arc<Job>,
+        script: Script<'_>,
+        callable: &str,
+    ) -> PyResult<bool> {
+        let diagnostics = matches!(script, Script::Diagnostics);
+        let env = self.environ(gil, job, diagnostics)?;
         let host: Arc<dyn Host> = Arc::new(RequestHost { job: job.clone() });
         let ctx = gil.host_capsule(host)?;
-        let (target, callable) = &self.targets[job.route.mount];
-        let result =
-            self.run
-                .bind(gil)
-                .call(&[&target.bind(gil), &callable.bind(gil), &env, &ctx])?;
+        let (target, generation) = match script {
+            Script::File(path, generation) => (gil.str(&path.to_string_lossy())?, generation),
+            Script::Diagnostics => (self.diagnostics.bind(gil), 0),
+        };
+        let result = self.run.bind(gil).call(&[
+            &target,
+            &gil.str(callable)?,
+            &gil.int(generation as i64)?,
+            &env,
+            &ctx,
+        ])?;
         Ok(result.is_true())
     }
 
-    fn environ<'py>(&self, gil: Gil<'py>, job: &Job) -> PyResult<Obj<'py>> {
+    fn environ<'py>(&self, gil: Gil<'py>, job: &Job, diagnostics: bool) -> PyResult<Obj<'py>> {
         let env = self.base_environ.bind(gil).dict_copy()?;
         let mut https = false;
         for (name, value) in job.head.iter() {
@@ -209,7 +232,7 @@ impl Interpreter {
         if https {
             env.set_item(&self.url_scheme_key.bind(gil), &self.https.bind(gil))?;
         }
-        if self.diagnostics[job.route.mount] {
+        if diagnostics {
             let params = job
                 .head
                 .iter()
@@ -229,6 +252,51 @@ impl Interpreter {
             None => gil.latin1(name),
         }
     }
+}
+
+/// For `wsgi-gateway check`: every script of every mount compiles and defines its callable.
+pub fn check_scripts(gil: Gil<'_>, mounts: &[Mount]) -> Vec<String> {
+    let check = match gil
+        .exec_module("wsgi_gateway", "<wsgi-gateway gateway.py>", GATEWAY_PY)
+        .and_then(|ns| ns.dict_get("check_script"))
+    {
+        Ok(Some(f)) => f,
+        Ok(None) => return vec!["gateway.py defines no check_script".into()],
+        Err(e) => return vec![format!("loading the gateway's Python helper failed: {e}")],
+    };
+    let mut problems = Vec::new();
+    for m in mounts {
+        let scripts: Vec<PathBuf> = match &m.target {
+            Target::Script(p) => vec![p.clone()],
+            Target::Directory { dir, extension } => {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok().map(|e| e.path()))
+                            .filter(|p| p.to_string_lossy().ends_with(extension.as_str()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                found.sort();
+                found
+            }
+            Target::Diagnostics => Vec::new(),
+        };
+        for script in scripts {
+            let result = gil
+                .str(&script.to_string_lossy())
+                .and_then(|p| check.call(&[&p, &gil.str(&m.callable)?]));
+            match result {
+                Ok(r) if r.is_true() => problems.push(format!(
+                    "mount {}: {}",
+                    m.shown_prefix(),
+                    r.to_string_lossy()
+                )),
+                Ok(_) => {}
+                Err(e) => problems.push(format!("mount {}: {e}", m.shown_prefix())),
+            }
+        }
+    }
+    problems
 }
 
 fn label(job: &Job) -> String {
@@ -285,7 +353,9 @@ impl RequestHost {
 impl Host for RequestHost {
     fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8], done: bool) -> bool {
         if self.job.io.is_gone() {
-            return false;
+            // Nothing left to deliver is not a failure: a web server may close as soon as it
+            // has the Content-Length it was promised.
+            return head.is_empty() && body.is_empty() && done;
         }
         if body.len() <= PIECE {
             // Fast path: room in the buffer, no need to give up the GIL.

@@ -1,0 +1,269 @@
+//! Application groups: which interpreter runs a request, made on first use. `%{GLOBAL}` is the
+//! main interpreter; a mount's own group and named groups are sub-interpreters sharing the GIL
+//! (mod_wsgi's semantics: isolation of modules and `sys`, not parallelism). Also the reload of
+//! scripts that change on disk.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use crate::exchange::Job;
+use crate::python::{Interp, MainThread, SubInterpreter, ThreadState};
+use crate::router::{Group as GroupName, Mount, Target};
+use crate::wsgi::{self, Script};
+
+/// One interpreter and the WSGI state made in it.
+pub struct Group {
+    serial: u64,
+    interp: Interp,
+    app: wsgi::Interpreter,
+    label: String,
+}
+
+/// What the gateway-wide settings add to every interpreter.
+pub struct Base {
+    pub python_path: Vec<PathBuf>,
+    pub threads: usize,
+    pub multiprocess: bool,
+}
+
+struct ScriptState {
+    modified: Option<SystemTime>,
+    generation: u64,
+}
+
+pub struct Registry {
+    mounts: Vec<Mount>,
+    base: Base,
+    main: Interp,
+    global: Arc<Group>,
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+    /// Every sub-interpreter made, current or replaced by a reload: ended when the gateway
+    /// stops.
+    made: Mutex<Vec<SubInterpreter>>,
+    scripts: Mutex<HashMap<PathBuf, ScriptState>>,
+    serials: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A worker thread's thread states: one for the main interpreter and one per sub-interpreter
+/// it has served, made once and entered per request.
+pub struct WorkerStates {
+    main: ThreadState,
+    subs: HashMap<u64, ThreadState>,
+}
+
+impl WorkerStates {
+    pub fn new(registry: &Registry) -> Self {
+        WorkerStates {
+            main: ThreadState::new(registry.main),
+            subs: HashMap::new(),
+        }
+    }
+
+    fn for_group(&mut self, group: &Group) -> &ThreadState {
+        if group.serial == 0 {
+            return &self.main;
+        }
+        self.subs
+            .entry(group.serial)
+            .or_insert_with(|| ThreadState::new(group.interp))
+    }
+}
+
+/// Where a request goes, decided before any Python runs.
+struct Plan {
+    key: String,
+    script: Option<(PathBuf, u64)>,
+}
+
+impl Registry {
+    /// Sets up the main interpreter (`%{GLOBAL}`) on the main thread.
+    pub fn new(main: &MainThread, mounts: Vec<Mount>, base: Base) -> Result<Registry, String> {
+        let global = mounts.iter().filter(|m| m.group == GroupName::Global);
+        let settings = settings(&base, global, GroupName::GLOBAL.into(), false);
+        let app = main
+            .with_gil(|gil| wsgi::Interpreter::setup(gil, &settings))
+            .map_err(|e| format!("setting up the main interpreter failed:\n{e}"))?;
+        Ok(Registry {
+            mounts,
+            base,
+            main: main.interp(),
+            global: Arc::new(Group {
+                serial: 0,
+                interp: main.interp(),
+                app,
+                label: GroupName::GLOBAL.into(),
+            }),
+            groups: Mutex::new(HashMap::new()),
+            made: Mutex::new(Vec::new()),
+            scripts: Mutex::new(HashMap::new()),
+            serials: AtomicU64::new(1),
+        })
+    }
+
+    /// Runs one request in its interpreter; returns whether the response is complete.
+    pub fn run(&self, job: &Arc<Job>, states: &mut WorkerStates) -> bool {
+        let mount = &self.mounts[job.route.mount];
+        let Some(plan) = self.plan(job, mount) else {
+            job.respond("404 Not Found", "Not Found: no such script\n");
+            return true;
+        };
+        let group = match self.group(&plan.key, mount, states) {
+            Ok(g) => g,
+            Err(e) => {
+                crate::error!("{}: {e}", plan.key);
+                job.respond(
+                    "500 Internal Server Error",
+                    "Internal Server Error: the application's interpreter could not be made; \
+                     the gateway log has the details\n",
+                );
+                return true;
+            }
+        };
+        let script = match &plan.script {
+            Some((path, generation)) => Script::File(path, *generation),
+            None => Script::Diagnostics,
+        };
+        states
+            .for_group(&group)
+            .with_gil(|gil| group.app.handle(gil, job, script, &mount.callable))
+    }
+
+    /// The script file (a directory mount's resolved and confined to its directory), its
+    /// generation, and the group key; `None` for a script that does not exist.
+    fn plan(&self, job: &Job, mount: &Mount) -> Option<Plan> {
+        let path = match &mount.target {
+            Target::Diagnostics => {
+                return Some(Plan {
+                    key: GroupName::GLOBAL.into(),
+                    script: None,
+                })
+            }
+            Target::Script(path) => path.clone(),
+            Target::Directory { dir, extension } => {
+                let name = job.route.resource.as_deref()?;
+                let candidate = dir.join(format!("{name}{extension}"));
+                let real = std::fs::canonicalize(&candidate).ok()?;
+                if !real.starts_with(dir) || !real.is_file() {
+                    return None;
+                }
+                candidate
+            }
+        };
+        let key = match &mount.group {
+            GroupName::Global => GroupName::GLOBAL.to_string(),
+            GroupName::Named(n) => n.clone(),
+            GroupName::Own => match mount.target {
+                Target::Directory { .. } => {
+                    format!("mount {} script {}", mount.shown_prefix(), path.display())
+                }
+                _ => format!("mount {}", mount.shown_prefix()),
+            },
+        };
+        let generation = if mount.reload {
+            self.check_reload(&path, &key, mount.group == GroupName::Own)
+        } else {
+            0
+        };
+        Some(Plan {
+            key,
+            script: Some((path, generation)),
+        })
+    }
+
+    /// A changed script gets a new generation (its module is imported again); a script with
+    /// a sub-interpreter of its own gets a new interpreter.
+    fn check_reload(&self, path: &Path, key: &str, own: bool) -> u64 {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let mut scripts = lock(&self.scripts);
+        let state = scripts.entry(path.to_path_buf()).or_insert(ScriptState {
+            modified,
+            generation: 0,
+        });
+        if state.modified != modified {
+            state.modified = modified;
+            state.generation += 1;
+            crate::info!("{} changed: reloading it ({key})", path.display());
+            if own {
+                lock(&self.groups).remove(key);
+            }
+        }
+        state.generation
+    }
+
+    fn group(
+        &self,
+        key: &str,
+        mount: &Mount,
+        states: &mut WorkerStates,
+    ) -> Result<Arc<Group>, String> {
+        if key == GroupName::GLOBAL {
+            return Ok(self.global.clone());
+        }
+        let mut groups = lock(&self.groups);
+        if let Some(g) = groups.get(key) {
+            return Ok(g.clone());
+        }
+        let members: Vec<&Mount> = match &mount.group {
+            GroupName::Own => vec![mount],
+            named => self.mounts.iter().filter(|m| &m.group == named).collect(),
+        };
+        let settings = settings(&self.base, members.into_iter(), key.to_string(), true);
+        let (sub, app) = states
+            .main
+            .with_gil(|gil| gil.new_interpreter(|sub| wsgi::Interpreter::setup(sub, &settings)))?;
+        let interp = sub.interp;
+        lock(&self.made).push(sub);
+        let app = app.map_err(|e| format!("setting up the sub-interpreter failed:\n{e}"))?;
+        let serial = self.serials.fetch_add(1, Ordering::Relaxed);
+        let group = Arc::new(Group {
+            serial,
+            interp,
+            app,
+            label: key.to_string(),
+        });
+        crate::info!("made a sub-interpreter for {}", group.label);
+        groups.insert(key.to_string(), group.clone());
+        Ok(group)
+    }
+
+    /// Every sub-interpreter ever made (to be ended before finalisation).
+    pub fn take_sub_interpreters(&self) -> Vec<SubInterpreter> {
+        std::mem::take(&mut *lock(&self.made))
+    }
+}
+
+/// The settings of an interpreter serving `members`: their venv (group conflicts were refused
+/// by the config) and python-path entries, then the global python-path.
+fn settings<'a>(
+    base: &Base,
+    members: impl Iterator<Item = &'a Mount>,
+    label: String,
+    sub: bool,
+) -> wsgi::Settings {
+    let mut venv = None;
+    let mut python_path = Vec::new();
+    for m in members {
+        venv = venv.or(m.venv.clone());
+        for p in &m.python_path {
+            if !python_path.contains(p) {
+                python_path.push(p.clone());
+            }
+        }
+    }
+    python_path.extend(base.python_path.iter().cloned());
+    wsgi::Settings {
+        python_path,
+        venv,
+        label,
+        sub,
+        threads: base.threads,
+        multiprocess: base.multiprocess,
+    }
+}
