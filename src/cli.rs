@@ -85,6 +85,14 @@ pub struct ServeArgs {
     /// Do not reload scripts that change on disk.
     #[arg(long)]
     pub no_reload: bool,
+    /// Run N worker processes under a supervisor that respawns them (without it: one process,
+    /// no supervisor).
+    #[arg(long, value_name = "N")]
+    pub processes: Option<usize>,
+    /// Recycle a worker process after it served about N requests (±10% jitter, so workers do
+    /// not recycle together). Needs --processes.
+    #[arg(long, value_name = "N")]
+    pub maximum_requests: Option<u64>,
 }
 
 #[derive(Args, Debug)]

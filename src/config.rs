@@ -25,6 +25,10 @@ pub struct Config {
     pub threads: usize,
     pub graceful_timeout: Duration,
     pub limits: protocol::Limits,
+    /// Worker processes under a supervisor; `None`: a single process, no supervisor.
+    pub processes: Option<usize>,
+    /// Recycle a worker after about this many requests.
+    pub maximum_requests: Option<u64>,
     /// Things worth saying at start-up and in `check` that do not stop the gateway.
     pub warnings: Vec<String>,
 }
@@ -68,6 +72,8 @@ struct FileConfig {
     graceful_timeout: Option<u64>,
     max_params_bytes: Option<usize>,
     reload: Option<bool>,
+    processes: Option<usize>,
+    maximum_requests: Option<u64>,
     #[serde(default)]
     mount: Vec<FileMount>,
 }
@@ -348,6 +354,17 @@ impl Config {
             .graceful_timeout
             .or(file.graceful_timeout)
             .unwrap_or(30);
+        let processes = args.processes.or(file.processes);
+        if processes == Some(0) {
+            problems.push("processes must be at least 1".into());
+        }
+        let maximum_requests = args.maximum_requests.or(file.maximum_requests);
+        if maximum_requests.is_some() && processes.is_none() {
+            problems.push(
+                "maximum-requests recycles worker processes: it needs processes (e.g. --processes 1)"
+                    .into(),
+            );
+        }
         if problems.is_empty() {
             Ok(Config {
                 listeners,
@@ -357,6 +374,8 @@ impl Config {
                 threads,
                 graceful_timeout: Duration::from_secs(graceful),
                 limits,
+                processes,
+                maximum_requests,
                 warnings,
             })
         } else {

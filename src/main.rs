@@ -11,13 +11,14 @@ mod pool;
 mod python;
 mod router;
 mod server;
+mod supervisor;
 mod sys;
 mod venv;
+mod worker;
 mod wsgi;
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -40,48 +41,37 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
             for p in problems {
                 error!("{p}");
             }
-            return ExitCode::from(2);
+            return ExitCode::from(worker::EXIT_CONFIG);
         }
     };
-    let mut listeners = Vec::new();
-    for spec in &config.listeners {
-        match server::Listener::bind(spec.clone()) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                error!("{e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let main = match python::start(&config.home) {
-        Ok(m) => m,
+    let listeners = match bind_all(&config) {
+        Ok(l) => l,
         Err(e) => {
             error!("{e}");
-            return ExitCode::from(3);
+            return ExitCode::from(worker::EXIT_CONFIG);
         }
     };
-    for w in &config.warnings {
-        warn!("{w}");
+    describe(&config, &listeners);
+    match config.processes {
+        Some(_) => supervisor::run(args, config, listeners),
+        None => ExitCode::from(worker::run(&config, listeners, false)),
     }
-    let base = groups::Base {
-        python_path: config.python_path.clone(),
-        threads: config.threads,
-        multiprocess: false,
-    };
-    let registry = match groups::Registry::new(&main, config.mounts.clone(), base) {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(3);
-        }
-    };
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let pool = pool::Pool::start(config.threads, rx, registry.clone());
-    let router = Arc::new(router::Router::new(config.mounts.clone()));
-    for l in &listeners {
+}
+
+fn bind_all(config: &Config) -> Result<Vec<server::Listener>, String> {
+    config
+        .listeners
+        .iter()
+        .map(|spec| server::Listener::bind(spec.clone()))
+        .collect()
+}
+
+/// Start-up lines: listeners, mounts, Python.
+fn describe(config: &Config, listeners: &[server::Listener]) {
+    for l in listeners {
         info!("listening on {} ({})", l.spec.addr, l.spec.proto);
     }
-    for m in router.mounts() {
+    for m in &config.mounts {
         let prefix = m.shown_prefix();
         let group = &m.group;
         let venv = m
@@ -104,39 +94,17 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
         }
     }
     info!(
-        "Python {} ({}), {} thread(s)",
+        "Python {} ({}), {} process(es) x {} thread(s)",
         python::BUILD_VERSION,
         match &config.home {
             venv::Home::Venv(p) => format!("python-home {}", p.display()),
             venv::Home::Prefix(p) => format!("prefix {}", p.display()),
         },
+        config.processes.unwrap_or(1),
         config.threads
     );
-    let server_config = server::ServerConfig {
-        limits: config.limits,
-        threads: config.threads,
-        graceful_timeout: config.graceful_timeout,
-    };
-    let started = Instant::now();
-    let result = server::Server::new(listeners, router, tx, server_config).and_then(|s| s.run());
-    if let Err(e) = result {
-        error!("event loop failed: {e}");
-        return ExitCode::from(1);
-    }
-    let left = config
-        .graceful_timeout
-        .saturating_sub(started.elapsed().min(config.graceful_timeout))
-        .max(Duration::from_secs(1));
-    if pool.join(Instant::now() + left) {
-        let rc = main.finalize(registry.take_sub_interpreters());
-        if rc != 0 {
-            warn!("Python finalisation reported {rc}");
-        }
-        info!("stopped");
-        ExitCode::SUCCESS
-    } else {
-        warn!("worker threads still busy; exiting without finalising Python");
-        ExitCode::SUCCESS
+    for w in &config.warnings {
+        warn!("{w}");
     }
 }
 

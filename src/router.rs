@@ -117,10 +117,6 @@ impl Router {
         Router { mounts, order }
     }
 
-    pub fn mounts(&self) -> &[Mount] {
-        &self.mounts
-    }
-
     /// The longest mount prefix matching the request path on a segment boundary. `None` when
     /// no mount matches, or a directory mount is asked for a name that cannot be a script
     /// (hidden, `..`, an encoded slash): a 404 either way.

@@ -15,3 +15,79 @@ pub fn relisten(l: &impl AsRawFd, backlog: u32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// What fork(2) returned.
+pub enum Forked {
+    Child,
+    Parent(i32),
+}
+
+/// fork(2). The caller must hold no threads (the supervisor has none), so the child is a
+/// faithful copy that may go on running Rust code.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions; the single-threaded caller makes the
+    // child's state consistent.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Reaps one exited child without waiting: `None` when no child has exited.
+pub fn try_wait_any() -> Option<(i32, Exit)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes the status into our local.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    if pid <= 0 {
+        return None;
+    }
+    let exit = if libc::WIFEXITED(status) {
+        Exit::Code(libc::WEXITSTATUS(status))
+    } else {
+        Exit::Signal(libc::WTERMSIG(status))
+    };
+    Some((pid, exit))
+}
+
+/// Sends a signal to a process; errors (already gone) are ignored.
+pub fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill(2) takes plain integers.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Sets the thread name shown by ps/top (`comm`, 15 bytes at most).
+pub fn set_process_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `buf`.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// A signal's name for log lines.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGPIPE => "SIGPIPE".into(),
+        other => format!("signal {other}"),
+    }
+}

@@ -82,6 +82,9 @@ enum Inner {
 pub struct Listener {
     pub spec: ListenerSpec,
     inner: Inner,
+    /// Whether dropping this listener removes its Unix socket file (not in worker processes,
+    /// which share the supervisor's socket).
+    owner: bool,
 }
 
 impl Listener {
@@ -123,7 +126,11 @@ impl Listener {
                 Inner::Unix(UnixListener::from_std(l))
             }
         };
-        Ok(Listener { spec, inner })
+        Ok(Listener {
+            spec,
+            inner,
+            owner: true,
+        })
     }
 
     /// For `wsgi-gateway check`: whether `bind` would succeed, without leaving a socket.
@@ -192,9 +199,16 @@ impl Listener {
     }
 }
 
+impl Listener {
+    /// In a worker process: the socket file belongs to the supervisor.
+    pub fn disown(&mut self) {
+        self.owner = false;
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Addr::Unix(path) = &self.spec.addr {
+        if let (Addr::Unix(path), true) = (&self.spec.addr, self.owner) {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub threads: usize,
     pub graceful_timeout: Duration,
+    /// Stop accepting and exit after this many requests (the supervisor starts a new worker).
+    pub maximum_requests: Option<u64>,
 }
 
 enum Mode {
@@ -108,6 +110,7 @@ pub struct Server {
     fcgi_config: fastcgi::Config,
     signals: signal_hook_mio::v1_0::Signals,
     draining_since: Option<Instant>,
+    served: u64,
 }
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -150,6 +153,7 @@ impl Server {
             fcgi_config,
             signals,
             draining_since: None,
+            served: 0,
         })
     }
 
@@ -184,6 +188,12 @@ impl Server {
             for t in self.notifier.take() {
                 self.on_notified(t - CONN_BASE);
             }
+            if let (Some(max), None) = (self.config.maximum_requests, self.draining_since) {
+                if self.served >= max {
+                    crate::info!("recycling this worker after {} requests", self.served);
+                    self.stop_accepting();
+                }
+            }
             if let Some(since) = self.draining_since {
                 self.close_idle();
                 if self.conns.is_empty() {
@@ -212,11 +222,18 @@ impl Server {
                 "signal {sig}: no longer accepting; waiting up to {:?} for in-flight requests",
                 self.config.graceful_timeout
             );
-            for l in &mut self.listeners {
-                let _ = l.deregister(self.poll.registry());
-            }
-            self.draining_since = Some(Instant::now());
+            self.stop_accepting();
         }
+    }
+
+    fn stop_accepting(&mut self) {
+        for l in &mut self.listeners {
+            let _ = l.deregister(self.poll.registry());
+        }
+        // Closing the sockets here (not only deregistering) matters with worker processes:
+        // connections waiting in the shared backlog go to the other workers.
+        self.listeners.clear();
+        self.draining_since = Some(Instant::now());
     }
 
     /// While draining: connections with nothing in flight are closed.
@@ -383,6 +400,7 @@ impl Server {
                         Some(fastcgi::Event::Request { id, head, .. }) => {
                             let io = Arc::new(RequestIo::new(token, self.notifier.clone()));
                             let framing = Framing::FastCgi(id);
+                            self.served += 1;
                             if dispatch(&self.router, &self.jobs, head, &io, out, framing) {
                                 requests.insert(id, io);
                             } else {
@@ -426,6 +444,7 @@ impl Server {
                     match d.event {
                         Some(scgi::Event::Request { head }) => {
                             let io = Arc::new(RequestIo::new(token, self.notifier.clone()));
+                            self.served += 1;
                             if dispatch(&self.router, &self.jobs, head, &io, out, Framing::Scgi) {
                                 *request = Some(io);
                             } else {

@@ -86,6 +86,13 @@ impl Gateway {
     /// Starts the gateway with `args`; without a listener among them it listens on a free
     /// loopback port for both protocols. Waits until the socket accepts.
     pub fn start(args: &[&str]) -> Gateway {
+        let mut gw = Self::start_unready(args);
+        gw.wait_ready();
+        gw
+    }
+
+    /// Starts the gateway without waiting for it to serve.
+    pub fn start_unready(args: &[&str]) -> Gateway {
         let has_listener = args
             .iter()
             .any(|a| ["--fastcgi", "--scgi", "--listen"].contains(a));
@@ -110,9 +117,7 @@ impl Gateway {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut gw = Gateway { child, addr, log };
-        gw.wait_ready();
-        gw
+        Gateway { child, addr, log }
     }
 
     fn wait_ready(&mut self) {

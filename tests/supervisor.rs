@@ -1,0 +1,272 @@
+//! `--processes`: the supervisor respawns, recycles and reloads worker processes.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn pid_of(addr: &str) -> Result<u32, String> {
+    let r = fcgi(addr, "GET", "/t/count", b"")?;
+    if r.status != 200 {
+        return Err(format!("status {}", r.status));
+    }
+    let text = r.text();
+    let pid = text
+        .rsplit("\"pid\": ")
+        .next()
+        .and_then(|p| p.trim_end_matches('}').trim().parse().ok())
+        .ok_or_else(|| format!("no pid in {text}"))?;
+    Ok(pid)
+}
+
+fn worker_pids(supervisor: u32) -> HashSet<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-P", &supervisor.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Sends requests from `n` threads until stopped; counts successes and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(addr: &str, n: usize, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let threads = (0..n)
+            .map(|_| {
+                let (stop, ok, failed, addr) =
+                    (stop.clone(), ok.clone(), failed.clone(), addr.to_string());
+                std::thread::spawn(move || {
+                    let mut errors = Vec::new();
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        match fcgi(&addr, "GET", path, b"") {
+                            Ok(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(r) => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                                errors.push(format!("status {}", r.status));
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                                errors.push(e);
+                            }
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let errors = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            errors,
+        )
+    }
+}
+
+fn mount() -> String {
+    format!("/t={}", app("pep3333.wsgi"))
+}
+
+#[test]
+fn killed_worker_is_respawned_and_only_its_requests_fail() {
+    let m = mount();
+    let gw = Gateway::start(&["--processes", "2", "--threads", "2", "--mount", &m]);
+    wait_for("two workers", || worker_pids(gw.pid()).len() == 2);
+    let before = worker_pids(gw.pid());
+    let load = Load::start(&gw.addr, 4, "/t/slow?ms=20");
+    std::thread::sleep(Duration::from_millis(500));
+    let victim = *before.iter().next().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status();
+    wait_for("a replacement worker", || {
+        let now = worker_pids(gw.pid());
+        now.len() == 2 && !now.contains(&victim)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, errors) = load.finish();
+    assert!(ok > 20, "ok={ok}");
+    // Only requests in flight on the killed worker (2 threads) can fail.
+    assert!(
+        failed <= 2,
+        "{failed} failed: {errors:?}\n{}",
+        gw.log_text()
+    );
+    let log = gw.log_text();
+    assert!(
+        log.contains(&format!("(pid {victim}) was killed by SIGKILL")),
+        "{log}"
+    );
+    // The replacement serves.
+    let pids: HashSet<u32> = (0..20).filter_map(|_| pid_of(&gw.addr).ok()).collect();
+    assert!(!pids.contains(&victim));
+}
+
+#[test]
+fn sighup_replaces_workers_without_failed_requests_and_applies_the_new_config() {
+    let dir = tmpdir("sighup");
+    let config = dir.join("gw.toml");
+    let write_config = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "processes = 2\nthreads = 2\n\n[[mount]]\nprefix = \"/t\"\nscript = \"{}\"\n{extra}",
+                app("pep3333.wsgi")
+            ),
+        )
+        .unwrap();
+    };
+    write_config("");
+    let gw = Gateway::start(&["--config", path_str(&config)]);
+    wait_for("two workers", || worker_pids(gw.pid()).len() == 2);
+    let before = worker_pids(gw.pid());
+    assert_eq!(fcgi(&gw.addr, "GET", "/u/write", b"").unwrap().status, 404);
+
+    let load = Load::start(&gw.addr, 4, "/t/slow?ms=10");
+    std::thread::sleep(Duration::from_millis(300));
+    write_config(&format!(
+        "\n[[mount]]\nprefix = \"/u\"\nscript = \"{}\"\n",
+        app("pep3333.wsgi")
+    ));
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status();
+    wait_for("new workers", || {
+        let now = worker_pids(gw.pid());
+        now.len() == 2 && now.is_disjoint(&before)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "{errors:?}\n{}", gw.log_text());
+    assert!(ok > 20);
+    assert_eq!(fcgi(&gw.addr, "GET", "/u/write", b"").unwrap().status, 200);
+
+    // A bad configuration is refused; the workers keep serving.
+    std::fs::write(&config, "processes = 2\nthreds = 3\n").unwrap();
+    let serving = worker_pids(gw.pid());
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status();
+    wait_for("the refusal", || gw.log_text().contains("reload refused"));
+    assert!(gw.log_text().contains("unknown field `threds`"));
+    assert_eq!(worker_pids(gw.pid()), serving);
+    assert_eq!(fcgi(&gw.addr, "GET", "/u/write", b"").unwrap().status, 200);
+}
+
+#[test]
+fn maximum_requests_recycles_the_worker() {
+    let m = mount();
+    let gw = Gateway::start(&[
+        "--processes",
+        "1",
+        "--maximum-requests",
+        "20",
+        "--mount",
+        &m,
+    ]);
+    let first = pid_of(&gw.addr).unwrap();
+    let mut pids = HashSet::new();
+    for _ in 0..60 {
+        if let Ok(pid) = pid_of(&gw.addr) {
+            pids.insert(pid);
+        }
+    }
+    assert!(
+        pids.len() >= 2,
+        "never recycled: {pids:?}\n{}",
+        gw.log_text()
+    );
+    assert!(pids.iter().any(|&p| p != first));
+    let log = gw.log_text();
+    assert!(log.contains("recycling this worker after"), "{log}");
+    assert!(log.contains("recycled; starting a new one"), "{log}");
+}
+
+#[test]
+fn a_worker_that_cannot_start_is_backed_off() {
+    // A .pth file that kills the process while the interpreter is being set up.
+    let dir = tmpdir("backoff");
+    std::fs::write(dir.join("die.pth"), "import os; os._exit(7)\n").unwrap();
+    let m = mount();
+    let gw = Gateway::start_unready(&[
+        "--processes",
+        "1",
+        "--python-path",
+        path_str(&dir),
+        "--mount",
+        &m,
+    ]);
+    wait_for("back-off", || {
+        gw.log_text().contains("failures in a row: next start in")
+    });
+    let log = gw.log_text();
+    assert!(log.contains("exited with code 7"), "{log}");
+}
+
+#[test]
+fn workers_share_a_unix_socket_that_outlives_them() {
+    let dir = tmpdir("supunix");
+    let sock = format!("unix:{}/gw.sock", dir.display());
+    let m = mount();
+    let gw = Gateway::start(&["--fastcgi", &sock, "--processes", "2", "--mount", &m]);
+    wait_for("two workers", || worker_pids(gw.pid()).len() == 2);
+    let pids: HashSet<u32> = (0..40).filter_map(|_| pid_of(&gw.addr).ok()).collect();
+    assert!(!pids.is_empty());
+    for pid in worker_pids(gw.pid()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    wait_for("replacements", || worker_pids(gw.pid()).len() == 2);
+    wait_for("serving again", || pid_of(&gw.addr).is_ok());
+    assert!(dir.join("gw.sock").exists());
+}
+
+#[test]
+fn sigterm_stops_workers_gracefully() {
+    let m = mount();
+    let mut gw = Gateway::start(&["--processes", "2", "--mount", &m]);
+    wait_for("two workers", || worker_pids(gw.pid()).len() == 2);
+    let addr = gw.addr.clone();
+    let slow = std::thread::spawn(move || fcgi(&addr, "GET", "/t/slow?ms=1000", b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let status = gw.stop("TERM");
+    assert!(status.success(), "{status}\n{}", gw.log_text());
+    assert_eq!(slow.join().unwrap().unwrap().status, 200);
+    assert!(gw
+        .log_text()
+        .contains("all workers stopped; supervisor exits"));
+}
