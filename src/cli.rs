@@ -93,6 +93,30 @@ pub struct ServeArgs {
     /// not recycle together). Needs --processes.
     #[arg(long, value_name = "N")]
     pub maximum_requests: Option<u64>,
+    /// Recycle a worker process after about this many seconds (±10%). Needs --processes.
+    #[arg(long, value_name = "SECS")]
+    pub restart_interval: Option<u64>,
+    /// Recycle a worker process that served no request for this many seconds. Needs
+    /// --processes.
+    #[arg(long, value_name = "SECS")]
+    pub inactivity_timeout: Option<u64>,
+    /// Recycle a worker process whose resident memory exceeds this many MiB. Needs --processes.
+    #[arg(long, value_name = "MIB")]
+    pub reload_on_rss: Option<u64>,
+    /// A request running longer than this many seconds is logged with the Python stack of
+    /// every thread of its worker, which is then recycled. Needs --processes.
+    #[arg(long, value_name = "SECS")]
+    pub request_timeout: Option<u64>,
+    /// A request that waited longer than this many seconds for a free thread gets 503 instead
+    /// of running late.
+    #[arg(long, value_name = "SECS")]
+    pub queue_timeout: Option<u64>,
+    /// Import every script when a worker starts instead of on its first request.
+    #[arg(long)]
+    pub preload: bool,
+    /// Process name shown by ps and top (worker processes add their number).
+    #[arg(long, value_name = "NAME")]
+    pub display_name: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -16,6 +16,30 @@ use crate::venv::{self, Home};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 const DEFAULT_EXTENSION: &str = ".wsgi";
 
+/// When worker processes are recycled, and the per-request time limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub maximum_requests: Option<u64>,
+    pub restart_interval: Option<Duration>,
+    pub inactivity_timeout: Option<Duration>,
+    pub reload_on_rss_mib: Option<u64>,
+    pub request_timeout: Option<Duration>,
+    pub queue_timeout: Option<Duration>,
+    pub preload: bool,
+    pub display_name: Option<String>,
+}
+
+impl Lifecycle {
+    /// Whether any setting recycles worker processes (those need a supervisor).
+    fn recycles(&self) -> bool {
+        self.maximum_requests.is_some()
+            || self.restart_interval.is_some()
+            || self.inactivity_timeout.is_some()
+            || self.reload_on_rss_mib.is_some()
+            || self.request_timeout.is_some()
+    }
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub listeners: Vec<ListenerSpec>,
@@ -27,8 +51,7 @@ pub struct Config {
     pub limits: protocol::Limits,
     /// Worker processes under a supervisor; `None`: a single process, no supervisor.
     pub processes: Option<usize>,
-    /// Recycle a worker after about this many requests.
-    pub maximum_requests: Option<u64>,
+    pub lifecycle: Lifecycle,
     /// Things worth saying at start-up and in `check` that do not stop the gateway.
     pub warnings: Vec<String>,
 }
@@ -74,6 +97,13 @@ struct FileConfig {
     reload: Option<bool>,
     processes: Option<usize>,
     maximum_requests: Option<u64>,
+    restart_interval: Option<u64>,
+    inactivity_timeout: Option<u64>,
+    reload_on_rss: Option<u64>,
+    request_timeout: Option<u64>,
+    queue_timeout: Option<u64>,
+    preload: Option<bool>,
+    display_name: Option<String>,
     #[serde(default)]
     mount: Vec<FileMount>,
 }
@@ -358,10 +388,21 @@ impl Config {
         if processes == Some(0) {
             problems.push("processes must be at least 1".into());
         }
-        let maximum_requests = args.maximum_requests.or(file.maximum_requests);
-        if maximum_requests.is_some() && processes.is_none() {
+        let secs = |a: Option<u64>, f: Option<u64>| a.or(f).map(Duration::from_secs);
+        let lifecycle = Lifecycle {
+            maximum_requests: args.maximum_requests.or(file.maximum_requests),
+            restart_interval: secs(args.restart_interval, file.restart_interval),
+            inactivity_timeout: secs(args.inactivity_timeout, file.inactivity_timeout),
+            reload_on_rss_mib: args.reload_on_rss.or(file.reload_on_rss),
+            request_timeout: secs(args.request_timeout, file.request_timeout),
+            queue_timeout: secs(args.queue_timeout, file.queue_timeout),
+            preload: args.preload || file.preload.unwrap_or(false),
+            display_name: args.display_name.clone().or(file.display_name.clone()),
+        };
+        if lifecycle.recycles() && processes.is_none() {
             problems.push(
-                "maximum-requests recycles worker processes: it needs processes (e.g. --processes 1)"
+                "maximum-requests, restart-interval, inactivity-timeout, reload-on-rss and \
+                 request-timeout recycle worker processes: they need processes (e.g. --processes 1)"
                     .into(),
             );
         }
@@ -375,7 +416,7 @@ impl Config {
                 graceful_timeout: Duration::from_secs(graceful),
                 limits,
                 processes,
-                maximum_requests,
+                lifecycle,
                 warnings,
             })
         } else {

@@ -308,6 +308,7 @@ pub struct Job {
     pub io: Arc<RequestIo>,
     pub out: Arc<Output>,
     pub framing: Framing,
+    pub queued_at: std::time::Instant,
 }
 
 impl Job {

@@ -156,16 +156,7 @@ impl Registry {
                 candidate
             }
         };
-        let key = match &mount.group {
-            GroupName::Global => GroupName::GLOBAL.to_string(),
-            GroupName::Named(n) => n.clone(),
-            GroupName::Own => match mount.target {
-                Target::Directory { .. } => {
-                    format!("mount {} script {}", mount.shown_prefix(), path.display())
-                }
-                _ => format!("mount {}", mount.shown_prefix()),
-            },
-        };
+        let key = group_key(mount, &path);
         let generation = if mount.reload {
             self.check_reload(&path, &key, mount.group == GroupName::Own)
         } else {
@@ -233,9 +224,57 @@ impl Registry {
         Ok(group)
     }
 
+    /// Imports every script mount's script in its interpreter now (preload): a failure is the
+    /// worker's failure to start.
+    pub fn preload(&self) -> Result<(), String> {
+        let mut states = WorkerStates::new(self);
+        for mount in &self.mounts {
+            let Target::Script(path) = &mount.target else {
+                continue;
+            };
+            let key = group_key(mount, path);
+            let generation = if mount.reload {
+                self.check_reload(path, &key, mount.group == GroupName::Own)
+            } else {
+                0
+            };
+            let group = self.group(&key, mount, &mut states)?;
+            states
+                .for_group(&group)
+                .with_gil(|gil| group.app.preload(gil, path, &mount.callable, generation))
+                .map_err(|e| {
+                    format!(
+                        "mount {}: preloading {}:\n{e}",
+                        mount.shown_prefix(),
+                        path.display()
+                    )
+                })?;
+            crate::info!(
+                "mount {}: {} preloaded",
+                mount.shown_prefix(),
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Every sub-interpreter ever made (to be ended before finalisation).
     pub fn take_sub_interpreters(&self) -> Vec<SubInterpreter> {
         std::mem::take(&mut *lock(&self.made))
+    }
+}
+
+/// The name of the interpreter that runs `script` of `mount`.
+fn group_key(mount: &Mount, script: &Path) -> String {
+    match &mount.group {
+        GroupName::Global => GroupName::GLOBAL.to_string(),
+        GroupName::Named(n) => n.clone(),
+        GroupName::Own => match mount.target {
+            Target::Directory { .. } => {
+                format!("mount {} script {}", mount.shown_prefix(), script.display())
+            }
+            _ => format!("mount {}", mount.shown_prefix()),
+        },
     }
 }
 

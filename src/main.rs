@@ -52,6 +52,9 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
         }
     };
     describe(&config, &listeners);
+    if let Some(name) = &config.lifecycle.display_name {
+        sys::set_process_name(name);
+    }
     match config.processes {
         Some(_) => supervisor::run(args, config, listeners),
         None => ExitCode::from(worker::run(&config, listeners, false)),

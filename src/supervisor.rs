@@ -124,7 +124,12 @@ pub fn run(args: &ServeArgs, config: Config, listeners: Vec<Listener>) -> ExitCo
         error!("supervisor: {e}");
         return ExitCode::from(1);
     }
-    sys::set_process_name("wsgi-gw: super");
+    let name = config
+        .lifecycle
+        .display_name
+        .clone()
+        .unwrap_or_else(|| "wsgi-gw".into());
+    sys::set_process_name(&format!("{name}: super"));
     let n = config.processes.unwrap_or(1);
     let mut sup = Supervisor {
         args,
@@ -226,7 +231,13 @@ impl Supervisor<'_> {
             Forked::Child => {
                 // The supervisor's signal handlers write to its own pipe: drop them here.
                 self.signals.unregister();
-                sys::set_process_name(&format!("wsgi-gw: w{slot}"));
+                let name = self
+                    .config
+                    .lifecycle
+                    .display_name
+                    .as_deref()
+                    .unwrap_or("wsgi-gw");
+                sys::set_process_name(&format!("{name}: w{slot}"));
                 let mut listeners = std::mem::take(&mut self.listeners);
                 for l in &mut listeners {
                     l.disown();

@@ -1,5 +1,6 @@
 //! One serving process: the embedded interpreter, the worker threads and the event loop.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,17 +34,54 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
             return EXIT_LOAD;
         }
     };
+    let life = &config.lifecycle;
+    if life.preload {
+        if let Err(e) = registry.preload() {
+            error!("{e}");
+            return EXIT_LOAD;
+        }
+    }
     let (tx, rx) = crossbeam_channel::unbounded();
-    let pool = pool::Pool::start(config.threads, rx, registry.clone());
+    let watch = Arc::new(pool::Watch::new(
+        config.threads,
+        life.request_timeout.is_some(),
+    ));
+    let pool = pool::Pool::start(
+        config.threads,
+        rx,
+        registry.clone(),
+        watch.clone(),
+        life.queue_timeout,
+    );
     let router = Arc::new(router::Router::new(config.mounts.clone()));
+    let recycle_now = Arc::new(AtomicBool::new(false));
     let server_config = server::ServerConfig {
         limits: config.limits,
         threads: config.threads,
         graceful_timeout: config.graceful_timeout,
-        maximum_requests: config.maximum_requests.map(jitter),
+        recycle: server::Recycle {
+            maximum_requests: life.maximum_requests.map(jitter),
+            restart_after: life
+                .restart_interval
+                .map(|t| Duration::from_secs(jitter(t.as_secs().max(1)))),
+            inactivity_timeout: life.inactivity_timeout,
+            reload_on_rss_bytes: life.reload_on_rss_mib.map(|m| m << 20),
+            now: recycle_now.clone(),
+        },
     };
+    let stop_watchdog = Arc::new(AtomicBool::new(false));
+    let watchdog = life.request_timeout.map(|limit| {
+        let (watch, recycle_now, stop) =
+            (watch.clone(), recycle_now.clone(), stop_watchdog.clone());
+        let interp = main.interp();
+        std::thread::spawn(move || watchdog(limit, &watch, interp, &recycle_now, &stop))
+    });
     let started = Instant::now();
     let result = server::Server::new(listeners, router, tx, server_config).and_then(|s| s.run());
+    stop_watchdog.store(true, Ordering::SeqCst);
+    if let Some(w) = watchdog {
+        let _ = w.join();
+    }
     if let Err(e) = result {
         error!("event loop failed: {e}");
         return 1;
@@ -62,6 +100,37 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
         warn!("worker threads still busy; exiting without finalising Python");
     }
     EXIT_OK
+}
+
+/// request-timeout: a request running too long is logged with the Python stack of every
+/// thread, then the worker is recycled (its other requests get the graceful timeout).
+fn watchdog(
+    limit: Duration,
+    watch: &pool::Watch,
+    interp: python::Interp,
+    recycle_now: &AtomicBool,
+    stop: &AtomicBool,
+) {
+    let ts = python::ThreadState::new(interp);
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(250));
+        let overdue = watch.overdue(limit);
+        if overdue.is_empty() || recycle_now.load(Ordering::SeqCst) {
+            continue;
+        }
+        let stacks = ts.with_gil(crate::wsgi::dump_stacks);
+        for (thread, running, job) in &overdue {
+            error!(
+                "{}: running for {:.1}s on thread {thread}, over request-timeout ({}s); \
+                 recycling this worker",
+                crate::wsgi::label(job),
+                running.as_secs_f64(),
+                limit.as_secs()
+            );
+        }
+        error!("Python stacks of this worker:\n{stacks}");
+        recycle_now.store(true, Ordering::SeqCst);
+    }
 }
 
 /// maximum-requests ±10%, different in each process, so workers do not recycle together.

@@ -211,7 +211,7 @@ fn maximum_requests_recycles_the_worker() {
     );
     assert!(pids.iter().any(|&p| p != first));
     let log = gw.log_text();
-    assert!(log.contains("recycling this worker after"), "{log}");
+    assert!(log.contains("recycling this worker: served"), "{log}");
     assert!(log.contains("recycled; starting a new one"), "{log}");
 }
 
@@ -269,4 +269,106 @@ fn sigterm_stops_workers_gracefully() {
     assert!(gw
         .log_text()
         .contains("all workers stopped; supervisor exits"));
+}
+
+#[test]
+fn request_timeout_logs_every_stack_and_recycles_the_worker() {
+    let m = mount();
+    let gw = Gateway::start(&[
+        "--processes",
+        "1",
+        "--request-timeout",
+        "1",
+        "--graceful-timeout",
+        "2",
+        "--mount",
+        &m,
+    ]);
+    let first = pid_of(&gw.addr).unwrap();
+    let addr = gw.addr.clone();
+    let stuck = std::thread::spawn(move || fcgi(&addr, "GET", "/t/slow?ms=6000", b""));
+    wait_for("the timeout report", || {
+        gw.log_text().contains("over request-timeout (1s)")
+    });
+    let log = gw.log_text();
+    assert!(log.contains("GET /t/slow?ms=6000: running for"), "{log}");
+    assert!(log.contains("Python stacks of this worker"), "{log}");
+    assert!(
+        log.contains("time.sleep"),
+        "the stuck frame is shown:\n{log}"
+    );
+    wait_for("a new worker", || {
+        pid_of(&gw.addr).is_ok_and(|p| p != first)
+    });
+    let _ = stuck.join();
+    assert!(gw
+        .log_text()
+        .contains("recycling this worker: a request timed out"));
+}
+
+#[test]
+fn queue_timeout_answers_503_instead_of_running_late() {
+    let m = mount();
+    let gw = Gateway::start(&["--threads", "1", "--queue-timeout", "1", "--mount", &m]);
+    let addr = gw.addr.clone();
+    let slow = std::thread::spawn(move || fcgi(&addr, "GET", "/t/slow?ms=2500", b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let late = fcgi(&gw.addr, "GET", "/t/write", b"").unwrap();
+    assert_eq!(late.status, 503, "{}", late.text());
+    assert_eq!(slow.join().unwrap().unwrap().status, 200);
+    assert!(
+        gw.log_text().contains("queue-timeout 1s"),
+        "{}",
+        gw.log_text()
+    );
+    // With a free thread, requests run.
+    assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+}
+
+#[test]
+fn inactivity_timeout_restart_interval_and_rss_limit_recycle() {
+    let m = mount();
+    for (flag, value, reason) in [
+        (
+            "--inactivity-timeout",
+            "1",
+            "no request within inactivity-timeout",
+        ),
+        ("--restart-interval", "1", "restart-interval reached"),
+        ("--reload-on-rss", "1", "is over reload-on-rss (1 MiB)"),
+    ] {
+        let gw = Gateway::start(&["--processes", "1", flag, value, "--mount", &m]);
+        wait_for(reason, || gw.log_text().contains(reason));
+        wait_for("a replacement", || {
+            gw.log_text().contains("recycled; starting a new one")
+        });
+    }
+}
+
+#[test]
+fn preload_imports_at_start_and_a_broken_app_is_backed_off() {
+    let m = mount();
+    let gw = Gateway::start(&["--processes", "1", "--preload", "--mount", &m]);
+    wait_for("preload", || gw.log_text().contains("preloaded"));
+    let broken = format!("/b={}", app("broken.wsgi"));
+    let gw = Gateway::start_unready(&["--processes", "1", "--preload", "--mount", &broken]);
+    wait_for("back-off", || {
+        gw.log_text().contains("failures in a row: next start in")
+    });
+    let log = gw.log_text();
+    assert!(
+        log.contains("failed to load its interpreter or application"),
+        "{log}"
+    );
+    assert!(
+        log.contains("No module named 'this_module_does_not_exist'"),
+        "{log}"
+    );
+}
+
+#[test]
+fn recycling_settings_need_processes() {
+    let (code, err) = run_gateway(&["--maximum-requests", "5"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("need processes"), "{err}");
 }

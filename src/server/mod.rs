@@ -7,6 +7,7 @@ pub use listener::{Addr, Listener, ListenerSpec, Proto};
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,34 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub threads: usize,
     pub graceful_timeout: Duration,
-    /// Stop accepting and exit after this many requests (the supervisor starts a new worker).
+    pub recycle: Recycle,
+}
+
+/// When a worker process stops accepting and exits, for the supervisor to start a new one.
+#[derive(Default)]
+pub struct Recycle {
     pub maximum_requests: Option<u64>,
+    pub restart_after: Option<Duration>,
+    pub inactivity_timeout: Option<Duration>,
+    pub reload_on_rss_bytes: Option<u64>,
+    /// Set by another thread (the request watchdog) to recycle now.
+    pub now: Arc<AtomicBool>,
+}
+
+impl Recycle {
+    fn any(&self) -> bool {
+        self.maximum_requests.is_some()
+            || self.restart_after.is_some()
+            || self.inactivity_timeout.is_some()
+            || self.reload_on_rss_bytes.is_some()
+    }
+}
+
+/// Resident memory of this process, from /proc/self/statm.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 enum Mode {
@@ -111,6 +138,8 @@ pub struct Server {
     signals: signal_hook_mio::v1_0::Signals,
     draining_since: Option<Instant>,
     served: u64,
+    started: Instant,
+    last_request: Instant,
 }
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -154,6 +183,8 @@ impl Server {
             signals,
             draining_since: None,
             served: 0,
+            started: Instant::now(),
+            last_request: Instant::now(),
         })
     }
 
@@ -162,7 +193,11 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.draining_since.map(|_| Duration::from_millis(100));
+            let timeout = match self.draining_since {
+                Some(_) => Some(Duration::from_millis(100)),
+                None if self.config.recycle.any() => Some(Duration::from_secs(1)),
+                None => None,
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -188,9 +223,9 @@ impl Server {
             for t in self.notifier.take() {
                 self.on_notified(t - CONN_BASE);
             }
-            if let (Some(max), None) = (self.config.maximum_requests, self.draining_since) {
-                if self.served >= max {
-                    crate::info!("recycling this worker after {} requests", self.served);
+            if self.draining_since.is_none() {
+                if let Some(reason) = self.recycle_reason() {
+                    crate::info!("recycling this worker: {reason}");
                     self.stop_accepting();
                 }
             }
@@ -224,6 +259,37 @@ impl Server {
             );
             self.stop_accepting();
         }
+    }
+
+    fn recycle_reason(&self) -> Option<String> {
+        let r = &self.config.recycle;
+        if r.now.load(Ordering::Relaxed) {
+            return Some("a request timed out".into());
+        }
+        if r.maximum_requests.is_some_and(|max| self.served >= max) {
+            return Some(format!(
+                "served {} requests (maximum-requests)",
+                self.served
+            ));
+        }
+        if r.restart_after.is_some_and(|t| self.started.elapsed() >= t) {
+            return Some("restart-interval reached".into());
+        }
+        if r.inactivity_timeout
+            .is_some_and(|t| self.last_request.elapsed() >= t)
+        {
+            return Some("no request within inactivity-timeout".into());
+        }
+        if let Some(limit) = r.reload_on_rss_bytes {
+            if let Some(rss) = rss_bytes().filter(|&rss| rss > limit) {
+                return Some(format!(
+                    "resident memory {} MiB is over reload-on-rss ({} MiB)",
+                    rss >> 20,
+                    limit >> 20
+                ));
+            }
+        }
+        None
     }
 
     fn stop_accepting(&mut self) {
@@ -401,6 +467,7 @@ impl Server {
                             let io = Arc::new(RequestIo::new(token, self.notifier.clone()));
                             let framing = Framing::FastCgi(id);
                             self.served += 1;
+                            self.last_request = Instant::now();
                             if dispatch(&self.router, &self.jobs, head, &io, out, framing) {
                                 requests.insert(id, io);
                             } else {
@@ -445,6 +512,7 @@ impl Server {
                         Some(scgi::Event::Request { head }) => {
                             let io = Arc::new(RequestIo::new(token, self.notifier.clone()));
                             self.served += 1;
+                            self.last_request = Instant::now();
                             if dispatch(&self.router, &self.jobs, head, &io, out, Framing::Scgi) {
                                 *request = Some(io);
                             } else {
@@ -621,6 +689,7 @@ fn dispatch(
         io: io.clone(),
         out: out.clone(),
         framing,
+        queued_at: Instant::now(),
     };
     jobs.send(job).is_ok()
 }

@@ -99,6 +99,7 @@ pub struct Interpreter {
     url_scheme_key: PyObj,
     https: PyObj,
     diagnostics: PyObj,
+    load: PyObj,
 }
 
 impl Interpreter {
@@ -167,7 +168,24 @@ impl Interpreter {
             url_scheme_key: PyObj::new(gil.str("wsgi.url_scheme")?),
             https: PyObj::new(gil.str("https")?),
             diagnostics: PyObj::new(diag_app),
+            load: PyObj::new(get("load")?),
         })
+    }
+
+    /// Imports a script ahead of its first request (preload).
+    pub fn preload(
+        &self,
+        gil: Gil<'_>,
+        path: &Path,
+        callable: &str,
+        generation: u64,
+    ) -> PyResult<()> {
+        self.load.bind(gil).call(&[
+            &gil.str(&path.to_string_lossy())?,
+            &gil.str(callable)?,
+            &gil.int(generation as i64)?,
+        ])?;
+        Ok(())
     }
 
     /// Runs one request to its end; returns whether the response is complete (false: cut off).
@@ -299,7 +317,37 @@ pub fn check_scripts(gil: Gil<'_>, mounts: &[Mount]) -> Vec<String> {
     problems
 }
 
-fn label(job: &Job) -> String {
+const DUMP_STACKS_PY: &str = "\
+import sys, threading, traceback
+def dump():
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        stack = ''.join(traceback.format_stack(frame))
+        out.append('thread %s (%s):\\n%s' % (ident, names.get(ident, 'worker'), stack))
+    return '\\n'.join(out)
+";
+
+/// The Python stack of every thread of this process (all interpreters), as text.
+pub fn dump_stacks(gil: Gil<'_>) -> String {
+    let dumped = gil
+        .exec_module(
+            "wsgi_gateway_stacks",
+            "<wsgi-gateway stacks>",
+            DUMP_STACKS_PY,
+        )
+        .and_then(|ns| match ns.dict_get("dump")? {
+            Some(f) => f.call(&[]),
+            None => Ok(gil.none()),
+        });
+    match dumped {
+        Ok(text) => text.to_string_lossy(),
+        Err(e) => format!("(the stacks could not be read: {e})"),
+    }
+}
+
+/// `METHOD URI` of a request, for log lines.
+pub fn label(job: &Job) -> String {
     let method = job.head.get(b"REQUEST_METHOD").unwrap_or(b"GET");
     let uri = job.head.get(b"REQUEST_URI").unwrap_or_default();
     let uri = if uri.is_empty() {
