@@ -14,10 +14,13 @@ pub struct Pool {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// A request running on a worker thread, and since when.
+type Running = Option<(Instant, Arc<Job>)>;
+
 /// What each worker thread is running, for the request-timeout watchdog.
 pub struct Watch {
     enabled: bool,
-    slots: Vec<Mutex<Option<(Instant, Arc<Job>)>>>,
+    slots: Vec<Mutex<Running>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
