@@ -42,6 +42,8 @@ impl Lifecycle {
 
 #[derive(Debug)]
 pub struct Config {
+    /// The process group's name (`main` without `[[process-group]]`).
+    pub name: String,
     pub listeners: Vec<ListenerSpec>,
     pub mounts: Vec<Mount>,
     pub home: Home,
@@ -57,7 +59,7 @@ pub struct Config {
 }
 
 /// `python-path` as a `:`-separated string or a list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum PathList {
     One(String),
@@ -76,9 +78,11 @@ impl PathList {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
+    /// A process group's name (only inside `[[process-group]]`).
+    name: Option<String>,
     #[serde(default)]
     fastcgi: Vec<String>,
     #[serde(default)]
@@ -106,9 +110,46 @@ struct FileConfig {
     display_name: Option<String>,
     #[serde(default)]
     mount: Vec<FileMount>,
+    #[serde(default)]
+    process_group: Vec<FileConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+impl FileConfig {
+    /// A process group's settings: its own, else the file's top-level ones. Listeners and
+    /// mounts are the group's only.
+    fn merged_into(&self, group: &FileConfig) -> FileConfig {
+        let g = group.clone();
+        FileConfig {
+            name: g.name,
+            fastcgi: g.fastcgi,
+            scgi: g.scgi,
+            listen: g.listen,
+            socket_mode: g.socket_mode.or(self.socket_mode.clone()),
+            listen_backlog: g.listen_backlog.or(self.listen_backlog),
+            callable: g.callable.or(self.callable.clone()),
+            application_group: g.application_group.or(self.application_group.clone()),
+            python_home: g.python_home.or(self.python_home.clone()),
+            python_path: g.python_path.or(self.python_path.clone()),
+            threads: g.threads.or(self.threads),
+            graceful_timeout: g.graceful_timeout.or(self.graceful_timeout),
+            max_params_bytes: g.max_params_bytes.or(self.max_params_bytes),
+            reload: g.reload.or(self.reload),
+            processes: g.processes.or(self.processes).or(Some(1)),
+            maximum_requests: g.maximum_requests.or(self.maximum_requests),
+            restart_interval: g.restart_interval.or(self.restart_interval),
+            inactivity_timeout: g.inactivity_timeout.or(self.inactivity_timeout),
+            reload_on_rss: g.reload_on_rss.or(self.reload_on_rss),
+            request_timeout: g.request_timeout.or(self.request_timeout),
+            queue_timeout: g.queue_timeout.or(self.queue_timeout),
+            preload: g.preload.or(self.preload),
+            display_name: g.display_name.or(self.display_name.clone()),
+            mount: g.mount,
+            process_group: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileMount {
     prefix: String,
@@ -161,10 +202,9 @@ struct MountSpec {
 }
 
 impl Config {
-    /// Checks every setting; returns all problems found, one message each.
-    pub fn from_args(args: &ServeArgs) -> Result<Config, Vec<String>> {
-        let mut problems = Vec::new();
-        let mut warnings = Vec::new();
+    /// The process groups of the configuration, every setting checked; all problems found,
+    /// one message each. Without `[[process-group]]` tables there is one group, `main`.
+    pub fn load(args: &ServeArgs) -> Result<Vec<Config>, Vec<String>> {
         let (file, base) = match &args.config {
             Some(path) => match read_file(path) {
                 Ok(f) => {
@@ -175,6 +215,85 @@ impl Config {
             },
             None => (FileConfig::default(), PathBuf::from(".")),
         };
+        if file.process_group.is_empty() {
+            return Self::build(args, &file, &base, "main").map(|c| vec![c]);
+        }
+        let mut problems = Vec::new();
+        let top_level = !(file.fastcgi.is_empty()
+            && file.scgi.is_empty()
+            && file.listen.is_empty()
+            && file.mount.is_empty());
+        if top_level {
+            problems.push(
+                "with [[process-group]] tables, listeners and mounts belong inside the groups"
+                    .into(),
+            );
+        }
+        let cli_targets = args.script.is_some()
+            || !args.mount.is_empty()
+            || !(args.fastcgi.is_empty() && args.scgi.is_empty() && args.listen.is_empty());
+        if cli_targets {
+            problems.push(
+                "with [[process-group]] tables, listeners and mounts come from the config file, \
+                 not the command line"
+                    .into(),
+            );
+        }
+        let mut configs: Vec<Config> = Vec::new();
+        for (i, group) in file.process_group.iter().enumerate() {
+            let name = match &group.name {
+                Some(n) if !n.is_empty() => n.clone(),
+                _ => {
+                    problems.push(format!("process-group number {} has no name", i + 1));
+                    continue;
+                }
+            };
+            if configs.iter().any(|c| c.name == name) || !group.process_group.is_empty() {
+                problems.push(format!("process-group {name:?} is defined twice or nested"));
+                continue;
+            }
+            if group.fastcgi.is_empty() && group.scgi.is_empty() && group.listen.is_empty() {
+                problems.push(format!("process-group {name:?} has no listener"));
+                continue;
+            }
+            match Self::build(args, &file.merged_into(group), &base, &name) {
+                Ok(c) => {
+                    for l in &c.listeners {
+                        if let Some(other) = configs
+                            .iter()
+                            .find(|o| o.listeners.iter().any(|ol| ol.addr == l.addr))
+                        {
+                            problems.push(format!(
+                                "process-groups {:?} and {name:?} both listen on {}",
+                                other.name, l.addr
+                            ));
+                        }
+                    }
+                    configs.push(c);
+                }
+                Err(p) => problems.extend(
+                    p.into_iter()
+                        .map(|p| format!("process-group {name:?}: {p}")),
+                ),
+            }
+        }
+        if problems.is_empty() {
+            Ok(configs)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// One process group's configuration from the (merged) file settings and the flags.
+    fn build(
+        args: &ServeArgs,
+        file: &FileConfig,
+        base: &Path,
+        name: &str,
+    ) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        let base = base.to_path_buf();
         let cwd = PathBuf::from(".");
 
         let socket_mode = args
@@ -408,6 +527,7 @@ impl Config {
         }
         if problems.is_empty() {
             Ok(Config {
+                name: name.to_string(),
                 listeners,
                 mounts,
                 home,
@@ -585,7 +705,7 @@ mod tests {
              application-group = \"%{GLOBAL}\"\n\n[[mount]]\nprefix = \"/d\"\ndirectory = \".\"\n",
         );
         a.threads = Some(5);
-        let c = Config::from_args(&a).unwrap();
+        let c = Config::load(&a).unwrap().remove(0);
         assert_eq!(c.threads, 5, "the flag wins");
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.mounts.len(), 2);
@@ -598,14 +718,14 @@ mod tests {
     #[test]
     fn unknown_keys_and_syntax_errors_have_line_numbers() {
         let (a, dir) = args("threads = 2\nthreds = 3\n");
-        let e = Config::from_args(&a).unwrap_err();
+        let e = Config::load(&a).unwrap_err();
         assert!(
             e[0].contains("line 2") && e[0].contains("unknown field `threds`"),
             "{e:?}"
         );
         std::fs::remove_dir_all(dir).unwrap();
         let (a, dir) = args("threads = 2\n[[mount]\n");
-        let e = Config::from_args(&a).unwrap_err();
+        let e = Config::load(&a).unwrap_err();
         assert!(e[0].contains("line 2"), "{e:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }

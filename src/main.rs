@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &cli::ServeArgs) -> ExitCode {
-    let config = match Config::from_args(args) {
+    let configs = match Config::load(args) {
         Ok(c) => c,
         Err(problems) => {
             for p in problems {
@@ -44,21 +44,26 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
             return ExitCode::from(worker::EXIT_CONFIG);
         }
     };
-    let listeners = match bind_all(&config) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(worker::EXIT_CONFIG);
+    let mut groups = Vec::new();
+    for config in configs {
+        let listeners = match bind_all(&config) {
+            Ok(l) => l,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(worker::EXIT_CONFIG);
+            }
+        };
+        describe(&config, &listeners);
+        groups.push((config, listeners));
+    }
+    if groups.len() == 1 && groups[0].0.processes.is_none() {
+        let (config, listeners) = groups.pop().expect("one group");
+        if let Some(name) = &config.lifecycle.display_name {
+            sys::set_process_name(name);
         }
-    };
-    describe(&config, &listeners);
-    if let Some(name) = &config.lifecycle.display_name {
-        sys::set_process_name(name);
+        return ExitCode::from(worker::run(&config, listeners, false));
     }
-    match config.processes {
-        Some(_) => supervisor::run(args, config, listeners),
-        None => ExitCode::from(worker::run(&config, listeners, false)),
-    }
+    supervisor::run(args, groups)
 }
 
 fn bind_all(config: &Config) -> Result<Vec<server::Listener>, String> {
@@ -97,7 +102,8 @@ fn describe(config: &Config, listeners: &[server::Listener]) {
         }
     }
     info!(
-        "Python {} ({}), {} process(es) x {} thread(s)",
+        "process group {}: Python {} ({}), {} process(es) x {} thread(s)",
+        config.name,
         python::BUILD_VERSION,
         match &config.home {
             venv::Home::Venv(p) => format!("python-home {}", p.display()),
@@ -113,46 +119,62 @@ fn describe(config: &Config, listeners: &[server::Listener]) {
 
 /// `wsgi-gateway check`: every problem of the configuration, one line each, without serving.
 fn check(args: &cli::ServeArgs) -> ExitCode {
-    let mut problems = Vec::new();
-    let config = match Config::from_args(args) {
-        Ok(c) => Some(c),
-        Err(p) => {
-            problems = p;
-            None
+    let configs = match Config::load(args) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("problem: {p}");
+            }
+            return ExitCode::from(1);
         }
     };
-    if let Some(config) = &config {
+    let mut failed = false;
+    for config in &configs {
         for spec in &config.listeners {
             if let Err(e) = server::Listener::check(spec) {
-                problems.push(e);
-            }
-        }
-        match python::start(&config.home) {
-            Err(e) => problems.push(e),
-            Ok(main) => {
-                problems.extend(main.with_gil(|gil| wsgi::check_scripts(gil, &config.mounts)));
-                main.finalize(Vec::new());
+                eprintln!("problem: {e}");
+                failed = true;
             }
         }
         for w in &config.warnings {
             println!("warning: {w}");
         }
-    }
-    if problems.is_empty() {
-        let c = config.expect("no problems");
-        println!(
-            "configuration OK: {} listener(s), {} mount(s), Python {}",
-            c.listeners.len(),
-            c.mounts.len(),
-            python::BUILD_VERSION
-        );
-        ExitCode::SUCCESS
-    } else {
-        for p in &problems {
-            eprintln!("problem: {p}");
+        // Each group's python-home needs an interpreter of its own: check in a child process.
+        match sys::fork() {
+            Ok(sys::Forked::Child) => {
+                let problems = match python::start(&config.home) {
+                    Err(e) => vec![e],
+                    Ok(main) => {
+                        let p = main.with_gil(|gil| wsgi::check_scripts(gil, &config.mounts));
+                        main.finalize(Vec::new());
+                        p
+                    }
+                };
+                for p in &problems {
+                    eprintln!("problem: {p}");
+                }
+                std::process::exit(i32::from(!problems.is_empty()));
+            }
+            Ok(sys::Forked::Parent(pid)) => {
+                failed |= sys::wait(pid) != sys::Exit::Code(0);
+            }
+            Err(e) => {
+                eprintln!("problem: cannot check the scripts: {e}");
+                failed = true;
+            }
         }
-        ExitCode::from(1)
     }
+    if failed {
+        return ExitCode::from(1);
+    }
+    let mounts: usize = configs.iter().map(|c| c.mounts.len()).sum();
+    let listeners: usize = configs.iter().map(|c| c.listeners.len()).sum();
+    println!(
+        "configuration OK: {} process group(s), {listeners} listener(s), {mounts} mount(s), Python {}",
+        configs.len(),
+        python::BUILD_VERSION
+    );
+    ExitCode::SUCCESS
 }
 
 fn request(args: RequestCli) -> ExitCode {

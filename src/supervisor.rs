@@ -89,20 +89,41 @@ impl SignalWake {
     }
 }
 
-struct Supervisor<'a> {
-    args: &'a ServeArgs,
+/// One process group: its configuration, listening sockets and worker positions.
+struct GroupRun {
     config: Config,
     listeners: Vec<Listener>,
-    signals: SignalWake,
     slots: Vec<Slot>,
-    /// pid → slot of current workers.
-    current: HashMap<i32, usize>,
+}
+
+impl GroupRun {
+    fn new(config: Config, listeners: Vec<Listener>, now: Instant) -> GroupRun {
+        let n = config.processes.unwrap_or(1);
+        GroupRun {
+            config,
+            listeners,
+            slots: (0..n)
+                .map(|_| Slot {
+                    due: Some(now),
+                    ..Slot::default()
+                })
+                .collect(),
+        }
+    }
+}
+
+struct Supervisor<'a> {
+    args: &'a ServeArgs,
+    groups: Vec<GroupRun>,
+    signals: SignalWake,
+    /// pid → (group, slot) of current workers.
+    current: HashMap<i32, (usize, usize)>,
     /// Workers of a previous configuration, draining after a reload.
     old: HashMap<i32, Instant>,
     stopping: Option<Instant>,
 }
 
-pub fn run(args: &ServeArgs, config: Config, listeners: Vec<Listener>) -> ExitCode {
+pub fn run(args: &ServeArgs, groups: Vec<(Config, Vec<Listener>)>) -> ExitCode {
     let mut poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {
@@ -124,28 +145,28 @@ pub fn run(args: &ServeArgs, config: Config, listeners: Vec<Listener>) -> ExitCo
         error!("supervisor: {e}");
         return ExitCode::from(1);
     }
-    let name = config
+    let name = groups[0]
+        .0
         .lifecycle
         .display_name
         .clone()
         .unwrap_or_else(|| "wsgi-gw".into());
     sys::set_process_name(&format!("{name}: super"));
-    let n = config.processes.unwrap_or(1);
+    let now = Instant::now();
+    let groups: Vec<GroupRun> = groups
+        .into_iter()
+        .map(|(c, l)| GroupRun::new(c, l, now))
+        .collect();
+    let n: usize = groups.iter().map(|g| g.slots.len()).sum();
     let mut sup = Supervisor {
         args,
-        config,
-        listeners,
+        groups,
         signals,
-        slots: (0..n).map(|_| Slot::default()).collect(),
         current: HashMap::new(),
         old: HashMap::new(),
         stopping: None,
     };
     info!("supervisor started: {n} worker process(es)");
-    let now = Instant::now();
-    for slot in &mut sup.slots {
-        slot.due = Some(now);
-    }
     let mut events = Events::with_capacity(16);
     loop {
         sup.start_due();
@@ -154,7 +175,7 @@ pub fn run(args: &ServeArgs, config: Config, listeners: Vec<Listener>) -> ExitCo
                 info!("all workers stopped; supervisor exits");
                 return ExitCode::SUCCESS;
             }
-            if since.elapsed() > sup.config.graceful_timeout + KILL_GRACE {
+            if since.elapsed() > sup.graceful_timeout() + KILL_GRACE {
                 warn!("workers still running after the graceful timeout: killing them");
                 sup.kill_all(SIGKILL);
             }
@@ -180,11 +201,20 @@ pub fn run(args: &ServeArgs, config: Config, listeners: Vec<Listener>) -> ExitCo
 }
 
 impl Supervisor<'_> {
+    fn graceful_timeout(&self) -> Duration {
+        self.groups
+            .iter()
+            .map(|g| g.config.graceful_timeout)
+            .max()
+            .unwrap_or_default()
+    }
+
     fn next_timeout(&self) -> Duration {
         let now = Instant::now();
         let due = self
-            .slots
+            .groups
             .iter()
+            .flat_map(|g| &g.slots)
             .filter_map(|s| s.due)
             .map(|d| d.saturating_duration_since(now))
             .min();
@@ -201,48 +231,68 @@ impl Supervisor<'_> {
             return;
         }
         let now = Instant::now();
-        for i in 0..self.slots.len() {
-            let slot = &self.slots[i];
-            if slot.pid.is_some() || slot.due.is_none_or(|d| d > now) {
-                continue;
-            }
-            match self.spawn(i) {
-                Ok(pid) => {
-                    let slot = &mut self.slots[i];
-                    slot.pid = Some(pid);
-                    slot.started = Some(Instant::now());
-                    slot.due = None;
-                    self.current.insert(pid, i);
+        for g in 0..self.groups.len() {
+            for i in 0..self.groups[g].slots.len() {
+                let slot = &self.groups[g].slots[i];
+                if slot.pid.is_some() || slot.due.is_none_or(|d| d > now) {
+                    continue;
                 }
-                Err(e) => {
-                    error!("cannot start worker {i}: {e}; retrying in 1s");
-                    self.slots[i].due = Some(now + Duration::from_secs(1));
+                match self.spawn(g, i) {
+                    Ok(pid) => {
+                        let slot = &mut self.groups[g].slots[i];
+                        slot.pid = Some(pid);
+                        slot.started = Some(Instant::now());
+                        slot.due = None;
+                        self.current.insert(pid, (g, i));
+                    }
+                    Err(e) => {
+                        error!("cannot start worker {i}: {e}; retrying in 1s");
+                        self.groups[g].slots[i].due = Some(now + Duration::from_secs(1));
+                    }
                 }
             }
         }
     }
 
-    fn spawn(&mut self, slot: usize) -> std::io::Result<i32> {
+    /// A worker's name in log lines: its number, and its group when there are several.
+    fn worker_name(&self, g: usize, slot: usize) -> String {
+        match self.groups.len() {
+            1 => format!("worker {slot}"),
+            _ => format!("worker {}/{slot}", self.groups[g].config.name),
+        }
+    }
+
+    fn spawn(&mut self, g: usize, slot: usize) -> std::io::Result<i32> {
         match sys::fork()? {
             Forked::Parent(pid) => {
-                info!("worker {slot} started (pid {pid})");
+                info!("{} started (pid {pid})", self.worker_name(g, slot));
                 Ok(pid)
             }
             Forked::Child => {
                 // The supervisor's signal handlers write to its own pipe: drop them here.
                 self.signals.unregister();
-                let name = self
-                    .config
+                let config = &self.groups[g].config;
+                let name = config
                     .lifecycle
                     .display_name
                     .as_deref()
                     .unwrap_or("wsgi-gw");
-                sys::set_process_name(&format!("{name}: w{slot}"));
-                let mut listeners = std::mem::take(&mut self.listeners);
-                for l in &mut listeners {
-                    l.disown();
+                let title = match self.groups.len() {
+                    1 => format!("{name}: w{slot}"),
+                    _ => format!("{name}:{}:{slot}", config.name),
+                };
+                sys::set_process_name(&title);
+                // This worker serves its group's sockets; the other groups' are closed here.
+                let mut listeners = Vec::new();
+                for (i, group) in self.groups.iter_mut().enumerate() {
+                    for mut l in std::mem::take(&mut group.listeners) {
+                        l.disown();
+                        if i == g {
+                            listeners.push(l);
+                        }
+                    }
                 }
-                let code = worker::run(&self.config, listeners, true);
+                let code = worker::run(&self.groups[g].config, listeners, true);
                 std::process::exit(i32::from(code));
             }
         }
@@ -258,19 +308,21 @@ impl Supervisor<'_> {
                 );
                 continue;
             }
-            let Some(i) = self.current.remove(&pid) else {
+            let Some((g, i)) = self.current.remove(&pid) else {
                 continue;
             };
-            let slot = &mut self.slots[i];
+            let who = self.worker_name(g, i);
+            let stopping = self.stopping.is_some();
+            let slot = &mut self.groups[g].slots[i];
             slot.pid = None;
             let lived = slot.started.map_or(Duration::ZERO, |s| s.elapsed());
-            if self.stopping.is_some() {
-                info!("worker {i} (pid {pid}) stopped ({})", describe(exit));
+            if stopping {
+                info!("{who} (pid {pid}) stopped ({})", describe(exit));
                 continue;
             }
             let delay = match exit {
                 Exit::Code(0) => {
-                    info!("worker {i} (pid {pid}) recycled; starting a new one");
+                    info!("{who} (pid {pid}) recycled; starting a new one");
                     slot.failures = 0;
                     Duration::ZERO
                 }
@@ -293,7 +345,7 @@ impl Supervisor<'_> {
                         other => describe(other),
                     };
                     error!(
-                        "worker {i} (pid {pid}) {why} after {:.1}s; {}",
+                        "{who} (pid {pid}) {why} after {:.1}s; {}",
                         lived.as_secs_f64(),
                         if backoff.is_zero() {
                             "starting a new one".to_string()
@@ -321,7 +373,7 @@ impl Supervisor<'_> {
         info!(
             "{}: stopping the workers gracefully (up to {:?})",
             sys::signal_name(sig),
-            self.config.graceful_timeout
+            self.graceful_timeout()
         );
         self.stopping = Some(Instant::now());
         self.kill_all(SIGTERM);
@@ -335,7 +387,7 @@ impl Supervisor<'_> {
 
     /// Old workers that outlived the graceful timeout after a reload are killed.
     fn kill_stale_old(&mut self) {
-        let limit = self.config.graceful_timeout + KILL_GRACE;
+        let limit = self.graceful_timeout() + KILL_GRACE;
         for (&pid, since) in &self.old {
             if since.elapsed() > limit {
                 warn!("worker pid {pid} of the previous configuration is still busy: killing it");
@@ -350,7 +402,7 @@ impl Supervisor<'_> {
         if self.stopping.is_some() {
             return;
         }
-        let config = match Config::from_args(self.args) {
+        let configs = match Config::load(self.args) {
             Ok(c) => c,
             Err(problems) => {
                 for p in &problems {
@@ -360,43 +412,56 @@ impl Supervisor<'_> {
                 return;
             }
         };
-        let mut old_listeners = std::mem::take(&mut self.listeners);
-        let mut listeners = Vec::new();
-        for spec in &config.listeners {
-            let kept = old_listeners
-                .iter()
-                .position(|l| l.spec.addr == spec.addr && l.spec.proto == spec.proto);
-            let listener = match kept {
-                Some(i) => Ok(old_listeners.swap_remove(i)),
-                None => Listener::bind(spec.clone()),
-            };
-            match listener {
-                Ok(l) => listeners.push(l),
-                Err(e) => {
-                    error!("reload refused: {e}");
-                    old_listeners.extend(listeners);
-                    self.listeners = old_listeners;
-                    return;
+        // Sockets that stay configured are kept (no connection is refused during the reload);
+        // new ones are bound; the others close once the old workers are gone.
+        let mut old_listeners: Vec<Listener> = self
+            .groups
+            .iter_mut()
+            .flat_map(|g| std::mem::take(&mut g.listeners))
+            .collect();
+        let mut groups = Vec::new();
+        let now = Instant::now();
+        for config in configs {
+            let mut listeners = Vec::new();
+            for spec in &config.listeners {
+                let kept = old_listeners
+                    .iter()
+                    .position(|l| l.spec.addr == spec.addr && l.spec.proto == spec.proto);
+                let listener = match kept {
+                    Some(i) => Ok(old_listeners.swap_remove(i)),
+                    None => Listener::bind(spec.clone()),
+                };
+                match listener {
+                    Ok(l) => listeners.push(l),
+                    Err(e) => {
+                        error!("reload refused: {e}");
+                        warn!("the running workers keep serving the previous configuration");
+                        // Put every socket back where it was.
+                        old_listeners.extend(listeners);
+                        for g in groups.into_iter().map(|g: GroupRun| g.listeners) {
+                            old_listeners.extend(g);
+                        }
+                        for g in &mut self.groups {
+                            let mine: Vec<Listener> = old_listeners
+                                .extract_if(.., |l| {
+                                    g.config.listeners.iter().any(|s| s.addr == l.spec.addr)
+                                })
+                                .collect();
+                            g.listeners = mine;
+                        }
+                        return;
+                    }
                 }
             }
+            groups.push(GroupRun::new(config, listeners, now));
         }
-        // Listeners no longer configured are closed once the old workers are gone (they hold
-        // their own copies of the sockets until then).
         drop(old_listeners);
-        self.listeners = listeners;
-        self.config = config;
-        let now = Instant::now();
         for (pid, _) in self.current.drain() {
             sys::kill(pid, SIGTERM);
             self.old.insert(pid, now);
         }
-        let n = self.config.processes.unwrap_or(1);
-        self.slots = (0..n)
-            .map(|_| Slot {
-                due: Some(now),
-                ..Slot::default()
-            })
-            .collect();
+        self.groups = groups;
+        let n: usize = self.groups.iter().map(|g| g.slots.len()).sum();
         info!("SIGHUP: configuration re-read; starting {n} new worker(s), the old ones finish their requests");
     }
 }

@@ -57,6 +57,21 @@ pub fn try_wait_any() -> Option<(i32, Exit)> {
     Some((pid, exit))
 }
 
+/// Waits for one child to end.
+pub fn wait(pid: i32) -> Exit {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes the status into our local.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if r != pid {
+        return Exit::Code(-1);
+    }
+    if libc::WIFEXITED(status) {
+        Exit::Code(libc::WEXITSTATUS(status))
+    } else {
+        Exit::Signal(libc::WTERMSIG(status))
+    }
+}
+
 /// Sends a signal to a process; errors (already gone) are ignored.
 pub fn kill(pid: i32, signal: i32) {
     // SAFETY: kill(2) takes plain integers.

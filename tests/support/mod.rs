@@ -93,16 +93,25 @@ impl Gateway {
 
     /// Starts the gateway without waiting for it to serve.
     pub fn start_unready(args: &[&str]) -> Gateway {
-        let has_listener = args
-            .iter()
-            .any(|a| ["--fastcgi", "--scgi", "--listen"].contains(a));
+        Self::spawn(args, true)
+    }
+
+    /// Starts the gateway with exactly `args` (listeners from a config file), not waiting.
+    pub fn start_as_is(args: &[&str]) -> Gateway {
+        Self::spawn(args, false)
+    }
+
+    fn spawn(args: &[&str], add_listener: bool) -> Gateway {
+        let has_listener = !add_listener
+            || args
+                .iter()
+                .any(|a| ["--fastcgi", "--scgi", "--listen"].contains(a));
         let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let addr = if has_listener {
-            let i = args
-                .iter()
+            args.iter()
                 .position(|a| ["--fastcgi", "--scgi", "--listen"].contains(a))
-                .unwrap();
-            args[i + 1].to_string()
+                .map(|i| args[i + 1].to_string())
+                .unwrap_or_default()
         } else {
             let addr = format!("127.0.0.1:{}", free_port());
             argv.extend(["--listen".to_string(), addr.clone()]);
