@@ -117,6 +117,21 @@ pub struct ServeArgs {
     /// Process name shown by ps and top (worker processes add their number).
     #[arg(long, value_name = "NAME")]
     pub display_name: Option<String>,
+    /// Run the worker processes as this user (when started as root).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run the worker processes with this group [default: the user's].
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// umask of the worker processes, in octal (e.g. 022).
+    #[arg(long, value_name = "MASK")]
+    pub umask: Option<String>,
+    /// Owner of Unix socket files (when started as root).
+    #[arg(long, value_name = "USER")]
+    pub socket_user: Option<String>,
+    /// Group of Unix socket files (when started as root).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::cli::ServeArgs;
 use crate::router::{Group, Mount, Target};
 use crate::server::{Addr, ListenerSpec, Proto};
+use crate::sys;
 use crate::venv::{self, Home};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
@@ -27,6 +28,9 @@ pub struct Lifecycle {
     pub queue_timeout: Option<Duration>,
     pub preload: bool,
     pub display_name: Option<String>,
+    /// Who the worker processes run as (resolved ids), and their umask.
+    pub identity: Option<sys::Identity>,
+    pub umask: Option<u32>,
 }
 
 impl Lifecycle {
@@ -108,6 +112,11 @@ struct FileConfig {
     queue_timeout: Option<u64>,
     preload: Option<bool>,
     display_name: Option<String>,
+    user: Option<String>,
+    group: Option<String>,
+    umask: Option<String>,
+    socket_user: Option<String>,
+    socket_group: Option<String>,
     #[serde(default)]
     mount: Vec<FileMount>,
     #[serde(default)]
@@ -143,6 +152,11 @@ impl FileConfig {
             queue_timeout: g.queue_timeout.or(self.queue_timeout),
             preload: g.preload.or(self.preload),
             display_name: g.display_name.or(self.display_name.clone()),
+            user: g.user.or(self.user.clone()),
+            group: g.group.or(self.group.clone()),
+            umask: g.umask.or(self.umask.clone()),
+            socket_user: g.socket_user.or(self.socket_user.clone()),
+            socket_group: g.socket_group.or(self.socket_group.clone()),
             mount: g.mount,
             process_group: Vec::new(),
         }
@@ -334,6 +348,7 @@ impl Config {
                         proto,
                         mode,
                         backlog,
+                        owner: None,
                     }),
                     Err(e) => problems.push(e),
                 }
@@ -517,7 +532,52 @@ impl Config {
             queue_timeout: secs(args.queue_timeout, file.queue_timeout),
             preload: args.preload || file.preload.unwrap_or(false),
             display_name: args.display_name.clone().or(file.display_name.clone()),
+            identity: None,
+            umask: None,
         };
+        let mut lifecycle = lifecycle;
+        let user = args.user.clone().or(file.user.clone());
+        let group = args.group.clone().or(file.group.clone());
+        let is_root = sys::is_root();
+        match (&user, &group) {
+            (None, None) => {}
+            (Some(_), _) | (_, Some(_)) if !is_root => {
+                problems.push("user and group take effect only when started as root".into())
+            }
+            _ => match sys::Identity::resolve(user.as_deref(), group.as_deref()) {
+                Ok(id) => lifecycle.identity = Some(id),
+                Err(e) => problems.push(e),
+            },
+        }
+        if let Some(mask) = args.umask.clone().or(file.umask.clone()) {
+            match u32::from_str_radix(&mask, 8) {
+                Ok(m) if m <= 0o777 => lifecycle.umask = Some(m),
+                _ => problems.push(format!("umask {mask:?} is not an octal mask such as 022")),
+            }
+        }
+        let socket_user = args.socket_user.clone().or(file.socket_user.clone());
+        let socket_group = args.socket_group.clone().or(file.socket_group.clone());
+        if socket_user.is_some() || socket_group.is_some() {
+            if !is_root {
+                problems
+                    .push("socket-user and socket-group need the gateway started as root".into());
+            } else {
+                match sys::Identity::resolve(socket_user.as_deref(), socket_group.as_deref()) {
+                    Ok(id) => {
+                        for l in &mut listeners {
+                            l.owner = Some((
+                                socket_user.as_ref().map(|_| id.uid),
+                                socket_group
+                                    .as_ref()
+                                    .or(socket_user.as_ref())
+                                    .map(|_| id.gid),
+                            ));
+                        }
+                    }
+                    Err(e) => problems.push(e),
+                }
+            }
+        }
         if lifecycle.recycles() && processes.is_none() {
             problems.push(
                 "maximum-requests, restart-interval, inactivity-timeout, reload-on-rss and \

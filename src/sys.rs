@@ -106,3 +106,88 @@ pub fn signal_name(signal: i32) -> String {
         other => format!("signal {other}"),
     }
 }
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A user and group to run as, looked up once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn cstring(s: &str) -> Result<std::ffi::CString, String> {
+    std::ffi::CString::new(s).map_err(|_| format!("{s:?} contains NUL"))
+}
+
+impl Identity {
+    /// Resolves names (or numeric ids); the group defaults to the user's primary group.
+    pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Identity, String> {
+        let (uid, user_gid) = match user {
+            None => (
+                // SAFETY: getuid/getgid have no preconditions.
+                unsafe { libc::getuid() },
+                unsafe { libc::getgid() },
+            ),
+            Some(name) => {
+                let c = cstring(name)?;
+                // SAFETY: getpwnam returns NULL or a pointer to static storage, read at once
+                // (the supervisor is single-threaded).
+                let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+                if pw.is_null() {
+                    return Err(format!("user {name:?} does not exist"));
+                }
+                // SAFETY: non-NULL result of getpwnam.
+                unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+            }
+        };
+        let gid = match group {
+            None => user_gid,
+            Some(name) => {
+                let c = cstring(name)?;
+                // SAFETY: as for getpwnam.
+                let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+                if gr.is_null() {
+                    return Err(format!("group {name:?} does not exist"));
+                }
+                // SAFETY: non-NULL result of getgrnam.
+                unsafe { (*gr).gr_gid }
+            }
+        };
+        Ok(Identity {
+            user: user.map(str::to_owned),
+            uid,
+            gid,
+        })
+    }
+
+    /// Drops root for this process: supplementary groups, group, then user.
+    pub fn become_it(&self) -> io::Result<()> {
+        // SAFETY: plain system calls on integers and a NUL-terminated name.
+        unsafe {
+            if let Some(user) = &self.user {
+                let c = std::ffi::CString::new(user.as_str()).map_err(io::Error::other)?;
+                if libc::initgroups(c.as_ptr(), self.gid) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::setgid(self.gid) != 0 || libc::setuid(self.uid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets the process umask.
+pub fn set_umask(mask: u32) {
+    // SAFETY: umask has no preconditions.
+    unsafe {
+        libc::umask(mask as libc::mode_t);
+    }
+}

@@ -15,6 +15,23 @@ pub const EXIT_LOAD: u8 = 3;
 
 /// Serves on `listeners` until told to stop (or recycled); returns the exit code.
 pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool) -> u8 {
+    if let Some(mask) = config.lifecycle.umask {
+        crate::sys::set_umask(mask);
+    }
+    if let Some(id) = &config.lifecycle.identity {
+        if let Err(e) = id.become_it() {
+            error!(
+                "cannot switch to user {:?} (uid {}, gid {}): {e}",
+                id.user, id.uid, id.gid
+            );
+            return EXIT_LOAD;
+        }
+        // What was checked as root is checked again as the worker's user.
+        if let Err(e) = recheck_as_user(config) {
+            error!("as user {}: {e}", id.user.as_deref().unwrap_or("?"));
+            return EXIT_LOAD;
+        }
+    }
     let main = match python::start(&config.home) {
         Ok(m) => m,
         Err(e) => {
@@ -100,6 +117,24 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
         warn!("worker threads still busy; exiting without finalising Python");
     }
     EXIT_OK
+}
+
+/// python-home, every mount venv and every script must be readable by the worker's user.
+fn recheck_as_user(config: &Config) -> Result<(), String> {
+    let (crate::venv::Home::Venv(root) | crate::venv::Home::Prefix(root)) = &config.home;
+    crate::venv::check("python-home", root)?;
+    for m in &config.mounts {
+        if let Some(v) = &m.venv {
+            crate::venv::check(&format!("mount {} venv", m.shown_prefix()), v)?;
+        }
+        let readable = match &m.target {
+            router::Target::Script(p) => std::fs::File::open(p).map(drop),
+            router::Target::Directory { dir, .. } => std::fs::read_dir(dir).map(drop),
+            router::Target::Diagnostics => Ok(()),
+        };
+        readable.map_err(|e| format!("mount {}: {e}", m.shown_prefix()))?;
+    }
+    Ok(())
 }
 
 /// request-timeout: a request running too long is logged with the Python stack of every

@@ -429,3 +429,33 @@ fn two_process_groups_with_their_own_venvs_on_their_own_sockets() {
     assert!(log.contains("worker full/1 started"), "{log}");
     assert!(log.contains("worker bare/0 started"), "{log}");
 }
+
+#[test]
+fn workers_switch_user_and_check_what_they_need_as_that_user() {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !is_root {
+        let (code, err) = run_gateway(&["--processes", "1", "--user", "nobody"]);
+        assert_ne!(code, 0);
+        assert!(err.contains("only when started as root"), "{err}");
+        return;
+    }
+    let (code, err) = run_gateway(&["--processes", "1", "--user", "no-such-user-here"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("user \"no-such-user-here\" does not exist"),
+        "{err}"
+    );
+    // The embedded Python lives under /root (mode 700 here): a worker running as nobody cannot
+    // read it, and says so before starting Python, then is backed off.
+    let m = mount();
+    let gw = Gateway::start_unready(&["--processes", "1", "--user", "nobody", "--mount", &m]);
+    wait_for("the refusal as nobody", || {
+        gw.log_text().contains("as user nobody: python-home")
+    });
+    wait_for("back-off", || {
+        gw.log_text().contains("failures in a row: next start in")
+    });
+}

@@ -72,6 +72,8 @@ pub struct ListenerSpec {
     /// Mode of a Unix socket file (e.g. 0o660).
     pub mode: u32,
     pub backlog: u32,
+    /// Owner (uid, gid) for a Unix socket file, when set.
+    pub owner: Option<(Option<u32>, Option<u32>)>,
 }
 
 enum Inner {
@@ -121,6 +123,10 @@ impl Listener {
                     .map_err(|e| format!("unix:{}: {e}", path.display()))?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(spec.mode))
                     .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+                if let Some((uid, gid)) = spec.owner {
+                    std::os::unix::fs::chown(path, uid, gid)
+                        .map_err(|e| format!("cannot set the owner of {}: {e}", path.display()))?;
+                }
                 l.set_nonblocking(true)
                     .map_err(|e| format!("unix:{}: {e}", path.display()))?;
                 Inner::Unix(UnixListener::from_std(l))
@@ -300,6 +306,7 @@ mod tests {
             proto: Proto::FastCgi,
             mode: 0o660,
             backlog: 511,
+            owner: None,
         };
         let err = Listener::bind(spec.clone()).err().unwrap();
         assert!(err.contains("not a socket"), "{err}");
