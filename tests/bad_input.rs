@@ -162,6 +162,26 @@ fn client_vanishing_mid_body_frees_the_thread() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         drop(s);
     }
+    // The same with the close arriving together with the body bytes (one readiness edge).
+    for _ in 0..20 {
+        let mut params = cgi_params("POST", "/t/upload", 0);
+        for p in &mut params {
+            if p.0 == "CONTENT_LENGTH" {
+                p.1 = "1000000".into();
+            }
+        }
+        let mut wire = Vec::new();
+        encode::begin_request(1, fastcgi::RESPONDER, 0, &mut wire);
+        encode::params(
+            1,
+            params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+            &mut wire,
+        );
+        encode::stream(fastcgi::STDIN, 1, &[7u8; 100], &mut wire);
+        let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
+        s.write_all(&wire).unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
     // A truncated record, then gone.
     let wire = fcgi_bytes(1, false, &cgi_params("GET", "/t/write", 0), b"");
     let mut s = connect(&gw.addr).unwrap();

@@ -212,7 +212,10 @@ impl Server {
                     Token(t) => {
                         let key = t - CONN_BASE;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(key);
+                            // A peer that closed must be read to the end: its EOF may have
+                            // arrived with the last data, in the same readiness edge.
+                            let to_end = event.is_read_closed() || event.is_error();
+                            self.on_readable(key, to_end);
                         }
                         if event.is_writable() {
                             self.flush(key);
@@ -371,15 +374,18 @@ impl Server {
         }
     }
 
-    fn on_readable(&mut self, key: usize) {
-        let result = self.read_and_decode(key);
+    fn on_readable(&mut self, key: usize, to_end: bool) {
+        let result = self.read_and_decode(key, to_end);
         match result {
             Ok(()) => self.flush(key),
             Err(close) => self.close(key, close),
         }
     }
 
-    fn read_and_decode(&mut self, key: usize) -> Result<(), Close> {
+    /// Reads what the socket holds and decodes it. Without `to_end`, a short read ends the
+    /// burst (edge-triggered readiness reports the next bytes); with it, reading goes on until
+    /// the socket would block or reports its end.
+    fn read_and_decode(&mut self, key: usize, to_end: bool) -> Result<(), Close> {
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
                 return Ok(());
@@ -405,7 +411,7 @@ impl Server {
             }
             conn.rbuf.len += n;
             self.decode(key)?;
-            if n < room {
+            if n < room && !to_end {
                 // The socket had no more: edge-triggered readiness reports the next bytes.
                 return Ok(());
             }
@@ -560,7 +566,10 @@ impl Server {
             };
             if !full {
                 conn.paused = false;
-                if let Err(close) = self.decode(key).and_then(|()| self.read_and_decode(key)) {
+                if let Err(close) = self
+                    .decode(key)
+                    .and_then(|()| self.read_and_decode(key, true))
+                {
                     self.close(key, close);
                     return;
                 }
