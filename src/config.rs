@@ -327,10 +327,26 @@ impl Config {
         let backlog = args.listen_backlog.or(file.listen_backlog).unwrap_or(1024);
         let cli_listeners =
             !(args.fastcgi.is_empty() && args.scgi.is_empty() && args.listen.is_empty());
+        // A relative unix: path in the file is relative to the file, like every other path.
+        let from_file = |addrs: &[String]| -> Vec<String> {
+            addrs
+                .iter()
+                .map(|a| match a.strip_prefix("unix:") {
+                    Some(p) if !Path::new(p).is_absolute() && !p.is_empty() => {
+                        format!("unix:{}", base.join(p).display())
+                    }
+                    _ => a.clone(),
+                })
+                .collect()
+        };
         let (fastcgi, scgi, mut listen) = if cli_listeners {
             (args.fastcgi.clone(), args.scgi.clone(), args.listen.clone())
         } else {
-            (file.fastcgi.clone(), file.scgi.clone(), file.listen.clone())
+            (
+                from_file(&file.fastcgi),
+                from_file(&file.scgi),
+                from_file(&file.listen),
+            )
         };
         if fastcgi.is_empty() && scgi.is_empty() && listen.is_empty() {
             listen.push(DEFAULT_LISTEN.to_string());

@@ -108,11 +108,11 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
         .saturating_sub(started.elapsed().min(config.graceful_timeout))
         .max(Duration::from_secs(1));
     if pool.join(Instant::now() + left) {
-        let rc = main.finalize(registry.take_sub_interpreters());
-        if rc != 0 {
-            warn!("Python finalisation reported {rc}");
+        match main.finalize(registry.take_sub_interpreters()) {
+            Ok(0) => info!("stopped"),
+            Ok(rc) => warn!("Python finalisation reported {rc}; stopped"),
+            Err(e) => warn!("{e}: stopped without finalising Python"),
         }
-        info!("stopped");
     } else {
         warn!("worker threads still busy; exiting without finalising Python");
     }

@@ -1390,7 +1390,6 @@ fn an_extension_refusing_sub_interpreters_gets_a_hint_naming_its_group() {
 /// an interpreter with other thread states ("Fatal Python error: Py_EndInterpreter: not the
 /// last thread", SIGABRT); Py_FinalizeEx of the main interpreter copes.
 #[test]
-#[ignore = "the gateway aborts at stop when a sub-interpreter has a daemon thread"]
 fn a_daemon_thread_in_a_sub_interpreter_does_not_break_the_graceful_stop() {
     let script = groups_app("daemon_thread.wsgi");
     for group in ["%{GLOBAL}", "", "team"] {

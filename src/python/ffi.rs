@@ -118,6 +118,7 @@ const ADOPT_MAIN_THREAD: &CStr = c"import sys
 if 'threading' in sys.modules:
     import _thread
     sys.modules['threading']._main_thread._ident = _thread.get_ident()
+    sys.modules['threading']._shutdown()
 ";
 
 /// The thread state of the thread that initialised Python; used for set-up and finalisation.
@@ -141,23 +142,42 @@ impl MainThread {
     }
 
     /// Ends the given sub-interpreters, then `Py_FinalizeEx` (atexit handlers, stdio flushed).
-    /// Every worker thread state must be gone. Returns CPython's result (0 on success).
-    pub fn finalize(self, subs: Vec<SubInterpreter>) -> i32 {
+    /// Every worker thread state must be gone. Returns CPython's result (0 on success), or,
+    /// when a sub-interpreter still runs threads of its own (daemon threads an app started),
+    /// which it leaves running and does not finalise (CPython cannot end an interpreter with
+    /// live threads, nor safely finalise around one).
+    pub fn finalize(self, subs: Vec<SubInterpreter>) -> Result<i32, String> {
+        let mut busy = 0;
         // SAFETY: re-attach the main thread state (taking the GIL, shared by all interpreters),
         // end each sub-interpreter through the thread state it was created with (its only one
-        // left: workers' states are deleted), swap back to main, then finalise.
+        // left once the threads' states are gone), swap back to main, then finalise.
         unsafe {
             ffi::PyEval_RestoreThread(self.ts);
             for sub in subs {
                 ffi::PyThreadState_Swap(sub.ts);
                 // The sub-interpreter's `threading` took the worker thread that created it as
                 // its main thread; this thread ends it now, so threading._shutdown() must see
-                // it as the main thread or it waits forever for that thread's lock.
+                // it as the main thread or it waits forever for that thread's lock. Then it
+                // joins the non-daemon threads.
                 ffi::PyRun_SimpleString(ADOPT_MAIN_THREAD.as_ptr());
-                ffi::Py_EndInterpreter(sub.ts);
+                let head = ffi::PyInterpreterState_ThreadHead(sub.interp.0);
+                let alone = head == sub.ts && ffi::PyThreadState_Next(head).is_null();
+                if alone {
+                    ffi::Py_EndInterpreter(sub.ts);
+                } else {
+                    busy += 1;
+                }
                 ffi::PyThreadState_Swap(self.ts);
             }
-            ffi::Py_FinalizeEx()
+            if busy > 0 {
+                ffi::PyRun_SimpleString(
+                    c"import sys; sys.stdout.flush(); sys.stderr.flush()".as_ptr(),
+                );
+                return Err(format!(
+                    "{busy} sub-interpreter(s) still run threads of their own (daemon threads)"
+                ));
+            }
+            Ok(ffi::Py_FinalizeEx())
         }
     }
 }

@@ -704,7 +704,7 @@ fn dispatch(
 }
 
 fn not_found(framing: Framing, buf: &mut Vec<u8>) {
-    let body = b"Not Found: no mount serves this path\n";
+    let body = b"Not Found\n";
     let mut head = Vec::new();
     let len = body.len().to_string();
     cgi::encode_response_head(

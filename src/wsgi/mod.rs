@@ -287,10 +287,17 @@ pub fn check_scripts(gil: Gil<'_>, mounts: &[Mount]) -> Vec<String> {
         let scripts: Vec<PathBuf> = match &m.target {
             Target::Script(p) => vec![p.clone()],
             Target::Directory { dir, extension } => {
+                // The scripts the server would run: not hidden, not leading out of the dir.
+                let served = |p: &PathBuf| {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                    name.is_some_and(|n| !n.starts_with('.') && n.ends_with(extension.as_str()))
+                        && std::fs::canonicalize(p)
+                            .is_ok_and(|real| real.starts_with(dir) && real.is_file())
+                };
                 let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
                     .map(|d| {
                         d.filter_map(|e| e.ok().map(|e| e.path()))
-                            .filter(|p| p.to_string_lossy().ends_with(extension.as_str()))
+                            .filter(served)
                             .collect()
                     })
                     .unwrap_or_default();
