@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -20,6 +20,15 @@ pub struct Group {
     interp: Interp,
     app: wsgi::Interpreter,
     label: String,
+    /// How to end it (a sub-interpreter not yet ended).
+    sub: Mutex<Option<SubInterpreter>>,
+    /// Requests running in it (counted under the registry's lock, so that a replaced group
+    /// is ended only once nothing uses it).
+    inflight: AtomicUsize,
+    /// Worker thread states made for it.
+    holders: AtomicUsize,
+    /// Replaced by a reload: ended as soon as no request and no thread state uses it.
+    retired: AtomicBool,
 }
 
 /// What the gateway-wide settings add to every interpreter.
@@ -40,9 +49,10 @@ pub struct Registry {
     main: Interp,
     global: Arc<Group>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
-    /// Every sub-interpreter made, current or replaced by a reload: ended when the gateway
-    /// stops.
-    made: Mutex<Vec<SubInterpreter>>,
+    /// Groups replaced by a reload, until they are ended.
+    retired: Mutex<Vec<Arc<Group>>>,
+    /// Sub-interpreters whose set-up failed: ended when the gateway stops.
+    failed: Mutex<Vec<SubInterpreter>>,
     scripts: Mutex<HashMap<PathBuf, ScriptState>>,
     serials: AtomicU64,
 }
@@ -70,9 +80,10 @@ impl WorkerStates {
         if group.serial == 0 {
             return &self.main;
         }
-        self.subs
-            .entry(group.serial)
-            .or_insert_with(|| ThreadState::new(group.interp))
+        self.subs.entry(group.serial).or_insert_with(|| {
+            group.holders.fetch_add(1, Ordering::SeqCst);
+            ThreadState::new(group.interp)
+        })
     }
 }
 
@@ -99,9 +110,14 @@ impl Registry {
                 interp: main.interp(),
                 app,
                 label: GroupName::GLOBAL.into(),
+                sub: Mutex::new(None),
+                inflight: AtomicUsize::new(0),
+                holders: AtomicUsize::new(0),
+                retired: AtomicBool::new(false),
             }),
             groups: Mutex::new(HashMap::new()),
-            made: Mutex::new(Vec::new()),
+            retired: Mutex::new(Vec::new()),
+            failed: Mutex::new(Vec::new()),
             scripts: Mutex::new(HashMap::new()),
             serials: AtomicU64::new(1),
         })
@@ -130,9 +146,62 @@ impl Registry {
             Some((path, generation)) => Script::File(path, *generation),
             None => Script::Diagnostics,
         };
-        states
+        let complete = states
             .for_group(&group)
-            .with_gil(|gil| group.app.handle(gil, job, script, &mount.callable))
+            .with_gil(|gil| group.app.handle(gil, job, script, &mount.callable));
+        self.done_with(&group, states);
+        complete
+    }
+
+    /// A request (or preload) in `group` ended.
+    fn done_with(&self, group: &Arc<Group>, states: &mut WorkerStates) {
+        if group.serial != 0 {
+            group.inflight.fetch_sub(1, Ordering::SeqCst);
+            self.release_retired(states);
+        }
+    }
+
+    /// Drops this worker's thread states of replaced interpreters, and ends those nothing
+    /// uses any more. Workers call it between requests (and when idle, every second).
+    pub fn release_retired(&self, states: &mut WorkerStates) {
+        let retired: Vec<Arc<Group>> = {
+            let list = lock(&self.retired);
+            if list.is_empty() {
+                return;
+            }
+            list.clone()
+        };
+        for group in retired {
+            if group.inflight.load(Ordering::SeqCst) == 0 {
+                if let Some(ts) = states.subs.remove(&group.serial) {
+                    drop(ts);
+                    group.holders.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            if group.inflight.load(Ordering::SeqCst) != 0
+                || group.holders.load(Ordering::SeqCst) != 0
+            {
+                continue;
+            }
+            let Some(sub) = lock(&group.sub).take() else {
+                continue;
+            };
+            lock(&self.retired).retain(|g| !Arc::ptr_eq(g, &group));
+            match states
+                .main
+                .with_gil(|gil| sub.end(gil, |in_sub| group.app.release(in_sub)))
+            {
+                Ok(()) => crate::info!("ended the replaced sub-interpreter of {}", group.label),
+                Err(sub) => {
+                    crate::warn!(
+                        "the replaced sub-interpreter of {} still runs threads of its own; \
+                         it is left running",
+                        group.label
+                    );
+                    lock(&self.failed).push(sub);
+                }
+            }
+        }
     }
 
     /// The script file (a directory mount's resolved and confined to its directory), its
@@ -182,7 +251,10 @@ impl Registry {
             state.generation += 1;
             crate::info!("{} changed: reloading it ({key})", path.display());
             if own {
-                lock(&self.groups).remove(key);
+                if let Some(old) = lock(&self.groups).remove(key) {
+                    old.retired.store(true, Ordering::SeqCst);
+                    lock(&self.retired).push(old);
+                }
             }
         }
         state.generation
@@ -199,6 +271,7 @@ impl Registry {
         }
         let mut groups = lock(&self.groups);
         if let Some(g) = groups.get(key) {
+            g.inflight.fetch_add(1, Ordering::SeqCst);
             return Ok(g.clone());
         }
         let members: Vec<&Mount> = match &mount.group {
@@ -210,14 +283,23 @@ impl Registry {
             .main
             .with_gil(|gil| gil.new_interpreter(|sub| wsgi::Interpreter::setup(sub, &settings)))?;
         let interp = sub.interp;
-        lock(&self.made).push(sub);
-        let app = app.map_err(|e| format!("setting up the sub-interpreter failed:\n{e}"))?;
+        let app = match app {
+            Ok(app) => app,
+            Err(e) => {
+                lock(&self.failed).push(sub);
+                return Err(format!("setting up the sub-interpreter failed:\n{e}"));
+            }
+        };
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
         let group = Arc::new(Group {
             serial,
             interp,
             app,
             label: key.to_string(),
+            sub: Mutex::new(Some(sub)),
+            inflight: AtomicUsize::new(1),
+            holders: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
         });
         crate::info!("made a sub-interpreter for {}", group.label);
         groups.insert(key.to_string(), group.clone());
@@ -239,16 +321,17 @@ impl Registry {
                 0
             };
             let group = self.group(&key, mount, &mut states)?;
-            states
+            let loaded = states
                 .for_group(&group)
-                .with_gil(|gil| group.app.preload(gil, path, &mount.callable, generation))
-                .map_err(|e| {
-                    format!(
-                        "mount {}: preloading {}:\n{e}",
-                        mount.shown_prefix(),
-                        path.display()
-                    )
-                })?;
+                .with_gil(|gil| group.app.preload(gil, path, &mount.callable, generation));
+            self.done_with(&group, &mut states);
+            loaded.map_err(|e| {
+                format!(
+                    "mount {}: preloading {}:\n{e}",
+                    mount.shown_prefix(),
+                    path.display()
+                )
+            })?;
             crate::info!(
                 "mount {}: {} preloaded",
                 mount.shown_prefix(),
@@ -258,9 +341,22 @@ impl Registry {
         Ok(())
     }
 
-    /// Every sub-interpreter ever made (to be ended before finalisation).
-    pub fn take_sub_interpreters(&self) -> Vec<SubInterpreter> {
-        std::mem::take(&mut *lock(&self.made))
+    /// Ends every sub-interpreter (the worker threads are gone), on the main thread before
+    /// finalisation. Returns how many could not be ended (they run threads of their own).
+    pub fn end_all(&self, main: &MainThread) -> usize {
+        let groups: Vec<Arc<Group>> = lock(&self.groups).values().cloned().collect();
+        let retired: Vec<Arc<Group>> = lock(&self.retired).clone();
+        let mut left = 0;
+        for g in groups.iter().chain(retired.iter()) {
+            if let Some(sub) = lock(&g.sub).take() {
+                let ended = main.with_gil(|gil| sub.end(gil, |in_sub| g.app.release(in_sub)));
+                left += usize::from(ended.is_err());
+            }
+        }
+        for sub in std::mem::take(&mut *lock(&self.failed)) {
+            left += usize::from(main.with_gil(|gil| sub.end(gil, |_| ())).is_err());
+        }
+        left
     }
 }
 

@@ -146,7 +146,7 @@ fn check(args: &cli::ServeArgs) -> ExitCode {
                     Err(e) => vec![e],
                     Ok(main) => {
                         let p = main.with_gil(|gil| wsgi::check_scripts(gil, &config.mounts));
-                        let _ = main.finalize(Vec::new());
+                        main.finalize();
                         p
                     }
                 };

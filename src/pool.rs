@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::exchange::Job;
 use crate::groups::{Registry, WorkerStates};
@@ -66,8 +66,16 @@ impl Pool {
                     .name(format!("wsgi-worker-{i}"))
                     .spawn(move || {
                         let mut states = WorkerStates::new(&registry);
-                        for job in jobs.iter() {
-                            let job = Arc::new(job);
+                        loop {
+                            let job = match jobs.recv_timeout(Duration::from_secs(1)) {
+                                Ok(job) => Arc::new(job),
+                                Err(RecvTimeoutError::Timeout) => {
+                                    // Idle: let go of interpreters replaced by a reload.
+                                    registry.release_retired(&mut states);
+                                    continue;
+                                }
+                                Err(RecvTimeoutError::Disconnected) => break,
+                            };
                             if let Some(limit) = queue_timeout {
                                 let waited = job.queued_at.elapsed();
                                 if waited > limit {

@@ -108,10 +108,17 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
         .saturating_sub(started.elapsed().min(config.graceful_timeout))
         .max(Duration::from_secs(1));
     if pool.join(Instant::now() + left) {
-        match main.finalize(registry.take_sub_interpreters()) {
-            Ok(0) => info!("stopped"),
-            Ok(rc) => warn!("Python finalisation reported {rc}; stopped"),
-            Err(e) => warn!("{e}: stopped without finalising Python"),
+        let left = registry.end_all(&main);
+        if left > 0 {
+            warn!(
+                "{left} sub-interpreter(s) still run threads of their own (daemon threads): \
+                 stopped without finalising Python"
+            );
+        } else {
+            match main.finalize() {
+                0 => info!("stopped"),
+                rc => warn!("Python finalisation reported {rc}; stopped"),
+            }
         }
     } else {
         warn!("worker threads still busy; exiting without finalising Python");

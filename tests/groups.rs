@@ -1405,3 +1405,30 @@ fn a_daemon_thread_in_a_sub_interpreter_does_not_break_the_graceful_stop() {
         assert!(log.contains("stopped"), "group {group:?}:\n{log}");
     }
 }
+
+/// A sub-interpreter replaced by a reload is ended once nothing uses it (memory is not kept
+/// for every reload).
+#[test]
+fn replaced_sub_interpreters_are_ended() {
+    let dir = tmpdir("reload-end");
+    let script = dir.join("app.wsgi");
+    std::fs::copy(app("pep3333.wsgi"), &script).unwrap();
+    let mount = format!("/r={}", script.display());
+    let gw = Gateway::start(&["--threads", "3", "--mount", &mount]);
+    for i in 0..5u64 {
+        let stamp = format!("@{}", 1_700_000_000 + i);
+        let touched = std::process::Command::new("touch")
+            .args(["-d", &stamp])
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+        assert_eq!(fcgi(&gw.addr, "GET", "/r/write", b"").unwrap().status, 200);
+    }
+    wait_for("the replaced interpreters to end", || {
+        gw.log_text()
+            .matches("ended the replaced sub-interpreter of mount /r")
+            .count()
+            >= 4
+    });
+}

@@ -21,6 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Arc;
 
 use pyo3_ffi as ffi;
@@ -141,43 +142,13 @@ impl MainThread {
         Interp(unsafe { ffi::PyInterpreterState_Main() })
     }
 
-    /// Ends the given sub-interpreters, then `Py_FinalizeEx` (atexit handlers, stdio flushed).
-    /// Every worker thread state must be gone. Returns CPython's result (0 on success), or,
-    /// when a sub-interpreter still runs threads of its own (daemon threads an app started),
-    /// which it leaves running and does not finalise (CPython cannot end an interpreter with
-    /// live threads, nor safely finalise around one).
-    pub fn finalize(self, subs: Vec<SubInterpreter>) -> Result<i32, String> {
-        let mut busy = 0;
-        // SAFETY: re-attach the main thread state (taking the GIL, shared by all interpreters),
-        // end each sub-interpreter through the thread state it was created with (its only one
-        // left once the threads' states are gone), swap back to main, then finalise.
+    /// `Py_FinalizeEx` (atexit handlers, stdio flushed). Every other thread state and every
+    /// sub-interpreter must be gone. Returns CPython's result (0 on success).
+    pub fn finalize(self) -> i32 {
+        // SAFETY: re-attach the main thread state, then finalise; `self` is consumed.
         unsafe {
             ffi::PyEval_RestoreThread(self.ts);
-            for sub in subs {
-                ffi::PyThreadState_Swap(sub.ts);
-                // The sub-interpreter's `threading` took the worker thread that created it as
-                // its main thread; this thread ends it now, so threading._shutdown() must see
-                // it as the main thread or it waits forever for that thread's lock. Then it
-                // joins the non-daemon threads.
-                ffi::PyRun_SimpleString(ADOPT_MAIN_THREAD.as_ptr());
-                let head = ffi::PyInterpreterState_ThreadHead(sub.interp.0);
-                let alone = head == sub.ts && ffi::PyThreadState_Next(head).is_null();
-                if alone {
-                    ffi::Py_EndInterpreter(sub.ts);
-                } else {
-                    busy += 1;
-                }
-                ffi::PyThreadState_Swap(self.ts);
-            }
-            if busy > 0 {
-                ffi::PyRun_SimpleString(
-                    c"import sys; sys.stdout.flush(); sys.stderr.flush()".as_ptr(),
-                );
-                return Err(format!(
-                    "{busy} sub-interpreter(s) still run threads of their own (daemon threads)"
-                ));
-            }
-            Ok(ffi::Py_FinalizeEx())
+            ffi::Py_FinalizeEx()
         }
     }
 }
@@ -212,10 +183,38 @@ pub struct SubInterpreter {
     ts: *mut ffi::PyThreadState,
 }
 
-// SAFETY: the thread state is never attached except by `MainThread::finalize`, with the GIL
+// SAFETY: the thread state is only attached by `end` and `MainThread::finalize`, with the GIL
 // held and every other state of the interpreter gone.
 unsafe impl Send for SubInterpreter {}
 unsafe impl Sync for SubInterpreter {}
+
+impl SubInterpreter {
+    /// Ends the interpreter now (its worker thread states must be gone), from a thread holding
+    /// the GIL in another interpreter, which it returns to. When the interpreter still runs
+    /// threads of its own, it is left alone and handed back.
+    /// `before` runs in the interpreter first (to release what Rust holds of it).
+    pub fn end(self, _gil: Gil<'_>, before: impl FnOnce(Gil<'_>)) -> Result<(), SubInterpreter> {
+        // SAFETY: the GIL is held (shared by all interpreters); we swap in this interpreter's
+        // creation state, end it when it is the last state, and swap the caller's state back.
+        unsafe {
+            let prev = ffi::PyThreadState_Get();
+            ffi::PyThreadState_Swap(self.ts);
+            before(Gil(PhantomData));
+            ffi::PyRun_SimpleString(ADOPT_MAIN_THREAD.as_ptr());
+            let head = ffi::PyInterpreterState_ThreadHead(self.interp.0);
+            let alone = head == self.ts && ffi::PyThreadState_Next(head).is_null();
+            if alone {
+                ffi::Py_EndInterpreter(self.ts);
+            }
+            ffi::PyThreadState_Swap(prev);
+            if alone {
+                Ok(())
+            } else {
+                Err(self)
+            }
+        }
+    }
+}
 
 /// One worker thread's state for one interpreter: made once, entered per request.
 pub struct ThreadState {
@@ -279,11 +278,11 @@ impl Clone for Obj<'_> {
 }
 
 /// A reference kept across GIL sessions (per-interpreter caches). It is only usable through a
-/// [`Gil`] of the interpreter that made it; it is never decref'd (caches live as long as the
-/// interpreter).
-pub struct PyObj(NonNull<ffi::PyObject>);
+/// [`Gil`] of the interpreter that made it, and is released explicitly ([`PyObj::release`],
+/// before its interpreter ends), never by `Drop`.
+pub struct PyObj(AtomicPtr<ffi::PyObject>);
 
-// SAFETY: the pointer is only dereferenced through `bind`, which requires a Gil.
+// SAFETY: the pointer is only dereferenced through `bind` and `release`, which require a Gil.
 unsafe impl Send for PyObj {}
 unsafe impl Sync for PyObj {}
 
@@ -291,15 +290,25 @@ impl PyObj {
     pub fn new(obj: Obj<'_>) -> Self {
         let ptr = obj.ptr;
         std::mem::forget(obj);
-        PyObj(ptr)
+        PyObj(AtomicPtr::new(ptr.as_ptr()))
     }
 
     pub fn bind<'py>(&self, _gil: Gil<'py>) -> Obj<'py> {
-        // SAFETY: GIL held; a new strong reference to a live object (never decref'd to 0).
-        unsafe { ffi::Py_INCREF(self.0.as_ptr()) };
+        let ptr = NonNull::new(self.0.load(Ordering::Acquire)).expect("PyObj used after release");
+        // SAFETY: GIL held; a new strong reference to a live object.
+        unsafe { ffi::Py_INCREF(ptr.as_ptr()) };
         Obj {
-            ptr: self.0,
+            ptr,
             _gil: PhantomData,
+        }
+    }
+
+    /// Drops the reference (with the GIL of the interpreter that made it).
+    pub fn release(&self, _gil: Gil<'_>) {
+        let ptr = self.0.swap(ptr::null_mut(), Ordering::AcqRel);
+        if !ptr.is_null() {
+            // SAFETY: GIL held; we owned one reference.
+            unsafe { ffi::Py_DECREF(ptr) }
         }
     }
 }

@@ -172,6 +172,23 @@ impl Interpreter {
         })
     }
 
+    /// Drops every reference this state holds, in its own interpreter, before it ends.
+    pub fn release(&self, gil: Gil<'_>) {
+        for obj in [
+            &self.run,
+            &self.base_environ,
+            &self.url_scheme_key,
+            &self.https,
+            &self.diagnostics,
+            &self.load,
+        ] {
+            obj.release(gil);
+        }
+        for key in self.keys.values() {
+            key.release(gil);
+        }
+    }
+
     /// Imports a script ahead of its first request (preload).
     pub fn preload(
         &self,
