@@ -12,6 +12,8 @@ command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --doc
+# A short bounded fuzz run of every protocol decoder (installs cargo-fuzz when missing); its
+# libFuzzer output goes to target/fuzz.log, a summary line here.
+protocol/fuzz/run.sh "${FUZZ_SECONDS:-10}" > target/fuzz.log 2>&1 || { tail -50 target/fuzz.log; exit 1; }
+tail -1 target/fuzz.log
 cargo nextest run --workspace --no-fail-fast
-# A short bounded fuzz run of every protocol decoder (installs cargo-fuzz when missing).
-protocol/fuzz/run.sh "${FUZZ_SECONDS:-10}"
