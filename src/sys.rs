@@ -2,7 +2,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 /// Calls listen(2) again on a bound, listening socket to set its backlog (std uses 128; a
 /// small backlog is a known source of 502s under bursts).
@@ -189,5 +189,56 @@ pub fn set_umask(mask: u32) {
     // SAFETY: umask has no preconditions.
     unsafe {
         libc::umask(mask as libc::mode_t);
+    }
+}
+
+/// An epoll instance holding the listening sockets with `EPOLLEXCLUSIVE`. Registered in a
+/// worker's own poll, it makes the kernel wake one of the workers sharing a socket for each
+/// new connection instead of all of them (no thundering herd).
+pub struct ExclusiveAccept {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl ExclusiveAccept {
+    pub fn new(listeners: &[RawFd]) -> io::Result<ExclusiveAccept> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: epoll_create1 returns a new descriptor, which we own from here on.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        for (i, &listener) in listeners.iter().enumerate() {
+            let mut event = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+                u64: i as u64,
+            };
+            // SAFETY: valid descriptors and a valid event struct.
+            if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, listener, &mut event) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(ExclusiveAccept { fd })
+    }
+
+    /// The indices of the listeners with connections waiting (without blocking).
+    pub fn ready(&self) -> Vec<usize> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 16];
+        // SAFETY: the buffer holds 16 events; timeout 0 never blocks.
+        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), 16, 0) };
+        events[..n.max(0) as usize]
+            .iter()
+            .map(|e| {
+                let index = e.u64;
+                index as usize
+            })
+            .collect()
+    }
+}
+
+impl AsRawFd for ExclusiveAccept {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }

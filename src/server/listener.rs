@@ -179,17 +179,12 @@ impl Listener {
         }
     }
 
-    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        match &mut self.inner {
-            Inner::Tcp(l) => registry.register(l, token, Interest::READABLE),
-            Inner::Unix(l) => registry.register(l, token, Interest::READABLE),
-        }
-    }
-
-    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match &mut self.inner {
-            Inner::Tcp(l) => registry.deregister(l),
-            Inner::Unix(l) => registry.deregister(l),
+    /// The listening socket's descriptor.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match &self.inner {
+            Inner::Tcp(l) => l.as_raw_fd(),
+            Inner::Unix(l) => l.as_raw_fd(),
         }
     }
 

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use protocol::fastcgi::{self, encode};
 use protocol::{cgi, scgi, Limits, Protocol, RequestHead};
 use slab::Slab;
+use std::os::fd::AsRawFd;
 
 use crate::exchange::{Framing, Job, Notifier, Output, RequestIo};
 use crate::router::Router;
@@ -136,6 +138,10 @@ pub struct Server {
     config: ServerConfig,
     fcgi_config: fastcgi::Config,
     signals: signal_hook_mio::v1_0::Signals,
+    /// The listeners, behind one exclusive-wakeup epoll (see `sys::ExclusiveAccept`).
+    accept_set: Option<crate::sys::ExclusiveAccept>,
+    /// An accept failed for want of resources: look again shortly.
+    accept_retry: bool,
     draining_since: Option<Instant>,
     served: u64,
     started: Instant,
@@ -144,6 +150,7 @@ pub struct Server {
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+const ACCEPT: Token = Token(usize::MAX - 3);
 const CONN_BASE: usize = 1 << 20;
 
 impl Server {
@@ -155,10 +162,13 @@ impl Server {
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
-        let mut listeners = listeners;
-        for (i, l) in listeners.iter_mut().enumerate() {
-            l.register(poll.registry(), Token(i))?;
-        }
+        let fds: Vec<_> = listeners.iter().map(Listener::raw_fd).collect();
+        let accept_set = crate::sys::ExclusiveAccept::new(&fds)?;
+        poll.registry().register(
+            &mut SourceFd(&accept_set.as_raw_fd()),
+            ACCEPT,
+            Interest::READABLE,
+        )?;
         let mut signals = signal_hook_mio::v1_0::Signals::new([
             signal_hook::consts::SIGTERM,
             signal_hook::consts::SIGINT,
@@ -181,6 +191,8 @@ impl Server {
             config,
             fcgi_config,
             signals,
+            accept_set: Some(accept_set),
+            accept_retry: false,
             draining_since: None,
             served: 0,
             started: Instant::now(),
@@ -195,6 +207,7 @@ impl Server {
         loop {
             let timeout = match self.draining_since {
                 Some(_) => Some(Duration::from_millis(100)),
+                None if self.accept_retry => Some(Duration::from_millis(100)),
                 None if self.config.recycle.any() => Some(Duration::from_secs(1)),
                 None => None,
             };
@@ -208,7 +221,7 @@ impl Server {
                 match event.token() {
                     WAKER => {}
                     SIGNALS => self.on_signal(),
-                    Token(i) if i < CONN_BASE => self.accept(i),
+                    ACCEPT => self.accept_ready(),
                     Token(t) => {
                         let key = t - CONN_BASE;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -225,6 +238,9 @@ impl Server {
             }
             for t in self.notifier.take() {
                 self.on_notified(t - CONN_BASE);
+            }
+            if std::mem::take(&mut self.accept_retry) {
+                self.accept_ready();
             }
             if self.draining_since.is_none() {
                 if let Some(reason) = self.recycle_reason() {
@@ -296,8 +312,11 @@ impl Server {
     }
 
     fn stop_accepting(&mut self) {
-        for l in &mut self.listeners {
-            let _ = l.deregister(self.poll.registry());
+        if let Some(set) = self.accept_set.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&set.as_raw_fd()));
         }
         // Closing the sockets here (not only deregistering) matters with worker processes:
         // connections waiting in the shared backlog go to the other workers.
@@ -325,14 +344,25 @@ impl Server {
         }
     }
 
+    fn accept_ready(&mut self) {
+        let ready = match &self.accept_set {
+            Some(set) => set.ready(),
+            None => return,
+        };
+        for i in ready {
+            self.accept(i);
+        }
+    }
+
     fn accept(&mut self, index: usize) {
         loop {
             let accepted = match self.listeners[index].accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    // EMFILE and friends: log and try again on the next event.
+                    // EMFILE and friends: log and try again shortly.
                     crate::error!("accept on {}: {e}", self.listeners[index].spec.addr);
+                    self.accept_retry = true;
                     return;
                 }
             };
