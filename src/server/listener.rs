@@ -243,13 +243,6 @@ impl Stream {
             Stream::Unix(s) => r.reregister(s, t, i),
         }
     }
-
-    pub fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => r.deregister(s),
-            Stream::Unix(s) => r.deregister(s),
-        }
-    }
 }
 
 impl Read for Stream {

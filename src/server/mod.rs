@@ -82,7 +82,7 @@ struct ReadBuf {
 }
 
 impl ReadBuf {
-    const INITIAL: usize = 16 * 1024;
+    const INITIAL: usize = 8 * 1024;
 
     /// Room to read into, growing the buffer (up to the input limit) when it is nearly full.
     fn spare(&mut self) -> &mut [u8] {
@@ -688,13 +688,14 @@ impl Server {
     }
 
     fn close(&mut self, key: usize, why: Close) {
-        let Some(mut conn) = self.conns.try_remove(key) else {
+        let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
         if let Close::Error(msg) = &why {
             crate::warn!("closing connection: {msg}");
         }
-        let _ = conn.stream.deregister(self.poll.registry());
+        // No deregistration: closing the socket (dropping `conn`) removes it from epoll, and
+        // the slot's token is not reused before that.
         conn.out.close();
         match conn.mode {
             Mode::FastCgi { requests, .. } => requests.values().for_each(|r| r.abort()),
