@@ -92,6 +92,20 @@ impl Output {
         while !st.closed && st.buf.len() >= OUTPUT_HIGH_WATER {
             st = self.drained.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+        self.append(st, f)
+    }
+
+    /// Appends only if there is room right now; `None` when the caller would have to wait.
+    pub fn try_write_with(&self, f: impl FnOnce(&mut OutState)) -> Option<bool> {
+        let st = lock(&self.state);
+        if !st.closed && st.buf.len() >= OUTPUT_HIGH_WATER {
+            return None;
+        }
+        Some(self.append(st, f))
+    }
+
+    /// Lets `f` append unless the connection is gone, and wakes the loop once per drain.
+    fn append(&self, mut st: MutexGuard<'_, OutState>, f: impl FnOnce(&mut OutState)) -> bool {
         if st.closed {
             return false;
         }
@@ -103,25 +117,6 @@ impl Output {
             self.notifier.notify(self.token);
         }
         true
-    }
-
-    /// Appends only if there is room right now; `None` when the caller would have to wait.
-    pub fn try_write_with(&self, f: impl FnOnce(&mut OutState)) -> Option<bool> {
-        let mut st = lock(&self.state);
-        if st.closed {
-            return Some(false);
-        }
-        if st.buf.len() >= OUTPUT_HIGH_WATER {
-            return None;
-        }
-        f(&mut st);
-        let wake = !st.notified;
-        st.notified = true;
-        drop(st);
-        if wake {
-            self.notifier.notify(self.token);
-        }
-        Some(true)
     }
 
     /// Appends without waiting (the loop's own replies: management records, refusals).

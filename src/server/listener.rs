@@ -100,19 +100,7 @@ impl Listener {
                 Inner::Tcp(TcpListener::from_std(std))
             }
             Addr::Unix(path) => {
-                if let Ok(meta) = std::fs::symlink_metadata(path) {
-                    if !meta.file_type().is_socket() {
-                        return Err(format!(
-                            "cannot listen on unix:{}: the path exists and is not a socket",
-                            path.display()
-                        ));
-                    }
-                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                        return Err(format!(
-                            "cannot listen on unix:{}: another process is listening there",
-                            path.display()
-                        ));
-                    }
+                if stale_socket(path)? {
                     std::fs::remove_file(path).map_err(|e| {
                         format!("cannot replace stale socket {}: {e}", path.display())
                     })?;
@@ -146,19 +134,7 @@ impl Listener {
                 .map(drop)
                 .map_err(|e| format!("cannot listen on {a}: {e}")),
             Addr::Unix(path) => {
-                if let Ok(meta) = std::fs::symlink_metadata(path) {
-                    if !meta.file_type().is_socket() {
-                        return Err(format!(
-                            "cannot listen on unix:{}: the path exists and is not a socket",
-                            path.display()
-                        ));
-                    }
-                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                        return Err(format!(
-                            "cannot listen on unix:{}: another process is listening there",
-                            path.display()
-                        ));
-                    }
+                if stale_socket(path)? {
                     return Ok(());
                 }
                 let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
@@ -213,6 +189,27 @@ impl Drop for Listener {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Whether a Unix socket path holds a stale socket (one nobody listens on); an error when it
+/// holds anything else, or a live socket.
+fn stale_socket(path: &std::path::Path) -> Result<bool, String> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(false);
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "cannot listen on unix:{}: the path exists and is not a socket",
+            path.display()
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(format!(
+            "cannot listen on unix:{}: another process is listening there",
+            path.display()
+        ));
+    }
+    Ok(true)
 }
 
 fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
