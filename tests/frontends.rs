@@ -489,3 +489,49 @@ fn django_behind_nginx_fastcgi() {
     assert_eq!(rig.get("/sub/nope/").status, 404, "Django's own 404");
     rig.assert_gateway_quiet();
 }
+
+/// Two process groups with their own python-home, on their own sockets, behind one nginx
+/// (examples/process-groups.toml and nginx-examples/process-groups.conf, verbatim).
+#[test]
+fn nginx_two_process_groups_with_their_own_python_home() {
+    if !require(have("nginx"), "nginx") {
+        return;
+    }
+    let _serial = serial_guard();
+    let config = support::root().join("examples/process-groups.toml");
+    let (code, out) = run_gateway(&["check", "--config", path_str(&config)]);
+    assert_eq!(code, 0, "{out}");
+    let gw = Gateway::start_as_is(&["--config", path_str(&config)]);
+    for sock in [
+        "unix:/tmp/wsgi-gateway-shop.sock",
+        "unix:/tmp/wsgi-gateway-legacy.sock",
+    ] {
+        wait_for("the group's socket", || connect(sock).is_ok());
+    }
+    let front = Frontend::start(Kind::Nginx, "nginx-examples/process-groups.conf");
+    let get = |path: &str| {
+        let mut last = String::new();
+        for _ in 0..100 {
+            match http(FRONT_PORT, "GET", path, &[], b"") {
+                Ok(r) if r.status == 200 => return r.text(),
+                Ok(r) => last = format!("{} {}", r.status, r.text()),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "{path}: {last}\n{}\n--- gateway:\n{}",
+            front.log_text(),
+            gw.log_text()
+        );
+    };
+    let shop = get("/shop/cart");
+    let legacy = get("/legacy/cart");
+    assert!(shop.starts_with("shop on shopkit 2."), "{shop}");
+    assert!(shop.contains("examples/venvs/shop"), "{shop}");
+    assert!(legacy.starts_with("legacy shop on shopkit 1."), "{legacy}");
+    assert!(legacy.contains("examples/venvs/legacy"), "{legacy}");
+    let log = gw.log_text();
+    assert!(log.contains("worker shop/1 started"), "{log}");
+    assert!(log.contains("worker legacy/0 started"), "{log}");
+}

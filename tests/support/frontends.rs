@@ -286,6 +286,11 @@ pub struct Rig {
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// One front-end test at a time in this process (for tests that do not use a `Rig`).
+pub fn serial_guard() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Rig {
     /// Starts the gateway with `gw_args` (which name the example's fixed listener), then
     /// the front end with the example config.
