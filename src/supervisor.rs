@@ -263,6 +263,7 @@ impl Supervisor<'_> {
     }
 
     fn spawn(&mut self, g: usize, slot: usize) -> std::io::Result<i32> {
+        let supervisor = sys::pid();
         match sys::fork()? {
             Forked::Parent(pid) => {
                 info!("{} started (pid {pid})", self.worker_name(g, slot));
@@ -271,6 +272,9 @@ impl Supervisor<'_> {
             Forked::Child => {
                 // The supervisor's signal handlers write to its own pipe: drop them here.
                 self.signals.unregister();
+                if !sys::die_with_parent(supervisor) {
+                    std::process::exit(0);
+                }
                 let config = &self.groups[g].config;
                 let name = config
                     .lifecycle

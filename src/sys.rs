@@ -242,3 +242,24 @@ impl AsRawFd for ExclusiveAccept {
         self.fd.as_raw_fd()
     }
 }
+
+/// In a worker process: be sent SIGTERM when the supervisor dies, however it dies (so workers
+/// never outlive it holding the sockets). Returns false when the supervisor is already gone.
+pub fn die_with_parent(parent: i32) -> bool {
+    // SAFETY: prctl with integer arguments; getppid has no preconditions.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        libc::getppid() == parent
+    }
+}
+
+/// This process's id.
+pub fn pid() -> i32 {
+    std::process::id() as i32
+}

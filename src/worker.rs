@@ -15,6 +15,14 @@ pub const EXIT_LOAD: u8 = 3;
 
 /// Serves on `listeners` until told to stop (or recycled); returns the exit code.
 pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool) -> u8 {
+    // A stop asked for while the interpreter starts (seconds, for a big app) is remembered
+    // and honoured as soon as the event loop runs.
+    let stop_early = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop_early.clone()) {
+            warn!("cannot watch signal {sig}: {e}");
+        }
+    }
     if let Some(mask) = config.lifecycle.umask {
         crate::sys::set_umask(mask);
     }
@@ -85,6 +93,7 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
             reload_on_rss_bytes: life.reload_on_rss_mib.map(|m| m << 20),
             now: recycle_now.clone(),
         },
+        stop_early,
     };
     let stop_watchdog = Arc::new(AtomicBool::new(false));
     let watchdog = life.request_timeout.map(|limit| {

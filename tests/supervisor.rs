@@ -459,3 +459,23 @@ fn workers_switch_user_and_check_what_they_need_as_that_user() {
         gw.log_text().contains("failures in a row: next start in")
     });
 }
+
+#[test]
+fn workers_do_not_outlive_a_killed_supervisor() {
+    let m = mount();
+    let mut gw = Gateway::start(&["--processes", "2", "--mount", &m]);
+    wait_for("two workers", || worker_pids(gw.pid()).len() == 2);
+    let workers = worker_pids(gw.pid());
+    gw.stop("KILL");
+    // Gone, or a zombie waiting for whoever adopted it to reap it.
+    let ended = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    wait_for("the workers to exit", || workers.iter().all(ended));
+}

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub threads: usize,
     pub graceful_timeout: Duration,
     pub recycle: Recycle,
+    /// Set by SIGTERM/SIGINT before the loop ran (while the interpreter started).
+    pub stop_early: Arc<AtomicBool>,
 }
 
 /// When a worker process stops accepting and exits, for the supervisor to start a new one.
@@ -204,6 +206,10 @@ impl Server {
     /// timeout) for in-flight requests to finish.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        if self.config.stop_early.load(Ordering::SeqCst) {
+            crate::info!("stop asked for while starting: not accepting");
+            self.stop_accepting();
+        }
         loop {
             let timeout = match self.draining_since {
                 Some(_) => Some(Duration::from_millis(100)),

@@ -174,6 +174,17 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
+            // SIGTERM first, so a supervisor stops its workers; then SIGKILL.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if self.child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
