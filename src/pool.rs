@@ -1,17 +1,82 @@
 //! Worker threads: each takes requests from the queue and runs them in their interpreter,
 //! holding the GIL only while Python runs (never while waiting for the queue).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::exchange::Job;
 use crate::groups::{Registry, WorkerStates};
 
 pub struct Pool {
     threads: Vec<JoinHandle<()>>,
+}
+
+/// The request queue between the event loop and the worker threads: a mutex and a condition
+/// variable, nothing more. Idle workers sleep on the condition variable (no spinning), and
+/// the loop wakes one only when one is idle.
+#[derive(Default)]
+pub struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    idle: usize,
+    closed: bool,
+}
+
+enum Next {
+    Job(Job),
+    Idle,
+    Closed,
+}
+
+impl Queue {
+    /// Queues a request; false once the queue is closed.
+    pub fn push(&self, job: Job) -> bool {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return false;
+        }
+        st.jobs.push_back(job);
+        let wake = st.idle > 0;
+        drop(st);
+        if wake {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// No more requests: workers finish what is queued and exit.
+    pub fn close(&self) {
+        lock(&self.state).closed = true;
+        self.ready.notify_all();
+    }
+
+    fn next(&self, idle_for: Duration) -> Next {
+        let mut st = lock(&self.state);
+        if let Some(job) = st.jobs.pop_front() {
+            return Next::Job(job);
+        }
+        if st.closed {
+            return Next::Closed;
+        }
+        st.idle += 1;
+        let (mut st, _) = self
+            .ready
+            .wait_timeout(st, idle_for)
+            .unwrap_or_else(|e| e.into_inner());
+        st.idle -= 1;
+        match st.jobs.pop_front() {
+            Some(job) => Next::Job(job),
+            None if st.closed => Next::Closed,
+            None => Next::Idle,
+        }
+    }
 }
 
 /// A request running on a worker thread, and since when.
@@ -52,7 +117,7 @@ impl Watch {
 impl Pool {
     pub fn start(
         n: usize,
-        jobs: Receiver<Job>,
+        jobs: Arc<Queue>,
         registry: Arc<Registry>,
         watch: Arc<Watch>,
         queue_timeout: Option<Duration>,
@@ -67,14 +132,14 @@ impl Pool {
                     .spawn(move || {
                         let mut states = WorkerStates::new(&registry);
                         loop {
-                            let job = match jobs.recv_timeout(Duration::from_secs(1)) {
-                                Ok(job) => Arc::new(job),
-                                Err(RecvTimeoutError::Timeout) => {
-                                    // Idle: let go of interpreters replaced by a reload.
+                            let job = match jobs.next(Duration::from_secs(1)) {
+                                Next::Job(job) => Arc::new(job),
+                                Next::Idle => {
+                                    // Let go of interpreters replaced by a reload.
                                     registry.release_retired(&mut states);
                                     continue;
                                 }
-                                Err(RecvTimeoutError::Disconnected) => break,
+                                Next::Closed => break,
                             };
                             if let Some(limit) = queue_timeout {
                                 let waited = job.queued_at.elapsed();

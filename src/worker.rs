@@ -66,14 +66,14 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
             return EXIT_LOAD;
         }
     }
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let queue = Arc::new(pool::Queue::default());
     let watch = Arc::new(pool::Watch::new(
         config.threads,
         life.request_timeout.is_some(),
     ));
     let pool = pool::Pool::start(
         config.threads,
-        rx,
+        queue.clone(),
         registry.clone(),
         watch.clone(),
         life.queue_timeout,
@@ -103,7 +103,9 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
         std::thread::spawn(move || watchdog(limit, &watch, interp, &recycle_now, &stop))
     });
     let started = Instant::now();
-    let result = server::Server::new(listeners, router, tx, server_config).and_then(|s| s.run());
+    let result =
+        server::Server::new(listeners, router, queue.clone(), server_config).and_then(|s| s.run());
+    queue.close();
     stop_watchdog.store(true, Ordering::SeqCst);
     if let Some(w) = watchdog {
         let _ = w.join();

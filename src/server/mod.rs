@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use protocol::fastcgi::{self, encode};
@@ -20,6 +19,7 @@ use slab::Slab;
 use std::os::fd::AsRawFd;
 
 use crate::exchange::{Framing, Job, Notifier, Output, RequestIo};
+use crate::pool::Queue;
 use crate::router::Router;
 use listener::Stream;
 
@@ -135,7 +135,7 @@ pub struct Server {
     listeners: Vec<Listener>,
     conns: Slab<Conn>,
     notifier: Arc<Notifier>,
-    jobs: Sender<Job>,
+    jobs: Arc<Queue>,
     router: Arc<Router>,
     config: ServerConfig,
     fcgi_config: fastcgi::Config,
@@ -159,7 +159,7 @@ impl Server {
     pub fn new(
         listeners: Vec<Listener>,
         router: Arc<Router>,
-        jobs: Sender<Job>,
+        jobs: Arc<Queue>,
         config: ServerConfig,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
@@ -378,14 +378,10 @@ impl Server {
                 Proto::Scgi => self.scgi_mode(),
             };
             let entry = self.conns.vacant_entry();
-            let token = Token(CONN_BASE + entry.key());
-            let mut stream = accepted;
-            if let Err(e) = stream.register(self.poll.registry(), token, Interest::READABLE) {
-                crate::error!("register connection: {e}");
-                continue;
-            }
+            let key = entry.key();
+            let token = Token(CONN_BASE + key);
             entry.insert(Conn {
-                stream,
+                stream: accepted,
                 rbuf: ReadBuf::default(),
                 mode,
                 out: Arc::new(Output::new(token.0, self.notifier.clone())),
@@ -393,6 +389,24 @@ impl Server {
                 write_interest: false,
                 closing: false,
             });
+            // The request is usually there already: read it before the first poll round.
+            // Registering afterwards reports whatever arrives in between.
+            if let Err(close) = self.read_and_decode(key, false) {
+                self.close(key, close);
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if let Err(e) = conn
+                .stream
+                .register(self.poll.registry(), token, Interest::READABLE)
+            {
+                crate::error!("register connection: {e}");
+                self.close(key, Close::Gone);
+                continue;
+            }
+            self.flush(key);
         }
     }
 
@@ -717,7 +731,7 @@ impl Server {
 /// matches.
 fn dispatch(
     router: &Router,
-    jobs: &Sender<Job>,
+    jobs: &Queue,
     head: RequestHead,
     io: &Arc<RequestIo>,
     out: &Arc<Output>,
@@ -737,7 +751,7 @@ fn dispatch(
         framing,
         queued_at: Instant::now(),
     };
-    jobs.send(job).is_ok()
+    jobs.push(job)
 }
 
 fn not_found(framing: Framing, buf: &mut Vec<u8>) {
