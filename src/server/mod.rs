@@ -135,8 +135,7 @@ pub struct Server {
     listeners: Vec<Listener>,
     conns: Slab<Conn>,
     notifier: Arc<Notifier>,
-    jobs: Arc<Queue>,
-    router: Arc<Router>,
+    dispatch: Dispatch,
     config: ServerConfig,
     fcgi_config: fastcgi::Config,
     signals: signal_hook_mio::v1_0::Signals,
@@ -145,9 +144,7 @@ pub struct Server {
     /// An accept failed for want of resources: look again shortly.
     accept_retry: bool,
     draining_since: Option<Instant>,
-    served: u64,
     started: Instant,
-    last_request: Instant,
 }
 
 const WAKER: Token = Token(usize::MAX - 1);
@@ -183,22 +180,26 @@ impl Server {
             max_conns: 4096,
             max_reqs: config.threads as u32,
         };
+        let notifier = Arc::new(Notifier::new(waker));
         Ok(Server {
             poll,
             listeners,
             conns: Slab::new(),
-            notifier: Arc::new(Notifier::new(waker)),
-            jobs,
-            router,
+            dispatch: Dispatch {
+                router,
+                jobs,
+                notifier: notifier.clone(),
+                served: 0,
+                last_request: Instant::now(),
+            },
+            notifier,
             config,
             fcgi_config,
             signals,
             accept_set: Some(accept_set),
             accept_retry: false,
             draining_since: None,
-            served: 0,
             started: Instant::now(),
-            last_request: Instant::now(),
         })
     }
 
@@ -291,17 +292,15 @@ impl Server {
         if r.now.load(Ordering::Relaxed) {
             return Some("a request timed out".into());
         }
-        if r.maximum_requests.is_some_and(|max| self.served >= max) {
-            return Some(format!(
-                "served {} requests (maximum-requests)",
-                self.served
-            ));
+        let d = &self.dispatch;
+        if r.maximum_requests.is_some_and(|max| d.served >= max) {
+            return Some(format!("served {} requests (maximum-requests)", d.served));
         }
         if r.restart_after.is_some_and(|t| self.started.elapsed() >= t) {
             return Some("restart-interval reached".into());
         }
         if r.inactivity_timeout
-            .is_some_and(|t| self.last_request.elapsed() >= t)
+            .is_some_and(|t| d.last_request.elapsed() >= t)
         {
             return Some("no request within inactivity-timeout".into());
         }
@@ -520,20 +519,21 @@ impl Server {
                     pos += d.consumed;
                     match d.event {
                         Some(fastcgi::Event::Request { id, head, .. }) => {
-                            let io = Arc::new(RequestIo::new(token, self.notifier.clone()));
                             let framing = Framing::FastCgi(id);
-                            self.served += 1;
-                            self.last_request = Instant::now();
-                            if dispatch(&self.router, &self.jobs, head, &io, out, framing) {
-                                requests.insert(id, io);
-                            } else {
-                                encode::end_request(
-                                    id,
-                                    0,
-                                    fastcgi::ProtocolStatus::RequestComplete,
-                                    &mut reply,
-                                );
-                                conn.finish(id);
+                            match self.dispatch.start(token, head, out, framing) {
+                                Some(io) => {
+                                    requests.insert(id, io);
+                                }
+                                None => {
+                                    not_found(framing, &mut reply);
+                                    encode::end_request(
+                                        id,
+                                        0,
+                                        fastcgi::ProtocolStatus::RequestComplete,
+                                        &mut reply,
+                                    );
+                                    conn.finish(id);
+                                }
                             }
                         }
                         Some(fastcgi::Event::Stdin { id, data }) => {
@@ -566,10 +566,7 @@ impl Server {
                     pos += d.consumed;
                     match d.event {
                         Some(scgi::Event::Request { head }) => {
-                            let io = Arc::new(RequestIo::new(token, self.notifier.clone()));
-                            self.served += 1;
-                            self.last_request = Instant::now();
-                            if dispatch(&self.router, &self.jobs, head, &io, out, Framing::Scgi) {
+                            if let Some(io) = self.dispatch.start(token, head, out, Framing::Scgi) {
                                 *request = Some(io);
                             } else {
                                 out.push_now(|s| {
@@ -727,31 +724,39 @@ impl Server {
     }
 }
 
-/// Routes a request and queues it for a worker; false (and a 404 written) when no mount
-/// matches.
-fn dispatch(
-    router: &Router,
-    jobs: &Queue,
-    head: RequestHead,
-    io: &Arc<RequestIo>,
-    out: &Arc<Output>,
-    framing: Framing,
-) -> bool {
-    let Some(route) = router.route(&head) else {
-        if let Framing::FastCgi(_) = framing {
-            out.push_now(|s| not_found(framing, &mut s.buf));
-        }
-        return false;
-    };
-    let job = Job {
-        head,
-        route,
-        io: io.clone(),
-        out: out.clone(),
-        framing,
-        queued_at: Instant::now(),
-    };
-    jobs.push(job)
+/// What hands requests to the workers, and how many it handed.
+struct Dispatch {
+    router: Arc<Router>,
+    jobs: Arc<Queue>,
+    notifier: Arc<Notifier>,
+    served: u64,
+    last_request: Instant,
+}
+
+impl Dispatch {
+    /// Routes a request and queues it for a worker; returns its body queue, or `None` when no
+    /// mount serves it (the caller answers 404) or the queue is closed.
+    fn start(
+        &mut self,
+        token: usize,
+        head: RequestHead,
+        out: &Arc<Output>,
+        framing: Framing,
+    ) -> Option<Arc<RequestIo>> {
+        self.served += 1;
+        self.last_request = Instant::now();
+        let route = self.router.route(&head)?;
+        let io = Arc::new(RequestIo::new(token, self.notifier.clone()));
+        let job = Job {
+            head,
+            route,
+            io: io.clone(),
+            out: out.clone(),
+            framing,
+            queued_at: Instant::now(),
+        };
+        self.jobs.push(job).then_some(io)
+    }
 }
 
 fn not_found(framing: Framing, buf: &mut Vec<u8>) {
