@@ -535,3 +535,115 @@ fn nginx_two_process_groups_with_their_own_python_home() {
     assert!(log.contains("worker shop/1 started"), "{log}");
     assert!(log.contains("worker legacy/0 started"), "{log}");
 }
+
+/// HTTP requests through nginx from `n` threads until stopped: (ok, failed, errors).
+fn http_load(
+    n: usize,
+    path: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(usize, Vec<String>)>> {
+    use std::sync::atomic::Ordering;
+    (0..n)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut errors) = (0, Vec::new());
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                    match http(FRONT_PORT, "GET", path, &[], b"") {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        Ok(r) => errors.push(format!("status {}", r.status)),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                (ok, errors)
+            })
+        })
+        .collect()
+}
+
+fn children(pid: u32) -> std::collections::HashSet<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// The supervisor behind real nginx: a worker killed under load is respawned and only the
+/// requests it held fail; SIGHUP under load fails none.
+#[test]
+fn nginx_worker_kill_and_sighup_under_load() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !require(have("nginx"), "nginx") {
+        return;
+    }
+    let script = support::app("pep3333.wsgi");
+    let rig = Rig::start(
+        Kind::Nginx,
+        "nginx-examples/fastcgi.conf",
+        &[
+            "--fastcgi",
+            GATEWAY_TCP,
+            "--processes",
+            "2",
+            "--threads",
+            "2",
+            &script,
+        ],
+    );
+    wait_for("two workers", || children(rig.gw.pid()).len() == 2);
+    rig.ok("GET", "/slow?ms=1", &[], b"");
+
+    // kill -9 of a worker under load.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let load = http_load(4, "/slow?ms=20", stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = children(rig.gw.pid());
+    let victim = *before.iter().next().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status();
+    wait_for("a replacement", || {
+        let now = children(rig.gw.pid());
+        now.len() == 2 && !now.contains(&victim)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let (ok, errors): (usize, Vec<String>) = load.into_iter().map(|t| t.join().unwrap()).fold(
+        (0, Vec::new()),
+        |(o, mut e), (ok, errs)| {
+            e.extend(errs);
+            (o + ok, e)
+        },
+    );
+    assert!(ok > 20, "ok={ok}");
+    assert!(errors.len() <= 4, "{errors:?}\n{}", rig.logs());
+
+    // SIGHUP under load: not one failed request.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let load = http_load(4, "/slow?ms=10", stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let serving = children(rig.gw.pid());
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &rig.gw.pid().to_string()])
+        .status();
+    wait_for("new workers", || {
+        let now = children(rig.gw.pid());
+        now.len() == 2 && now.is_disjoint(&serving)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let (ok, errors): (usize, Vec<String>) = load.into_iter().map(|t| t.join().unwrap()).fold(
+        (0, Vec::new()),
+        |(o, mut e), (ok, errs)| {
+            e.extend(errs);
+            (o + ok, e)
+        },
+    );
+    assert!(ok > 20, "ok={ok}");
+    assert!(errors.is_empty(), "{errors:?}\n{}", rig.logs());
+}
