@@ -589,3 +589,47 @@ fn a_script_that_fails_to_import_breaks_only_its_mount() {
     assert_eq!(fcgi(&gw.addr, "GET", "/a/", b"").unwrap().text(), "a");
     assert_eq!(fcgi(&gw.addr, "GET", "/b/", b"").unwrap().text(), "b");
 }
+
+#[test]
+fn the_request_subcommand_speaks_both_protocols() {
+    let gw = gateway(&[]);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .arg("request")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&[&gw.addr, "/t/write"]);
+    assert_eq!((code, out.as_str()), (0, "written directly then returned"));
+    let (code, out) = run(&["-i", "--scgi", &gw.addr, "GET", "/t/write"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("Status: 200 OK\nContent-Type: text/plain\n\n"),
+        "{out}"
+    );
+    let dir = tmpdir("request");
+    let body = dir.join("body");
+    std::fs::write(&body, b"0123456789").unwrap();
+    let (code, out) = run(&[
+        "-H",
+        "X-Custom: yes",
+        "--data",
+        &format!("@{}", body.display()),
+        &gw.addr,
+        "POST",
+        "/t/upload",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"length\": 10"), "{out}");
+    let (code, out) = run(&["-H", "X-Custom: yes", &gw.addr, "/t/echo"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"HTTP_X_CUSTOM\": \"yes\""), "{out}");
+    // Exit codes: 1 for a status of 400 and above, 2 when no response came.
+    assert_eq!(run(&[&gw.addr, "/elsewhere"]).0, 1);
+    assert_eq!(run(&["127.0.0.1:1", "/"]).0, 2);
+}
