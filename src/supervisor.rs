@@ -264,7 +264,13 @@ impl Supervisor<'_> {
 
     fn spawn(&mut self, g: usize, slot: usize) -> std::io::Result<i32> {
         let supervisor = sys::pid();
-        match sys::fork()? {
+        // The worker unblocks them once it watches for them (worker::run).
+        sys::block_stop_signals();
+        let forked = sys::fork();
+        if !matches!(forked, Ok(Forked::Child)) {
+            sys::unblock_stop_signals();
+        }
+        match forked? {
             Forked::Parent(pid) => {
                 info!("{} started (pid {pid})", self.worker_name(g, slot));
                 Ok(pid)

@@ -263,3 +263,32 @@ pub fn die_with_parent(parent: i32) -> bool {
 pub fn pid() -> i32 {
     std::process::id() as i32
 }
+
+fn term_signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a set we own.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Holds SIGTERM and SIGINT back (they stay pending) until `unblock_stop_signals`: around a
+/// fork, so that a worker cannot lose a stop before it watches for one.
+pub fn block_stop_signals() {
+    let set = term_signal_set();
+    // SAFETY: changes this thread's signal mask with a valid set.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+pub fn unblock_stop_signals() {
+    let set = term_signal_set();
+    // SAFETY: as above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}

@@ -23,6 +23,8 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
             warn!("cannot watch signal {sig}: {e}");
         }
     }
+    // A supervisor forks with them blocked, so that none is lost before this point.
+    crate::sys::unblock_stop_signals();
     if let Some(mask) = config.lifecycle.umask {
         crate::sys::set_umask(mask);
     }

@@ -479,3 +479,33 @@ fn workers_do_not_outlive_a_killed_supervisor() {
     };
     wait_for("the workers to exit", || workers.iter().all(ended));
 }
+
+#[test]
+fn a_stop_while_workers_start_is_not_lost() {
+    let m = mount();
+    for _ in 0..3 {
+        let mut gw = Gateway::start_unready(&[
+            "--processes",
+            "2",
+            "--graceful-timeout",
+            "20",
+            "--mount",
+            &m,
+        ]);
+        wait_for("the workers to fork", || {
+            gw.log_text().matches("started (pid").count() == 2
+        });
+        let started = Instant::now();
+        let status = gw.stop("TERM");
+        assert!(status.success(), "{status}\n{}", gw.log_text());
+        // Without the stop reaching the starting workers, the supervisor would wait out the
+        // graceful timeout and kill them.
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}\n{}",
+            started.elapsed(),
+            gw.log_text()
+        );
+        assert!(!gw.log_text().contains("killing them"), "{}", gw.log_text());
+    }
+}
