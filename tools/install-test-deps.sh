@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the web servers the front-end tests run (nginx, lighttpd, Apache) and curl from
-# Debian's packages, when any of them is missing. The tests start their own server processes
+# Installs the web servers the front-end tests run (nginx, lighttpd, Apache), curl, and the
+# pgrep/setpriv the supervisor and preflight tests use, from Debian's packages, when any of
+# them is missing. The tests start their own server processes
 # with their own configs: the distro services are neither needed nor started here.
 set -euo pipefail
 
@@ -9,7 +10,7 @@ have() {
 }
 
 missing=0
-for tool in nginx lighttpd apache2 curl; do
+for tool in nginx lighttpd apache2 curl pgrep setpriv; do
     have "$tool" || missing=1
 done
 [ "$missing" = 0 ] && exit 0
@@ -19,7 +20,7 @@ if [ "$(id -u)" != 0 ]; then
 else
     SUDO=
 fi
-echo "install-test-deps: installing nginx lighttpd apache2 curl" >&2
+echo "install-test-deps: installing nginx lighttpd apache2 curl procps util-linux" >&2
 export DEBIAN_FRONTEND=noninteractive
 # policy-rc.d 101: the packages' maintainer scripts must not start the distro services
 # (where there is an init system at all); the tests run their own server processes.
@@ -35,4 +36,4 @@ cleanup() {
 }
 trap cleanup EXIT
 $SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends nginx lighttpd apache2 curl
+$SUDO apt-get install -y -q --no-install-recommends nginx lighttpd apache2 curl procps util-linux
