@@ -653,6 +653,10 @@ impl Server {
                 }
             }
             s.buf.drain(..written);
+            if s.buf.is_empty() && s.buf.capacity() > 64 * 1024 {
+                // A big response is out: an idle keep-alive connection keeps no big buffer.
+                s.buf = Vec::new();
+            }
             (
                 result,
                 std::mem::take(&mut s.finished),
