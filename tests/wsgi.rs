@@ -633,3 +633,26 @@ fn the_request_subcommand_speaks_both_protocols() {
     assert_eq!(run(&[&gw.addr, "/elsewhere"]).0, 1);
     assert_eq!(run(&["127.0.0.1:1", "/"]).0, 2);
 }
+
+#[test]
+fn idle_keep_alive_connections_pin_no_thread() {
+    // One worker thread and many idle kept connections: every new request is still served.
+    let gw = gateway(&["--threads", "1"]);
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut s = connect(&gw.addr).unwrap();
+        s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", "/t/write", 0), b""))
+            .unwrap();
+        assert_eq!(fcgi_read_response(&mut *s, 1).unwrap().status, 200);
+        idle.push(s);
+    }
+    for _ in 0..5 {
+        assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+    }
+    // And the kept connections still work.
+    for s in &mut idle {
+        s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", "/t/write", 0), b""))
+            .unwrap();
+        assert_eq!(fcgi_read_response(&mut **s, 1).unwrap().status, 200);
+    }
+}
