@@ -3,6 +3,7 @@
 //! (mod_wsgi's semantics: isolation of modules and `sys`, not parallelism). Also the reload of
 //! scripts that change on disk.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -54,6 +55,8 @@ pub struct Registry {
     /// Sub-interpreters whose set-up failed: ended when the gateway stops.
     failed: Mutex<Vec<SubInterpreter>>,
     scripts: Mutex<HashMap<PathBuf, ScriptState>>,
+    /// Per mount, the group key of its script (script mounts; made once, not per request).
+    mount_keys: Vec<String>,
     serials: AtomicU64,
 }
 
@@ -88,9 +91,9 @@ impl WorkerStates {
 }
 
 /// Where a request goes, decided before any Python runs.
-struct Plan {
-    key: String,
-    script: Option<(PathBuf, u64)>,
+struct Plan<'a> {
+    key: Cow<'a, str>,
+    script: Option<(Cow<'a, Path>, u64)>,
 }
 
 impl Registry {
@@ -101,6 +104,13 @@ impl Registry {
         let app = main
             .with_gil(|gil| wsgi::Interpreter::setup(gil, &settings))
             .map_err(|e| format!("setting up the main interpreter failed:\n{e}"))?;
+        let mount_keys = mounts
+            .iter()
+            .map(|m| match &m.target {
+                Target::Script(path) => group_key(m, path),
+                _ => String::new(),
+            })
+            .collect();
         Ok(Registry {
             mounts,
             base,
@@ -119,6 +129,7 @@ impl Registry {
             retired: Mutex::new(Vec::new()),
             failed: Mutex::new(Vec::new()),
             scripts: Mutex::new(HashMap::new()),
+            mount_keys,
             serials: AtomicU64::new(1),
         })
     }
@@ -126,7 +137,7 @@ impl Registry {
     /// Runs one request in its interpreter; returns whether the response is complete.
     pub fn run(&self, job: &Arc<Job>, states: &mut WorkerStates) -> bool {
         let mount = &self.mounts[job.route.mount];
-        let Some(plan) = self.plan(job, mount) else {
+        let Some(plan) = self.plan(job, mount, job.route.mount) else {
             job.respond("404 Not Found", "Not Found: no such script\n");
             return true;
         };
@@ -206,15 +217,18 @@ impl Registry {
 
     /// The script file (a directory mount's resolved and confined to its directory), its
     /// generation, and the group key; `None` for a script that does not exist.
-    fn plan(&self, job: &Job, mount: &Mount) -> Option<Plan> {
-        let path = match &mount.target {
+    fn plan<'a>(&'a self, job: &Job, mount: &'a Mount, index: usize) -> Option<Plan<'a>> {
+        let (path, key): (Cow<'a, Path>, Cow<'a, str>) = match &mount.target {
             Target::Diagnostics => {
                 return Some(Plan {
-                    key: GroupName::GLOBAL.into(),
+                    key: Cow::Borrowed(GroupName::GLOBAL),
                     script: None,
                 })
             }
-            Target::Script(path) => path.clone(),
+            Target::Script(path) => (
+                Cow::Borrowed(path.as_path()),
+                Cow::Borrowed(self.mount_keys[index].as_str()),
+            ),
             Target::Directory { dir, extension } => {
                 let name = job.route.resource.as_deref()?;
                 let candidate = dir.join(format!("{name}{extension}"));
@@ -222,10 +236,10 @@ impl Registry {
                 if !real.starts_with(dir) || !real.is_file() {
                     return None;
                 }
-                candidate
+                let key = group_key(mount, &candidate);
+                (Cow::Owned(candidate), Cow::Owned(key))
             }
         };
-        let key = group_key(mount, &path);
         let generation = if mount.reload {
             self.check_reload(&path, &key, mount.group == GroupName::Own)
         } else {
@@ -242,10 +256,16 @@ impl Registry {
     fn check_reload(&self, path: &Path, key: &str, own: bool) -> u64 {
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         let mut scripts = lock(&self.scripts);
-        let state = scripts.entry(path.to_path_buf()).or_insert(ScriptState {
-            modified,
-            generation: 0,
-        });
+        if !scripts.contains_key(path) {
+            scripts.insert(
+                path.to_path_buf(),
+                ScriptState {
+                    modified,
+                    generation: 0,
+                },
+            );
+        }
+        let state = scripts.get_mut(path).expect("just made");
         if state.modified != modified {
             state.modified = modified;
             state.generation += 1;
@@ -310,17 +330,16 @@ impl Registry {
     /// worker's failure to start.
     pub fn preload(&self) -> Result<(), String> {
         let mut states = WorkerStates::new(self);
-        for mount in &self.mounts {
+        for (mount, key) in self.mounts.iter().zip(&self.mount_keys) {
             let Target::Script(path) = &mount.target else {
                 continue;
             };
-            let key = group_key(mount, path);
             let generation = if mount.reload {
-                self.check_reload(path, &key, mount.group == GroupName::Own)
+                self.check_reload(path, key, mount.group == GroupName::Own)
             } else {
                 0
             };
-            let group = self.group(&key, mount, &mut states)?;
+            let group = self.group(key, mount, &mut states)?;
             let loaded = states
                 .for_group(&group)
                 .with_gil(|gil| group.app.preload(gil, path, &mount.callable, generation));

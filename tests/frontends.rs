@@ -562,17 +562,6 @@ fn http_load(
         .collect()
 }
 
-fn children(pid: u32) -> std::collections::HashSet<u32> {
-    let out = std::process::Command::new("pgrep")
-        .args(["-P", &pid.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 /// The supervisor behind real nginx: a worker killed under load is respawned and only the
 /// requests it held fail; SIGHUP under load fails none.
 #[test]
@@ -595,20 +584,20 @@ fn nginx_worker_kill_and_sighup_under_load() {
             &script,
         ],
     );
-    wait_for("two workers", || children(rig.gw.pid()).len() == 2);
+    wait_for("two workers", || child_pids(rig.gw.pid()).len() == 2);
     rig.ok("GET", "/slow?ms=1", &[], b"");
 
     // kill -9 of a worker under load.
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let load = http_load(4, "/slow?ms=20", stop.clone());
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let before = children(rig.gw.pid());
+    let before = child_pids(rig.gw.pid());
     let victim = *before.iter().next().unwrap();
     let _ = std::process::Command::new("kill")
         .args(["-9", &victim.to_string()])
         .status();
     wait_for("a replacement", || {
-        let now = children(rig.gw.pid());
+        let now = child_pids(rig.gw.pid());
         now.len() == 2 && !now.contains(&victim)
     });
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -627,12 +616,12 @@ fn nginx_worker_kill_and_sighup_under_load() {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let load = http_load(4, "/slow?ms=10", stop.clone());
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let serving = children(rig.gw.pid());
+    let serving = child_pids(rig.gw.pid());
     let _ = std::process::Command::new("kill")
         .args(["-HUP", &rig.gw.pid().to_string()])
         .status();
     wait_for("new workers", || {
-        let now = children(rig.gw.pid());
+        let now = child_pids(rig.gw.pid());
         now.len() == 2 && now.is_disjoint(&serving)
     });
     std::thread::sleep(std::time::Duration::from_millis(500));

@@ -23,17 +23,6 @@ fn pid_of(addr: &str) -> Result<u32, String> {
     Ok(pid)
 }
 
-fn worker_pids(supervisor: u32) -> HashSet<u32> {
-    let out = std::process::Command::new("pgrep")
-        .args(["-P", &supervisor.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 /// Sends requests from `n` threads until stopped; counts successes and failures.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -104,8 +93,8 @@ fn mount() -> String {
 fn killed_worker_is_respawned_and_only_its_requests_fail() {
     let m = mount();
     let gw = Gateway::start(&["--processes", "2", "--threads", "2", "--mount", &m]);
-    wait_for("two workers", || worker_pids(gw.pid()).len() == 2);
-    let before = worker_pids(gw.pid());
+    wait_for("two workers", || child_pids(gw.pid()).len() == 2);
+    let before = child_pids(gw.pid());
     let load = Load::start(&gw.addr, 4, "/t/slow?ms=20");
     std::thread::sleep(Duration::from_millis(500));
     let victim = *before.iter().next().unwrap();
@@ -113,7 +102,7 @@ fn killed_worker_is_respawned_and_only_its_requests_fail() {
         .args(["-9", &victim.to_string()])
         .status();
     wait_for("a replacement worker", || {
-        let now = worker_pids(gw.pid());
+        let now = child_pids(gw.pid());
         now.len() == 2 && !now.contains(&victim)
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -151,8 +140,8 @@ fn sighup_replaces_workers_without_failed_requests_and_applies_the_new_config() 
     };
     write_config("");
     let gw = Gateway::start(&["--config", path_str(&config)]);
-    wait_for("two workers", || worker_pids(gw.pid()).len() == 2);
-    let before = worker_pids(gw.pid());
+    wait_for("two workers", || child_pids(gw.pid()).len() == 2);
+    let before = child_pids(gw.pid());
     assert_eq!(fcgi(&gw.addr, "GET", "/u/write", b"").unwrap().status, 404);
 
     let load = Load::start(&gw.addr, 4, "/t/slow?ms=10");
@@ -165,7 +154,7 @@ fn sighup_replaces_workers_without_failed_requests_and_applies_the_new_config() 
         .args(["-HUP", &gw.pid().to_string()])
         .status();
     wait_for("new workers", || {
-        let now = worker_pids(gw.pid());
+        let now = child_pids(gw.pid());
         now.len() == 2 && now.is_disjoint(&before)
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -176,13 +165,13 @@ fn sighup_replaces_workers_without_failed_requests_and_applies_the_new_config() 
 
     // A bad configuration is refused; the workers keep serving.
     std::fs::write(&config, "processes = 2\nthreds = 3\n").unwrap();
-    let serving = worker_pids(gw.pid());
+    let serving = child_pids(gw.pid());
     let _ = std::process::Command::new("kill")
         .args(["-HUP", &gw.pid().to_string()])
         .status();
     wait_for("the refusal", || gw.log_text().contains("reload refused"));
     assert!(gw.log_text().contains("unknown field `threds`"));
-    assert_eq!(worker_pids(gw.pid()), serving);
+    assert_eq!(child_pids(gw.pid()), serving);
     assert_eq!(fcgi(&gw.addr, "GET", "/u/write", b"").unwrap().status, 200);
 }
 
@@ -242,15 +231,15 @@ fn workers_share_a_unix_socket_that_outlives_them() {
     let sock = format!("unix:{}/gw.sock", dir.display());
     let m = mount();
     let gw = Gateway::start(&["--fastcgi", &sock, "--processes", "2", "--mount", &m]);
-    wait_for("two workers", || worker_pids(gw.pid()).len() == 2);
+    wait_for("two workers", || child_pids(gw.pid()).len() == 2);
     let pids: HashSet<u32> = (0..40).filter_map(|_| pid_of(&gw.addr).ok()).collect();
     assert!(!pids.is_empty());
-    for pid in worker_pids(gw.pid()) {
+    for pid in child_pids(gw.pid()) {
         let _ = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status();
     }
-    wait_for("replacements", || worker_pids(gw.pid()).len() == 2);
+    wait_for("replacements", || child_pids(gw.pid()).len() == 2);
     wait_for("serving again", || pid_of(&gw.addr).is_ok());
     assert!(dir.join("gw.sock").exists());
 }
@@ -259,7 +248,7 @@ fn workers_share_a_unix_socket_that_outlives_them() {
 fn sigterm_stops_workers_gracefully() {
     let m = mount();
     let mut gw = Gateway::start(&["--processes", "2", "--mount", &m]);
-    wait_for("two workers", || worker_pids(gw.pid()).len() == 2);
+    wait_for("two workers", || child_pids(gw.pid()).len() == 2);
     let addr = gw.addr.clone();
     let slow = std::thread::spawn(move || fcgi(&addr, "GET", "/t/slow?ms=1000", b""));
     std::thread::sleep(Duration::from_millis(300));
@@ -424,7 +413,7 @@ fn two_process_groups_with_their_own_venvs_on_their_own_sockets() {
     let rb = fcgi(&fb, "GET", "/", b"").unwrap().text();
     assert_eq!(ra, format!("{} flask=True", full.display()));
     assert_eq!(rb, format!("{} flask=False", empty.display()));
-    wait_for("three workers", || worker_pids(gw.pid()).len() == 3);
+    wait_for("three workers", || child_pids(gw.pid()).len() == 3);
     let log = gw.log_text();
     assert!(log.contains("worker full/1 started"), "{log}");
     assert!(log.contains("worker bare/0 started"), "{log}");
@@ -464,8 +453,8 @@ fn workers_switch_user_and_check_what_they_need_as_that_user() {
 fn workers_do_not_outlive_a_killed_supervisor() {
     let m = mount();
     let mut gw = Gateway::start(&["--processes", "2", "--mount", &m]);
-    wait_for("two workers", || worker_pids(gw.pid()).len() == 2);
-    let workers = worker_pids(gw.pid());
+    wait_for("two workers", || child_pids(gw.pid()).len() == 2);
+    let workers = child_pids(gw.pid());
     gw.stop("KILL");
     // Gone, or a zombie waiting for whoever adopted it to reap it.
     let ended = |pid: &u32| {

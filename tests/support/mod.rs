@@ -435,6 +435,18 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// The pids of a process's children (a supervisor's workers).
+pub fn child_pids(pid: u32) -> std::collections::HashSet<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 /// Waits until `f` is true (bounded).
 pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;
