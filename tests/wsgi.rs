@@ -423,12 +423,24 @@ fn abort_request_ends_the_request_and_the_connection_goes_on() {
     let uri = format!("/t/close-slow?marker={}", marker.display());
     s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", &uri, 0), b""))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Abort once the response is streaming (its head and first chunk arrived).
+    let mut reader = FcgiReader::default();
+    let mut stdout = Vec::new();
+    reader
+        .read_until(&mut *s, 1, &mut stdout, |_, out| {
+            out.windows(7).any(|w| w == b"chunk 0")
+        })
+        .unwrap();
     let mut abort = Vec::new();
     protocol::fastcgi::encode::abort_request(1, &mut abort);
     s.write_all(&abort).unwrap();
-    // END_REQUEST arrives for the aborted request (its partial output first).
-    fcgi_read_response(&mut *s, 1).unwrap();
+    // END_REQUEST arrives for the aborted request (after whatever output was on its way).
+    reader
+        .read_until(&mut *s, 1, &mut stdout, |kind, _| {
+            kind == protocol::fastcgi::END_REQUEST
+        })
+        .unwrap();
+    assert_eq!(parse_cgi(&stdout).unwrap().status, 200);
     wait_for("close() after ABORT_REQUEST", || marker.exists());
     // Same connection, next request.
     s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", "/t/write", 0), b""))

@@ -275,36 +275,63 @@ pub fn fcgi_bytes(id: u16, keep: bool, params: &[(String, String)], body: &[u8])
     wire
 }
 
+/// Reads FastCGI records from one connection, keeping what arrived past the last whole record.
+#[derive(Default)]
+pub struct FcgiReader {
+    pending: Vec<u8>,
+}
+
+impl FcgiReader {
+    /// Collects the STDOUT content of request `id` into `stdout` until `done(record type,
+    /// stdout so far)` says so; records of other requests are skipped. Returns the type of the
+    /// record that ended the wait.
+    pub fn read_until(
+        &mut self,
+        s: &mut dyn Stream,
+        id: u16,
+        stdout: &mut Vec<u8>,
+        mut done: impl FnMut(u8, &[u8]) -> bool,
+    ) -> Result<u8, String> {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let mut pos = 0;
+            let mut ended = None;
+            while let Some((rec, used)) =
+                fastcgi::parse_record(&self.pending[pos..]).map_err(|e| e.to_string())?
+            {
+                pos += used;
+                if rec.header.request_id != id {
+                    continue;
+                }
+                if rec.header.record_type == fastcgi::STDOUT {
+                    stdout.extend_from_slice(rec.content);
+                }
+                if done(rec.header.record_type, stdout) {
+                    ended = Some(rec.header.record_type);
+                    break;
+                }
+            }
+            self.pending.drain(..pos);
+            if let Some(kind) = ended {
+                return Ok(kind);
+            }
+            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(format!(
+                    "connection closed before END_REQUEST ({} bytes of stdout)",
+                    stdout.len()
+                ));
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
 /// Reads FastCGI records until END_REQUEST for `id`; returns the parsed response.
 pub fn fcgi_read_response(s: &mut dyn Stream, id: u16) -> Result<Response, String> {
-    let mut pending = Vec::new();
     let mut stdout = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let mut pos = 0;
-        while let Some((rec, used)) =
-            fastcgi::parse_record(&pending[pos..]).map_err(|e| e.to_string())?
-        {
-            pos += used;
-            if rec.header.request_id != id {
-                continue;
-            }
-            match rec.header.record_type {
-                fastcgi::STDOUT => stdout.extend_from_slice(rec.content),
-                fastcgi::END_REQUEST => return parse_cgi(&stdout),
-                _ => {}
-            }
-        }
-        pending.drain(..pos);
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(format!(
-                "connection closed before END_REQUEST ({} bytes of stdout)",
-                stdout.len()
-            ));
-        }
-        pending.extend_from_slice(&buf[..n]);
-    }
+    FcgiReader::default().read_until(s, id, &mut stdout, |kind, _| kind == fastcgi::END_REQUEST)?;
+    parse_cgi(&stdout)
 }
 
 pub fn parse_cgi(data: &[u8]) -> Result<Response, String> {
