@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use crate::exchange::Job;
 use crate::python::{Interp, MainThread, SubInterpreter, ThreadState};
-use crate::router::{Group as GroupName, Mount, Target};
+use crate::router::{AppGroup as GroupName, Mount, Target};
 use crate::wsgi::{self, Script};
 
 /// One interpreter and the WSGI state made in it.

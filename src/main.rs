@@ -23,7 +23,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use cli::{Cli, Command, RequestCli};
-use config::Config;
+use config::ProcessGroup;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,8 +34,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: &cli::ServeArgs) -> ExitCode {
-    let configs = match Config::load(args) {
+fn serve(args: &config::Settings) -> ExitCode {
+    let configs = match config::load(args).into_result() {
         Ok(c) => c,
         Err(problems) => {
             for p in problems {
@@ -66,7 +66,7 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
     supervisor::run(args, groups)
 }
 
-fn bind_all(config: &Config) -> Result<Vec<server::Listener>, String> {
+fn bind_all(config: &ProcessGroup) -> Result<Vec<server::Listener>, String> {
     config
         .listeners
         .iter()
@@ -75,7 +75,7 @@ fn bind_all(config: &Config) -> Result<Vec<server::Listener>, String> {
 }
 
 /// Start-up lines: listeners, mounts, Python.
-fn describe(config: &Config, listeners: &[server::Listener]) {
+fn describe(config: &ProcessGroup, listeners: &[server::Listener]) {
     for l in listeners {
         info!("listening on {} ({})", l.spec.addr, l.spec.proto);
     }
@@ -105,7 +105,7 @@ fn describe(config: &Config, listeners: &[server::Listener]) {
         "process group {}: Python {} ({}), {} process(es) x {} thread(s)",
         config.name,
         python::BUILD_VERSION,
-        match &config.home {
+        match &config.python.home {
             venv::Home::Venv(p) => format!("python-home {}", p.display()),
             venv::Home::Prefix(p) => format!("prefix {}", p.display()),
         },
@@ -117,18 +117,15 @@ fn describe(config: &Config, listeners: &[server::Listener]) {
     }
 }
 
-/// `wsgi-gateway check`: every problem of the configuration, one line each, without serving.
-fn check(args: &cli::ServeArgs) -> ExitCode {
-    let configs = match Config::load(args) {
-        Ok(c) => c,
-        Err(problems) => {
-            for p in &problems {
-                eprintln!("problem: {p}");
-            }
-            return ExitCode::from(1);
-        }
-    };
-    let mut failed = false;
+/// `wsgi-gateway check`: every problem of the configuration, one line each, without serving:
+/// the settings, then the listeners and the scripts of whatever resolved.
+fn check(args: &config::Settings) -> ExitCode {
+    let loaded = config::load(args);
+    for p in &loaded.problems {
+        eprintln!("problem: {p}");
+    }
+    let mut failed = !loaded.problems.is_empty();
+    let configs = loaded.groups;
     for config in &configs {
         for spec in &config.listeners {
             if let Err(e) = server::Listener::check(spec) {
@@ -142,7 +139,7 @@ fn check(args: &cli::ServeArgs) -> ExitCode {
         // Each group's python-home needs an interpreter of its own: check in a child process.
         match sys::fork() {
             Ok(sys::Forked::Child) => {
-                let problems = match python::start(&config.home) {
+                let problems = match python::start(&config.python.home) {
                     Err(e) => vec![e],
                     Ok(main) => {
                         let p = main.with_gil(|gil| wsgi::check_scripts(gil, &config.mounts));

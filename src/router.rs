@@ -21,7 +21,7 @@ pub enum Target {
 
 /// Which interpreter runs a mount (mod_wsgi's application group).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Group {
+pub enum AppGroup {
     /// `%{GLOBAL}`: the main interpreter.
     Global,
     /// The default: a sub-interpreter of the mount's own (one per script of a directory mount,
@@ -31,25 +31,25 @@ pub enum Group {
     Named(String),
 }
 
-impl Group {
+impl AppGroup {
     pub const GLOBAL: &'static str = "%{GLOBAL}";
 
     /// `%{GLOBAL}`, or any other name (a shared sub-interpreter); empty means the default.
-    pub fn parse(name: &str) -> Group {
+    pub fn parse(name: &str) -> AppGroup {
         match name {
-            "" => Group::Own,
-            Self::GLOBAL => Group::Global,
-            other => Group::Named(other.to_string()),
+            "" => AppGroup::Own,
+            Self::GLOBAL => AppGroup::Global,
+            other => AppGroup::Named(other.to_string()),
         }
     }
 }
 
-impl std::fmt::Display for Group {
+impl std::fmt::Display for AppGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Group::Global => f.write_str(Self::GLOBAL),
-            Group::Own => f.write_str("its own sub-interpreter"),
-            Group::Named(n) => write!(f, "{n:?}"),
+            AppGroup::Global => f.write_str(Self::GLOBAL),
+            AppGroup::Own => f.write_str("its own sub-interpreter"),
+            AppGroup::Named(n) => write!(f, "{n:?}"),
         }
     }
 }
@@ -60,7 +60,7 @@ pub struct Mount {
     pub prefix: String,
     pub target: Target,
     pub callable: String,
-    pub group: Group,
+    pub group: AppGroup,
     /// A virtualenv activated in this mount's interpreter (checked root).
     pub venv: Option<PathBuf>,
     /// Extra sys.path entries for this mount's interpreter.
@@ -258,7 +258,7 @@ mod tests {
             prefix: Mount::normalise_prefix(prefix).unwrap(),
             target,
             callable: "application".into(),
-            group: Group::Own,
+            group: AppGroup::Own,
             venv: None,
             python_path: Vec::new(),
             reload: true,

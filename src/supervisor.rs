@@ -15,8 +15,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM};
 use signal_hook::SigId;
 
-use crate::cli::ServeArgs;
-use crate::config::Config;
+use crate::config::{self, ProcessGroup, Settings};
 use crate::server::Listener;
 use crate::sys::{self, Exit, Forked};
 use crate::{error, info, warn, worker};
@@ -91,13 +90,13 @@ impl SignalWake {
 
 /// One process group: its configuration, listening sockets and worker positions.
 struct GroupRun {
-    config: Config,
+    config: ProcessGroup,
     listeners: Vec<Listener>,
     slots: Vec<Slot>,
 }
 
 impl GroupRun {
-    fn new(config: Config, listeners: Vec<Listener>, now: Instant) -> GroupRun {
+    fn new(config: ProcessGroup, listeners: Vec<Listener>, now: Instant) -> GroupRun {
         let n = config.processes.unwrap_or(1);
         GroupRun {
             config,
@@ -113,7 +112,7 @@ impl GroupRun {
 }
 
 struct Supervisor<'a> {
-    args: &'a ServeArgs,
+    args: &'a Settings,
     groups: Vec<GroupRun>,
     signals: SignalWake,
     /// pid → (group, slot) of current workers.
@@ -123,7 +122,7 @@ struct Supervisor<'a> {
     stopping: Option<Instant>,
 }
 
-pub fn run(args: &ServeArgs, groups: Vec<(Config, Vec<Listener>)>) -> ExitCode {
+pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitCode {
     let mut poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {
@@ -412,7 +411,7 @@ impl Supervisor<'_> {
         if self.stopping.is_some() {
             return;
         }
-        let configs = match Config::load(self.args) {
+        let configs = match config::load(self.args).into_result() {
             Ok(c) => c,
             Err(problems) => {
                 for p in &problems {

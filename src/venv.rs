@@ -134,7 +134,15 @@ pub fn check(what: &str, path: &Path) -> Result<Home, String> {
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             let lib = lib_dir(path);
-            if lib.join("os.py").is_file() && lib.join("encodings").is_dir() {
+            let venv_root = path
+                .parent()
+                .filter(|r| path.ends_with("bin") && r.join("pyvenv.cfg").is_file());
+            if let Some(root) = venv_root {
+                Err(format!(
+                    "{what} {shown} is the virtualenv's bin directory, not its root; use {}",
+                    root.display()
+                ))
+            } else if lib.join("os.py").is_file() && lib.join("encodings").is_dir() {
                 Ok(Home::Prefix(path.to_path_buf()))
             } else {
                 Err(format!(
@@ -184,6 +192,14 @@ mod tests {
         assert!(err.contains(&format!("use {}", dir.display())), "{err}");
         let err = check("python-home", &dir).unwrap_err();
         assert!(err.contains("created by Python 2.7"), "{err}");
+        let err = check("python-home", &bin).unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "bin directory, not its root; use {}",
+                dir.display()
+            )),
+            "{err}"
+        );
         let err = check("python-home", &dir.join("nope")).unwrap_err();
         assert!(err.contains("does not exist"), "{err}");
         fs::write(

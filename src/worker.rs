@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::ProcessGroup;
 use crate::{error, groups, info, pool, python, router, server, warn};
 
 /// Exit codes a supervisor reads.
@@ -14,7 +14,7 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_LOAD: u8 = 3;
 
 /// Serves on `listeners` until told to stop (or recycled); returns the exit code.
-pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool) -> u8 {
+pub fn run(config: &ProcessGroup, listeners: Vec<server::Listener>, multiprocess: bool) -> u8 {
     // A stop asked for while the interpreter starts (seconds, for a big app) is remembered
     // and honoured as soon as the event loop runs.
     let stop_early = Arc::new(AtomicBool::new(false));
@@ -42,7 +42,7 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
             return EXIT_LOAD;
         }
     }
-    let main = match python::start(&config.home) {
+    let main = match python::start(&config.python.home) {
         Ok(m) => m,
         Err(e) => {
             error!("{e}");
@@ -50,7 +50,7 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
         }
     };
     let base = groups::Base {
-        python_path: config.python_path.clone(),
+        python_path: config.python.path.clone(),
         threads: config.threads,
         multiprocess,
     };
@@ -140,8 +140,8 @@ pub fn run(config: &Config, listeners: Vec<server::Listener>, multiprocess: bool
 }
 
 /// python-home, every mount venv and every script must be readable by the worker's user.
-fn recheck_as_user(config: &Config) -> Result<(), String> {
-    let (crate::venv::Home::Venv(root) | crate::venv::Home::Prefix(root)) = &config.home;
+fn recheck_as_user(config: &ProcessGroup) -> Result<(), String> {
+    let (crate::venv::Home::Venv(root) | crate::venv::Home::Prefix(root)) = &config.python.home;
     crate::venv::check("python-home", root)?;
     for m in &config.mounts {
         if let Some(v) = &m.venv {

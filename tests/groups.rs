@@ -1002,7 +1002,7 @@ fn wrong_mount_venvs_are_refused_with_their_message() {
         refused(
             &[mount("/x", &probe, &format!("venv = {}", q(&py312)))],
             &format!(
-                "mount /x venv {0} was created by Python 3.12 but this gateway embeds Python \
+                "mount /x: venv {0} was created by Python 3.12 but this gateway embeds Python \
                  3.11; recreate it with python3.11 -m venv {0}",
                 py312.display()
             ),
@@ -1015,7 +1015,7 @@ fn wrong_mount_venvs_are_refused_with_their_message() {
             &format!("venv = {}", q(v115.join("bin/python"))),
         )],
         &format!(
-            "mount /x venv {}/bin/python is the interpreter, not the virtualenv root; use {}",
+            "mount /x: venv {}/bin/python is the interpreter, not the virtualenv root; use {}",
             v115.display(),
             v115.display()
         ),
@@ -1031,7 +1031,7 @@ fn wrong_mount_venvs_are_refused_with_their_message() {
             &format!("venv = {}", q(dir.join("missing"))),
         )],
         &format!(
-            "mount /x venv {} does not exist",
+            "mount /x: venv {} does not exist",
             dir.join("missing").display()
         ),
     );
@@ -1043,7 +1043,7 @@ fn wrong_mount_venvs_are_refused_with_their_message() {
         ],
         &format!(
             "mounts /a (venv {}) and /b (venv {}) share application group %{{GLOBAL}}: one \
-             interpreter cannot hold two venvs; give one of them its own group",
+             interpreter cannot hold two venvs; give one of them its own application group",
             v115.display(),
             v116.display()
         ),
@@ -1224,7 +1224,7 @@ fn check_names_each_problem_on_one_line() {
         &["--config", &f],
         &[
             &format!("config file {f}, line 7"),
-            "unknown field `application_group`",
+            "unknown key `mount[0].application_group`; did you mean `application-group`?",
         ],
     );
     // A script that does not compile: its line.
@@ -1314,6 +1314,34 @@ fn check_names_each_problem_on_one_line() {
         "{err}"
     );
     drop(taken);
+
+    // Problems of every stage in one run: an unknown key (with a suggestion) does not hide a
+    // missing script, which does not hide another mount's missing callable.
+    let f = cfg(
+        "stages.toml",
+        &[
+            sock.clone(),
+            "thraeds = 4\n".to_string(),
+            mount("/gone", dir.join("gone.wsgi"), ""),
+            mount("/n", &nocall, ""),
+            mount("/", &good, ""),
+        ]
+        .concat(),
+    );
+    let (code, _, err) = run_bounded(&["check", "--config", &f]);
+    assert_eq!(code, 1, "{err}");
+    let found = problems(&err);
+    assert_eq!(found.len(), 3, "{err}");
+    for needle in [
+        "line 2: unknown key `thraeds`; did you mean `threads`?".to_string(),
+        format!("mount /gone: script {}", dir.join("gone.wsgi").display()),
+        "mount /n: script".to_string(),
+    ] {
+        assert!(
+            found.iter().any(|p| p.contains(&needle)),
+            "{needle:?} in\n{err}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

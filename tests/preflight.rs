@@ -136,7 +136,10 @@ fn missing_script_and_unusable_socket_are_refused() {
         "the path exists and is not a socket",
     );
     refused(&["--fastcgi", "nowhere"], "neither HOST:PORT nor unix:PATH");
-    refused(&["--socket-mode", "999"], "not an octal file mode");
+    refused(
+        &["--socket-mode", "999"],
+        "is not an octal mode such as 660",
+    );
 }
 
 #[test]

@@ -170,7 +170,9 @@ fn sighup_replaces_workers_without_failed_requests_and_applies_the_new_config() 
         .args(["-HUP", &gw.pid().to_string()])
         .status();
     wait_for("the refusal", || gw.log_text().contains("reload refused"));
-    assert!(gw.log_text().contains("unknown field `threds`"));
+    assert!(gw
+        .log_text()
+        .contains("unknown key `threds`; did you mean `threads`?"));
     assert_eq!(child_pids(gw.pid()), serving);
     assert_eq!(fcgi(&gw.addr, "GET", "/u/write", b"").unwrap().status, 200);
 }
@@ -359,7 +361,7 @@ fn preload_imports_at_start_and_a_broken_app_is_backed_off() {
 fn recycling_settings_need_processes() {
     let (code, err) = run_gateway(&["--maximum-requests", "5"]);
     assert_ne!(code, 0);
-    assert!(err.contains("need processes"), "{err}");
+    assert!(err.contains("needs processes"), "{err}");
 }
 
 #[test]
