@@ -1,5 +1,6 @@
 //! wsgi-gateway: a FastCGI/SCGI application server that embeds CPython and runs WSGI apps.
 #![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod cli;
 mod client;
@@ -59,7 +60,7 @@ fn serve(args: &config::Settings) -> ExitCode {
     if groups.len() == 1 && groups[0].0.processes.is_none() {
         let (config, listeners) = groups.pop().expect("one group");
         if let Some(name) = &config.lifecycle.display_name {
-            sys::set_process_name(name);
+            sys::set_process_title(name);
         }
         return ExitCode::from(worker::run(&config, listeners, false));
     }

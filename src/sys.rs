@@ -1,19 +1,30 @@
-//! The few raw system calls std does not offer.
+//! Operating-system calls beyond std, through `nix` (and signal-hook for signals). The one
+//! `unsafe` block left is `fork`, which no crate can make safe.
 #![allow(unsafe_code)]
 
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use nix::sys::epoll::EpollTimeout;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::{Gid, Pid, Uid};
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
+
+fn os(e: nix::Error) -> io::Error {
+    io::Error::from(e)
+}
 
 /// Calls listen(2) again on a bound, listening socket to set its backlog (std uses 128; a
 /// small backlog is a known source of 502s under bursts).
-pub fn relisten(l: &impl AsRawFd, backlog: u32) -> io::Result<()> {
-    let backlog = backlog.min(i32::MAX as u32) as libc::c_int;
-    // SAFETY: listen(2) on a file descriptor we own; no memory is passed.
-    if unsafe { libc::listen(l.as_raw_fd(), backlog) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+pub fn relisten(l: &impl AsFd, backlog: u32) -> io::Result<()> {
+    let backlog =
+        nix::sys::socket::Backlog::new(backlog.min(i32::MAX as u32) as i32).map_err(os)?;
+    nix::sys::socket::listen(l, backlog).map_err(os)
 }
 
 /// What fork(2) returned.
@@ -22,15 +33,14 @@ pub enum Forked {
     Parent(i32),
 }
 
-/// fork(2). The caller must hold no threads (the supervisor has none), so the child is a
-/// faithful copy that may go on running Rust code.
+/// fork(2). The caller must run no other thread (the supervisor has none; `check` forks
+/// before it starts Python), so the child is a faithful copy that may go on running Rust code.
 pub fn fork() -> io::Result<Forked> {
-    // SAFETY: fork has no memory-safety preconditions; the single-threaded caller makes the
-    // child's state consistent.
-    match unsafe { libc::fork() } {
-        -1 => Err(io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid)),
+    // SAFETY: the calling process is single-threaded (see above), so the child does not
+    // inherit locks held by threads that do not exist in it.
+    match unsafe { nix::unistd::fork() }.map_err(os)? {
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
     }
 }
 
@@ -41,79 +51,101 @@ pub enum Exit {
     Signal(i32),
 }
 
+fn exit_of(status: WaitStatus) -> Option<(i32, Exit)> {
+    match status {
+        WaitStatus::Exited(pid, code) => Some((pid.as_raw(), Exit::Code(code))),
+        WaitStatus::Signaled(pid, sig, _) => Some((pid.as_raw(), Exit::Signal(sig as i32))),
+        _ => None,
+    }
+}
+
 /// Reaps one exited child without waiting: `None` when no child has exited.
 pub fn try_wait_any() -> Option<(i32, Exit)> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: waitpid writes the status into our local.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-    if pid <= 0 {
-        return None;
+    loop {
+        match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(status) => match exit_of(status) {
+                Some(exit) => return Some(exit),
+                // Stopped or continued: not an exit; look at the next child.
+                None => continue,
+            },
+        }
     }
-    let exit = if libc::WIFEXITED(status) {
-        Exit::Code(libc::WEXITSTATUS(status))
-    } else {
-        Exit::Signal(libc::WTERMSIG(status))
-    };
-    Some((pid, exit))
 }
 
 /// Waits for one child to end.
 pub fn wait(pid: i32) -> Exit {
-    let mut status: libc::c_int = 0;
-    // SAFETY: waitpid writes the status into our local.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    if r != pid {
-        return Exit::Code(-1);
-    }
-    if libc::WIFEXITED(status) {
-        Exit::Code(libc::WEXITSTATUS(status))
-    } else {
-        Exit::Signal(libc::WTERMSIG(status))
+    loop {
+        match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
+            Ok(status) => match exit_of(status) {
+                Some((_, exit)) => return exit,
+                None => continue,
+            },
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return Exit::Code(-1),
+        }
     }
 }
 
 /// Sends a signal to a process; errors (already gone) are ignored.
 pub fn kill(pid: i32, signal: i32) {
-    // SAFETY: kill(2) takes plain integers.
-    unsafe {
-        libc::kill(pid, signal);
-    }
-}
-
-/// Sets the thread name shown by ps/top (`comm`, 15 bytes at most).
-pub fn set_process_name(name: &str) {
-    let mut buf = [0u8; 16];
-    let n = name.len().min(15);
-    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `buf`.
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0);
+    if let Ok(sig) = Signal::try_from(signal) {
+        let _gone = nix::sys::signal::kill(Pid::from_raw(pid), sig);
     }
 }
 
 /// A signal's name for log lines.
 pub fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGKILL => "SIGKILL".into(),
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGSEGV => "SIGSEGV".into(),
-        libc::SIGABRT => "SIGABRT".into(),
-        libc::SIGBUS => "SIGBUS".into(),
-        libc::SIGFPE => "SIGFPE".into(),
-        libc::SIGHUP => "SIGHUP".into(),
-        libc::SIGPIPE => "SIGPIPE".into(),
-        other => format!("signal {other}"),
+    match Signal::try_from(signal) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => format!("signal {signal}"),
     }
+}
+
+/// Names this process (or thread) as ps, top and /proc show it: the short `comm` (15 bytes)
+/// and, for a process, its command line (what `ps aux` shows), overwritten in place within
+/// the space of the original arguments.
+pub fn set_process_title(title: &str) {
+    let comm: Vec<u8> = title.bytes().filter(|&b| b != 0).take(15).collect();
+    if let Ok(c) = CString::new(comm) {
+        let _unnamed = nix::sys::prctl::set_name(&c);
+    }
+    // The kernel reports the command line from the memory between arg_start and arg_end
+    // (fields 48 and 49 of /proc/self/stat); writing there through /proc/self/mem changes
+    // what ps shows without any unsafe pointer work. Failing that, `comm` is enough.
+    let _unchanged = (|| -> io::Result<()> {
+        let stat = std::fs::read_to_string("/proc/self/stat")?;
+        let after_comm = &stat[stat.rfind(')').ok_or(io::ErrorKind::InvalidData)? + 2..];
+        // Fields after the command name start at field 3.
+        let field = |n: usize| -> io::Result<u64> {
+            after_comm
+                .split(' ')
+                .nth(n - 3)
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| io::ErrorKind::InvalidData.into())
+        };
+        let (start, end) = (field(48)?, field(49)?);
+        let room = end.saturating_sub(start) as usize;
+        if room < 2 {
+            return Ok(());
+        }
+        let mut bytes: Vec<u8> = title.bytes().filter(|&b| b != 0).take(room - 1).collect();
+        bytes.resize(room, 0);
+        use std::io::{Seek, SeekFrom, Write};
+        let mut mem = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/self/mem")?;
+        mem.seek(SeekFrom::Start(start))?;
+        mem.write_all(&bytes)
+    })();
 }
 
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
-/// A user and group to run as, looked up once.
+/// A user and Unix group to run as, looked up once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user: Option<String>,
@@ -121,142 +153,61 @@ pub struct Identity {
     pub gid: u32,
 }
 
-fn cstring(s: &str) -> Result<std::ffi::CString, String> {
-    std::ffi::CString::new(s).map_err(|_| format!("{s:?} contains NUL"))
-}
-
 impl Identity {
-    /// Resolves names (or numeric ids); the group defaults to the user's primary group.
+    /// Resolves names (or numeric ids); the Unix group defaults to the user's primary group.
     pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Identity, String> {
         let (uid, user_gid) = match user {
-            None => (
-                // SAFETY: getuid/getgid have no preconditions.
-                unsafe { libc::getuid() },
-                unsafe { libc::getgid() },
-            ),
-            Some(name) => {
-                let c = cstring(name)?;
-                // SAFETY: getpwnam returns NULL or a pointer to static storage, read at once
-                // (the supervisor is single-threaded).
-                let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-                if pw.is_null() {
-                    return Err(format!("user {name:?} does not exist"));
-                }
-                // SAFETY: non-NULL result of getpwnam.
-                unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
-            }
+            None => (nix::unistd::getuid(), nix::unistd::getgid()),
+            Some(name) => match nix::unistd::User::from_name(name) {
+                Ok(Some(u)) => (u.uid, u.gid),
+                Ok(None) => match name.parse::<u32>() {
+                    Ok(n) => (Uid::from_raw(n), nix::unistd::getgid()),
+                    Err(_) => return Err(format!("user {name:?} does not exist")),
+                },
+                Err(e) => return Err(format!("user {name:?}: {e}")),
+            },
         };
         let gid = match group {
             None => user_gid,
-            Some(name) => {
-                let c = cstring(name)?;
-                // SAFETY: as for getpwnam.
-                let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-                if gr.is_null() {
-                    return Err(format!("group {name:?} does not exist"));
-                }
-                // SAFETY: non-NULL result of getgrnam.
-                unsafe { (*gr).gr_gid }
-            }
+            Some(name) => match nix::unistd::Group::from_name(name) {
+                Ok(Some(g)) => g.gid,
+                Ok(None) => match name.parse::<u32>() {
+                    Ok(n) => Gid::from_raw(n),
+                    Err(_) => return Err(format!("group {name:?} does not exist")),
+                },
+                Err(e) => return Err(format!("group {name:?}: {e}")),
+            },
         };
         Ok(Identity {
             user: user.map(str::to_owned),
-            uid,
-            gid,
+            uid: uid.as_raw(),
+            gid: gid.as_raw(),
         })
     }
 
-    /// Drops root for this process: supplementary groups, group, then user.
+    /// Drops root for this process: supplementary groups, Unix group, then user.
     pub fn become_it(&self) -> io::Result<()> {
-        // SAFETY: plain system calls on integers and a NUL-terminated name.
-        unsafe {
-            if let Some(user) = &self.user {
-                let c = std::ffi::CString::new(user.as_str()).map_err(io::Error::other)?;
-                if libc::initgroups(c.as_ptr(), self.gid) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if libc::setgid(self.gid) != 0 || libc::setuid(self.uid) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+        let gid = Gid::from_raw(self.gid);
+        if let Some(user) = &self.user {
+            let c = CString::new(user.as_str()).map_err(io::Error::other)?;
+            nix::unistd::initgroups(&c, gid).map_err(os)?;
         }
-        Ok(())
+        nix::unistd::setgid(gid).map_err(os)?;
+        nix::unistd::setuid(Uid::from_raw(self.uid)).map_err(os)
     }
 }
 
 /// Sets the process umask.
 pub fn set_umask(mask: u32) {
-    // SAFETY: umask has no preconditions.
-    unsafe {
-        libc::umask(mask as libc::mode_t);
-    }
-}
-
-/// An epoll instance holding the listening sockets with `EPOLLEXCLUSIVE`. Registered in a
-/// worker's own poll, it makes the kernel wake one of the workers sharing a socket for each
-/// new connection instead of all of them (no thundering herd).
-pub struct ExclusiveAccept {
-    fd: std::os::fd::OwnedFd,
-}
-
-impl ExclusiveAccept {
-    pub fn new(listeners: &[RawFd]) -> io::Result<ExclusiveAccept> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: epoll_create1 returns a new descriptor, which we own from here on.
-        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        for (i, &listener) in listeners.iter().enumerate() {
-            let mut event = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
-                u64: i as u64,
-            };
-            // SAFETY: valid descriptors and a valid event struct.
-            if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, listener, &mut event) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(ExclusiveAccept { fd })
-    }
-
-    /// The indices of the listeners with connections waiting (without blocking).
-    pub fn ready(&self) -> Vec<usize> {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 16];
-        // SAFETY: the buffer holds 16 events; timeout 0 never blocks.
-        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), 16, 0) };
-        events[..n.max(0) as usize]
-            .iter()
-            .map(|e| {
-                let index = e.u64;
-                index as usize
-            })
-            .collect()
-    }
-}
-
-impl AsRawFd for ExclusiveAccept {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
+    let mode = nix::sys::stat::Mode::from_bits_truncate(mask as nix::libc::mode_t);
+    nix::sys::stat::umask(mode);
 }
 
 /// In a worker process: be sent SIGTERM when the supervisor dies, however it dies (so workers
 /// never outlive it holding the sockets). Returns false when the supervisor is already gone.
 pub fn die_with_parent(parent: i32) -> bool {
-    // SAFETY: prctl with integer arguments; getppid has no preconditions.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        libc::getppid() == parent
-    }
+    let _unsupported = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    nix::unistd::getppid().as_raw() == parent
 }
 
 /// This process's id.
@@ -264,31 +215,99 @@ pub fn pid() -> i32 {
     std::process::id() as i32
 }
 
-fn term_signal_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a set we own.
-    unsafe {
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        set
-    }
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set
 }
 
 /// Holds SIGTERM and SIGINT back (they stay pending) until `unblock_stop_signals`: around a
 /// fork, so that a worker cannot lose a stop before it watches for one.
 pub fn block_stop_signals() {
-    let set = term_signal_set();
-    // SAFETY: changes this thread's signal mask with a valid set.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop_signals()), None);
 }
 
 pub fn unblock_stop_signals() {
-    let set = term_signal_set();
-    // SAFETY: as above.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&stop_signals()), None);
+}
+
+/// The size of a memory page (for the resident set read from /proc/self/statm).
+pub fn page_size() -> u64 {
+    const COMMON: u64 = 4096;
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => COMMON,
+    }
+}
+
+/// An epoll wait timeout from an optional duration (rounded up to whole milliseconds).
+pub fn epoll_timeout(t: Option<Duration>) -> EpollTimeout {
+    match t {
+        None => EpollTimeout::NONE,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+            EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+        }
+    }
+}
+
+/// Signals delivered through a self-pipe whose read end a poll watches (signal-hook's
+/// delivery; dropping it unregisters the actions).
+pub struct Signals(SignalDelivery<UnixStream, SignalOnly>);
+
+impl Signals {
+    pub fn new(signals: &[i32]) -> io::Result<Signals> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        Ok(Signals(SignalDelivery::with_pipe(
+            read, write, SignalOnly, signals,
+        )?))
+    }
+
+    /// The signals that arrived since the last call (each once).
+    pub fn pending(&mut self) -> Vec<i32> {
+        self.0.pending().collect()
+    }
+
+    /// The read end, to watch for readability.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.get_read().as_fd()
+    }
+}
+
+/// An epoll instance holding the listening sockets with `EPOLLEXCLUSIVE`. Registered in a
+/// worker's own poll, it makes the kernel wake one of the workers sharing a socket for each
+/// new connection instead of all of them.
+pub struct ExclusiveAccept {
+    epoll: nix::sys::epoll::Epoll,
+}
+
+impl ExclusiveAccept {
+    pub fn new(listeners: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<ExclusiveAccept> {
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(os)?;
+        for (i, l) in listeners.iter().enumerate() {
+            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+            epoll.add(l, EpollEvent::new(flags, i as u64)).map_err(os)?;
+        }
+        Ok(ExclusiveAccept { epoll })
+    }
+
+    /// The indices of the listeners with connections waiting (without blocking).
+    pub fn ready(&self) -> Vec<usize> {
+        let mut events = [nix::sys::epoll::EpollEvent::empty(); 16];
+        let n = self
+            .epoll
+            .wait(&mut events, EpollTimeout::ZERO)
+            .unwrap_or(0);
+        events[..n].iter().map(|e| e.data() as usize).collect()
+    }
+}
+
+impl std::os::fd::AsRawFd for ExclusiveAccept {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.0.as_raw_fd()
     }
 }

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use crate::config::ProcessGroup;
 use crate::{error, groups, info, pool, python, router, server, warn};
 
-/// Exit codes a supervisor reads.
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_CONFIG: u8 = 2;
-/// The interpreter or the application could not be set up.
-pub const EXIT_LOAD: u8 = 3;
+use crate::supervisor::policy::code;
+
+/// Exit codes (the supervisor reads them: [`code`]).
+pub const EXIT_OK: u8 = code::OK as u8;
+pub const EXIT_INTERNAL: u8 = code::INTERNAL as u8;
+pub const EXIT_CONFIG: u8 = code::CONFIG as u8;
+pub const EXIT_LOAD: u8 = code::LOAD as u8;
 
 /// Serves on `listeners` until told to stop (or recycled); returns the exit code.
 pub fn run(config: &ProcessGroup, listeners: Vec<server::Listener>, multiprocess: bool) -> u8 {
@@ -34,7 +36,7 @@ pub fn run(config: &ProcessGroup, listeners: Vec<server::Listener>, multiprocess
                 "cannot switch to user {:?} (uid {}, gid {}): {e}",
                 id.user, id.uid, id.gid
             );
-            return EXIT_LOAD;
+            return EXIT_CONFIG;
         }
         // What was checked as root is checked again as the worker's user.
         if let Err(e) = recheck_as_user(config) {
@@ -114,7 +116,7 @@ pub fn run(config: &ProcessGroup, listeners: Vec<server::Listener>, multiprocess
     }
     if let Err(e) = result {
         error!("event loop failed: {e}");
-        return 1;
+        return EXIT_INTERNAL;
     }
     let left = config
         .graceful_timeout

@@ -172,6 +172,7 @@ pub struct Interp(*mut ffi::PyInterpreterState);
 // SAFETY: an interpreter-state pointer is only an identity; it is used to create thread
 // states, which CPython allows from any thread.
 unsafe impl Send for Interp {}
+// SAFETY: as for Send: nothing is read through the pointer.
 unsafe impl Sync for Interp {}
 
 /// A sub-interpreter and the thread state it was created with. That state is kept, detached,
@@ -186,6 +187,7 @@ pub struct SubInterpreter {
 // SAFETY: the thread state is only attached by `end` and `MainThread::finalize`, with the GIL
 // held and every other state of the interpreter gone.
 unsafe impl Send for SubInterpreter {}
+// SAFETY: as for Send: shared references only read the interpreter pointer.
 unsafe impl Sync for SubInterpreter {}
 
 impl SubInterpreter {
@@ -284,6 +286,7 @@ pub struct PyObj(AtomicPtr<ffi::PyObject>);
 
 // SAFETY: the pointer is only dereferenced through `bind` and `release`, which require a Gil.
 unsafe impl Send for PyObj {}
+// SAFETY: as for Send; the pointer itself is an atomic.
 unsafe impl Sync for PyObj {}
 
 impl PyObj {

@@ -156,11 +156,11 @@ impl Listener {
     }
 
     /// The listening socket's descriptor.
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
         match &self.inner {
-            Inner::Tcp(l) => l.as_raw_fd(),
-            Inner::Unix(l) => l.as_raw_fd(),
+            Inner::Tcp(l) => l.as_fd(),
+            Inner::Unix(l) => l.as_fd(),
         }
     }
 

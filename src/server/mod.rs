@@ -59,7 +59,7 @@ impl Recycle {
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    Some(pages * crate::sys::page_size())
 }
 
 enum Mode {
@@ -161,7 +161,7 @@ impl Server {
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
-        let fds: Vec<_> = listeners.iter().map(Listener::raw_fd).collect();
+        let fds: Vec<_> = listeners.iter().map(Listener::fd).collect();
         let accept_set = crate::sys::ExclusiveAccept::new(&fds)?;
         poll.registry().register(
             &mut SourceFd(&accept_set.as_raw_fd()),

@@ -1,0 +1,453 @@
+//! The supervisor of `--processes N` (and of process groups): it holds no Python. It binds the
+//! listeners, forks the worker processes (which inherit the listening sockets and start their
+//! own interpreter after the fork), reaps them and acts on how they ended ([`policy`]), and
+//! handles the signals: SIGTERM/SIGINT stop gracefully (a second one stops at once), SIGHUP
+//! re-reads the configuration and replaces the workers without dropping requests.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM};
+
+use crate::config::{self, ProcessGroup, Settings};
+use crate::server::Listener;
+use crate::sys::{self, Forked};
+use crate::{error, info, warn, worker};
+use policy::{Action, Exit, History, StopPlan, StopStep};
+
+/// How often the supervisor looks again when nothing woke it (a missed SIGCHLD costs at most
+/// this long).
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// How soon to retry a fork that failed.
+const FORK_RETRY: Duration = Duration::from_secs(1);
+
+/// One worker position of the current configuration.
+#[derive(Default)]
+struct Slot {
+    pid: Option<i32>,
+    started: Option<Instant>,
+    /// When to start the next worker here; `None` while one runs, or after giving up.
+    due: Option<Instant>,
+    history: History,
+}
+
+/// One process group: its configuration, listening sockets and worker positions.
+struct GroupRun {
+    config: ProcessGroup,
+    listeners: Vec<Listener>,
+    slots: Vec<Slot>,
+}
+
+impl GroupRun {
+    fn new(config: ProcessGroup, listeners: Vec<Listener>, now: Instant) -> GroupRun {
+        let n = config.processes.unwrap_or(1);
+        GroupRun {
+            config,
+            listeners,
+            slots: (0..n)
+                .map(|_| Slot {
+                    due: Some(now),
+                    ..Slot::default()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Workers being stopped (all of them, or those of a previous configuration), and how far
+/// the stop went.
+struct Stopping {
+    pids: Vec<i32>,
+    plan: StopPlan,
+}
+
+struct Supervisor<'a> {
+    args: &'a Settings,
+    groups: Vec<GroupRun>,
+    /// The supervisor's signals (taken out in a forked worker).
+    signals: Option<sys::Signals>,
+    /// pid → (group, slot) of current workers.
+    current: HashMap<i32, (usize, usize)>,
+    /// Workers of previous configurations, each batch stopping on its own plan.
+    retiring: Vec<Stopping>,
+    /// The whole gateway is stopping.
+    stopping: Option<StopPlan>,
+}
+
+pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitCode {
+    let started = (|| -> std::io::Result<(Epoll, sys::Signals)> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let signals = sys::Signals::new(&[SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
+        epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        Ok((epoll, signals))
+    })();
+    let (epoll, signals) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            error!("supervisor: {e}");
+            return ExitCode::from(policy::code::INTERNAL as u8);
+        }
+    };
+    let name = display_name(&groups[0].0);
+    sys::set_process_title(&format!("{name}: supervisor"));
+    let now = Instant::now();
+    let groups: Vec<GroupRun> = groups
+        .into_iter()
+        .map(|(c, l)| GroupRun::new(c, l, now))
+        .collect();
+    let n: usize = groups.iter().map(|g| g.slots.len()).sum();
+    let mut sup = Supervisor {
+        args,
+        groups,
+        signals: Some(signals),
+        current: HashMap::new(),
+        retiring: Vec::new(),
+        stopping: None,
+    };
+    info!("supervisor started: {n} worker process(es)");
+    let mut events = [EpollEvent::empty(); 4];
+    loop {
+        sup.start_due();
+        sup.escalate();
+        if sup.stopping.is_some() && sup.current.is_empty() && sup.retiring.is_empty() {
+            info!("all workers stopped; supervisor exits");
+            return ExitCode::SUCCESS;
+        }
+        if sup.stopping.is_none() && sup.current.is_empty() && sup.nothing_due() {
+            error!("no worker process is left to run; the supervisor exits");
+            return ExitCode::from(policy::code::CONFIG as u8);
+        }
+        let timeout = sup.next_wake();
+        match epoll.wait(&mut events, sys::epoll_timeout(Some(timeout))) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                error!("supervisor: {e}");
+                return ExitCode::from(policy::code::INTERNAL as u8);
+            }
+        }
+        let pending = sup.signals.as_mut().map(sys::Signals::pending);
+        for sig in pending.unwrap_or_default() {
+            match sig {
+                SIGCHLD => {}
+                SIGHUP => sup.reload(),
+                _ => sup.stop(sig),
+            }
+        }
+        sup.reap();
+    }
+}
+
+fn display_name(group: &ProcessGroup) -> String {
+    group
+        .lifecycle
+        .display_name
+        .clone()
+        .unwrap_or_else(|| "wsgi-gateway".into())
+}
+
+impl Supervisor<'_> {
+    fn graceful_timeout(&self) -> Duration {
+        self.groups
+            .iter()
+            .map(|g| g.config.graceful_timeout)
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn nothing_due(&self) -> bool {
+        self.groups
+            .iter()
+            .flat_map(|g| &g.slots)
+            .all(|s| s.due.is_none())
+    }
+
+    /// How long to sleep: until the next due start or stop step, at most [`IDLE_WAKE`].
+    fn next_wake(&self) -> Duration {
+        let now = Instant::now();
+        let starts = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.slots)
+            .filter_map(|s| s.due);
+        let steps = self
+            .stopping
+            .iter()
+            .chain(self.retiring.iter().map(|r| &r.plan))
+            .filter_map(|p| p.next_at().map(|(_, at)| at));
+        starts
+            .chain(steps)
+            .map(|at| at.saturating_duration_since(now))
+            .min()
+            .map_or(IDLE_WAKE, |d| d.min(IDLE_WAKE))
+    }
+
+    fn start_due(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        for g in 0..self.groups.len() {
+            for i in 0..self.groups[g].slots.len() {
+                let slot = &self.groups[g].slots[i];
+                if slot.pid.is_some() || slot.due.is_none_or(|d| d > now) {
+                    continue;
+                }
+                match self.spawn(g, i) {
+                    Ok(pid) => {
+                        let slot = &mut self.groups[g].slots[i];
+                        slot.pid = Some(pid);
+                        slot.started = Some(Instant::now());
+                        slot.due = None;
+                        self.current.insert(pid, (g, i));
+                    }
+                    Err(e) => {
+                        let who = self.worker_name(g, i);
+                        error!("cannot start {who}: {e}; retrying in {FORK_RETRY:?}");
+                        self.groups[g].slots[i].due = Some(now + FORK_RETRY);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A worker's name in log lines: its number, and its process group when there are
+    /// several.
+    fn worker_name(&self, g: usize, slot: usize) -> String {
+        match self.groups.len() {
+            1 => format!("worker {slot}"),
+            _ => format!("worker {}/{slot}", self.groups[g].config.name),
+        }
+    }
+
+    fn spawn(&mut self, g: usize, slot: usize) -> std::io::Result<i32> {
+        let supervisor = sys::pid();
+        // The worker unblocks them once it watches for them (worker::run).
+        sys::block_stop_signals();
+        let forked = sys::fork();
+        if !matches!(forked, Ok(Forked::Child)) {
+            sys::unblock_stop_signals();
+        }
+        match forked? {
+            Forked::Parent(pid) => {
+                info!("{} started (pid {pid})", self.worker_name(g, slot));
+                Ok(pid)
+            }
+            Forked::Child => {
+                // The supervisor's signal actions must not run here: dropping its delivery
+                // unregisters them (the worker registers its own).
+                drop(self.signals.take());
+                if !sys::die_with_parent(supervisor) {
+                    std::process::exit(policy::code::OK);
+                }
+                let config = &self.groups[g].config;
+                let name = display_name(config);
+                sys::set_process_title(&format!("{name}:{}:{slot}", config.name));
+                // This worker serves its process group's sockets; the others are closed here.
+                let mut listeners = Vec::new();
+                for (i, group) in self.groups.iter_mut().enumerate() {
+                    for mut l in std::mem::take(&mut group.listeners) {
+                        l.disown();
+                        if i == g {
+                            listeners.push(l);
+                        }
+                    }
+                }
+                let code = worker::run(&self.groups[g].config, listeners, true);
+                std::process::exit(i32::from(code));
+            }
+        }
+    }
+
+    /// Reaps every exited worker, logs how it ended and acts on it.
+    fn reap(&mut self) {
+        while let Some((pid, status)) = sys::try_wait_any() {
+            if let Some(batch) = self.retiring.iter_mut().find(|r| r.pids.contains(&pid)) {
+                batch.pids.retain(|&p| p != pid);
+                info!(
+                    "worker pid {pid} of the previous configuration ended ({})",
+                    policy::classify(status, false).describe()
+                );
+                self.retiring.retain(|r| !r.pids.is_empty());
+                continue;
+            }
+            let Some((g, i)) = self.current.remove(&pid) else {
+                continue;
+            };
+            let who = self.worker_name(g, i);
+            let exit = policy::classify(status, self.stopping.is_some());
+            let now = Instant::now();
+            let slot = &mut self.groups[g].slots[i];
+            slot.pid = None;
+            let started = slot.started.unwrap_or(now);
+            let lived = now.saturating_duration_since(started).as_secs_f64();
+            match policy::decide(&mut slot.history, exit, started, now) {
+                Action::None => info!("{who} (pid {pid}) stopped"),
+                Action::Respawn { at } if exit == Exit::Recycled => {
+                    info!("{who} (pid {pid}) recycled; starting a new one");
+                    slot.due = Some(at);
+                }
+                Action::Respawn { at } => {
+                    let failures = slot.history.failures;
+                    let next = if at <= now {
+                        "starting a new one".to_string()
+                    } else {
+                        format!(
+                            "{failures} failures in a row: next start in {:.1}s",
+                            (at - now).as_secs_f64()
+                        )
+                    };
+                    error!(
+                        "{who} (pid {pid}) {} after {lived:.1}s; {next}",
+                        exit.describe()
+                    );
+                    slot.due = Some(at);
+                }
+                Action::GiveUp { reason } => {
+                    error!(
+                        "{who} (pid {pid}) {} after {lived:.1}s; not starting it again: {reason}",
+                        exit.describe()
+                    );
+                    slot.due = None;
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self, sig: i32) {
+        if self.stopping.is_some() {
+            warn!("{}: stopping now", sys::signal_name(sig));
+            self.signal_all(SIGKILL);
+            std::process::exit(1);
+        }
+        info!(
+            "{}: stopping the workers gracefully (up to {:?}, then SIGTERM again, then SIGKILL \
+             {:?} later)",
+            sys::signal_name(sig),
+            self.graceful_timeout(),
+            policy::KILL_GRACE
+        );
+        self.stopping = Some(StopPlan::new(Instant::now(), self.graceful_timeout()));
+        self.signal_all(SIGTERM);
+    }
+
+    fn signal_all(&self, signal: i32) {
+        let retiring = self.retiring.iter().flat_map(|r| r.pids.iter());
+        for &pid in self.current.keys().chain(retiring) {
+            sys::kill(pid, signal);
+        }
+    }
+
+    /// Takes the due steps of every stop under way.
+    fn escalate(&mut self) {
+        let now = Instant::now();
+        let signal_of = |step| match step {
+            StopStep::Graceful | StopStep::Term => SIGTERM,
+            StopStep::Kill => SIGKILL,
+        };
+        if let Some(step) = self.stopping.as_mut().and_then(|p| p.step(now)) {
+            warn!(
+                "workers still running after the graceful timeout: sending {}",
+                sys::signal_name(signal_of(step))
+            );
+            self.signal_all(signal_of(step));
+        }
+        for batch in &mut self.retiring {
+            if let Some(step) = batch.plan.step(now) {
+                let signal = signal_of(step);
+                warn!(
+                    "worker(s) {:?} of the previous configuration still busy: sending {}",
+                    batch.pids,
+                    sys::signal_name(signal)
+                );
+                for &pid in &batch.pids {
+                    sys::kill(pid, signal);
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the configuration; on success start new workers and let the old ones
+    /// finish their requests. A bad configuration is refused and the workers keep serving.
+    fn reload(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let configs = match config::load(self.args).into_result() {
+            Ok(c) => c,
+            Err(problems) => {
+                for p in &problems {
+                    error!("reload refused: {p}");
+                }
+                warn!("the running workers keep serving the previous configuration");
+                return;
+            }
+        };
+        // Sockets that stay configured are kept (no connection is refused during the reload);
+        // new ones are bound; the others close once the old workers are gone.
+        let mut old: Vec<Listener> = self
+            .groups
+            .iter_mut()
+            .flat_map(|g| std::mem::take(&mut g.listeners))
+            .collect();
+        let mut groups = Vec::new();
+        let now = Instant::now();
+        for config in configs {
+            let mut listeners = Vec::new();
+            for spec in &config.listeners {
+                let kept = old
+                    .iter()
+                    .position(|l| l.spec.addr == spec.addr && l.spec.proto == spec.proto);
+                let listener = match kept {
+                    Some(i) => Ok(old.swap_remove(i)),
+                    None => Listener::bind(spec.clone()),
+                };
+                match listener {
+                    Ok(l) => listeners.push(l),
+                    Err(e) => {
+                        error!("reload refused: {e}");
+                        warn!("the running workers keep serving the previous configuration");
+                        old.extend(listeners);
+                        old.extend(groups.into_iter().flat_map(|g: GroupRun| g.listeners));
+                        self.give_back(old);
+                        return;
+                    }
+                }
+            }
+            groups.push(GroupRun::new(config, listeners, now));
+        }
+        drop(old);
+        let pids: Vec<i32> = self.current.drain().map(|(pid, _)| pid).collect();
+        for &pid in &pids {
+            sys::kill(pid, SIGTERM);
+        }
+        let graceful = self.graceful_timeout();
+        if !pids.is_empty() {
+            self.retiring.push(Stopping {
+                pids,
+                plan: StopPlan::new(now, graceful),
+            });
+        }
+        self.groups = groups;
+        let n: usize = self.groups.iter().map(|g| g.slots.len()).sum();
+        info!(
+            "SIGHUP: configuration re-read; starting {n} new worker(s), the old ones finish \
+             their requests"
+        );
+    }
+
+    /// After a refused reload: every socket back to the process group that had it.
+    fn give_back(&mut self, mut listeners: Vec<Listener>) {
+        for g in &mut self.groups {
+            let mine: Vec<Listener> = listeners
+                .extract_if(.., |l| {
+                    g.config.listeners.iter().any(|s| s.addr == l.spec.addr)
+                })
+                .collect();
+            g.listeners = mine;
+        }
+    }
+}
