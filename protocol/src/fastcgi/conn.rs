@@ -75,6 +75,10 @@ struct Active {
 pub struct Connection {
     config: Config,
     active: Vec<Active>,
+    /// Requests already ended whose STDIN stream the web server is still sending: their
+    /// records are consumed without events until the stream's end (or a new BEGIN_REQUEST
+    /// for the id, which abandons it).
+    draining: Vec<u16>,
     keep_conn: bool,
     overloaded: bool,
 }
@@ -84,6 +88,7 @@ impl Connection {
         Connection {
             config,
             active: Vec::new(),
+            draining: Vec::new(),
             keep_conn: true,
             overloaded: false,
         }
@@ -130,6 +135,9 @@ impl Connection {
             return self.begin(id, rec.content, out).map(|()| None);
         }
         let Some(pos) = self.active.iter().position(|a| a.id == id) else {
+            if kind == STDIN && rec.content.is_empty() {
+                self.draining.retain(|&d| d != id);
+            }
             // Records for inactive requests are ignored (they may belong to a request refused
             // or ended just before the web server noticed).
             return match kind {
@@ -204,6 +212,7 @@ impl Connection {
         }
         let keep_conn = flags & KEEP_CONN != 0;
         self.keep_conn = keep_conn;
+        self.draining.retain(|&d| d != id);
         let role = u16::from_be_bytes([r0, r1]);
         let refusal = if role != RESPONDER {
             Some(ProtocolStatus::UnknownRole)
@@ -259,7 +268,20 @@ impl Connection {
 
     /// Marks a request inactive, for a caller that encoded its END_REQUEST itself.
     pub fn finish(&mut self, id: u16) {
-        self.active.retain(|a| a.id != id);
+        if let Some(pos) = self.active.iter().position(|a| a.id == id) {
+            let req = self.active.swap_remove(pos);
+            if req.stdin_open {
+                self.draining.push(id);
+            }
+        }
+    }
+
+    /// Whether the web server still owes input: a request's PARAMS or STDIN stream has not
+    /// ended, also for a request already ended (its unread body). A connection that is to be
+    /// closed is read to this point first, or the close resets it while the web server is
+    /// still writing.
+    pub fn input_pending(&self) -> bool {
+        !self.draining.is_empty() || self.active.iter().any(|a| a.stdin_open)
     }
 
     /// Whether `id` is an active request.
@@ -419,6 +441,43 @@ mod tests {
             conn.decode(&wire, &mut out),
             Err(DecodeError::BadBeginRequest)
         );
+    }
+
+    #[test]
+    fn input_is_pending_until_every_stdin_ended() {
+        let mut conn = Connection::new(Config::default());
+        let mut out = Vec::new();
+        assert!(!conn.input_pending());
+        let mut wire = Vec::new();
+        encode::begin_request(1, RESPONDER, 0, &mut wire);
+        encode::params(1, [(&b"A"[..], &b"1"[..])], &mut wire);
+        encode::stream(STDIN, 1, b"part", &mut wire);
+        let events = drain(&mut conn, &wire, &mut out);
+        assert_eq!(events.len(), 2);
+        assert!(conn.input_pending());
+        // Answered before its body ended: the rest is consumed without events.
+        conn.end_request(1, 0, &mut out);
+        assert!(conn.input_pending());
+        let mut rest = Vec::new();
+        encode::stream(STDIN, 1, b"more", &mut rest);
+        assert!(drain(&mut conn, &rest, &mut out).is_empty());
+        assert!(conn.input_pending());
+        let mut end = Vec::new();
+        encode::stream_end(STDIN, 1, &mut end);
+        assert!(drain(&mut conn, &end, &mut out).is_empty());
+        assert!(!conn.input_pending());
+        // A new BEGIN_REQUEST for the id abandons an unfinished stream.
+        let mut wire = Vec::new();
+        encode::begin_request(2, RESPONDER, KEEP_CONN, &mut wire);
+        encode::params(2, [(&b"A"[..], &b"1"[..])], &mut wire);
+        drain(&mut conn, &wire, &mut out);
+        conn.end_request(2, 0, &mut out);
+        assert!(conn.input_pending());
+        let mut again = Vec::new();
+        encode::begin_request(2, RESPONDER, KEEP_CONN, &mut again);
+        drain(&mut conn, &again, &mut out);
+        assert!(conn.input_pending(), "the new request's streams are open");
+        assert_eq!(conn.active_count(), 1);
     }
 
     #[test]
