@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use crate::exchange::Job;
 use crate::python::{Interp, MainThread, SubInterpreter, ThreadState};
 use crate::router::{AppGroup as GroupName, Mount, Target};
+use crate::server::Job;
 use crate::wsgi::{self, Script};
 
 /// One interpreter and the WSGI state made in it.
@@ -135,10 +135,10 @@ impl Registry {
     }
 
     /// Runs one request in its interpreter; returns whether the response is complete.
-    pub fn run(&self, job: &Arc<Job>, states: &mut WorkerStates) -> bool {
+    pub fn run(&self, job: &Job, states: &mut WorkerStates) -> bool {
         let mount = &self.mounts[job.route.mount];
         let Some(plan) = self.plan(job, mount, job.route.mount) else {
-            job.respond("404 Not Found", "Not Found: no such script\n");
+            job.respond(404, "Not Found: no such script\n");
             return true;
         };
         let group = match self.group(&plan.key, mount, states) {
@@ -146,7 +146,7 @@ impl Registry {
             Err(e) => {
                 crate::error!("{}: {e}", plan.key);
                 job.respond(
-                    "500 Internal Server Error",
+                    500,
                     "Internal Server Error: the application's interpreter could not be made; \
                      the gateway log has the details\n",
                 );
@@ -157,9 +157,9 @@ impl Registry {
             Some((path, generation)) => Script::File(path, *generation),
             None => Script::Diagnostics,
         };
-        let complete = states
-            .for_group(&group)
-            .with_gil(|gil| group.app.handle(gil, job, script, &mount.callable));
+        let complete = group
+            .app
+            .handle(states.for_group(&group), job, script, &mount.callable);
         self.done_with(&group, states);
         complete
     }
@@ -419,5 +419,25 @@ fn settings<'a>(
         sub,
         threads: base.threads,
         multiprocess: base.multiprocess,
+    }
+}
+
+impl crate::server::Runner for Registry {
+    type Thread = WorkerStates;
+
+    fn thread(&self) -> WorkerStates {
+        WorkerStates::new(self)
+    }
+
+    fn run(&self, thread: &mut WorkerStates, req: &Job) -> bool {
+        Registry::run(self, req, thread)
+    }
+
+    fn idle(&self, thread: &mut WorkerStates) {
+        self.release_retired(thread);
+    }
+
+    fn stacks(&self, thread: &mut WorkerStates) -> String {
+        thread.main.with_gil(wsgi::dump_stacks)
     }
 }

@@ -43,6 +43,21 @@ pub fn write(level: &str, msg: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
+/// Whether debug lines are written (`WSGI_GATEWAY_LOG=debug`).
+pub fn debug_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WSGI_GATEWAY_LOG").is_ok_and(|v| v.contains("debug")))
+}
+
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => {
+        if $crate::log::debug_enabled() {
+            $crate::log::write("debug", &format!($($arg)*))
+        }
+    };
+}
+
 #[macro_export]
 macro_rules! info {
     ($($arg:tt)*) => { $crate::log::write("info", &format!($($arg)*)) };

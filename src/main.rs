@@ -5,10 +5,8 @@
 mod cli;
 mod client;
 mod config;
-mod exchange;
 mod groups;
 mod log;
-mod pool;
 mod python;
 mod router;
 mod server;

@@ -276,38 +276,3 @@ impl Signals {
         self.0.get_read().as_fd()
     }
 }
-
-/// An epoll instance holding the listening sockets with `EPOLLEXCLUSIVE`. Registered in a
-/// worker's own poll, it makes the kernel wake one of the workers sharing a socket for each
-/// new connection instead of all of them.
-pub struct ExclusiveAccept {
-    epoll: nix::sys::epoll::Epoll,
-}
-
-impl ExclusiveAccept {
-    pub fn new(listeners: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<ExclusiveAccept> {
-        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(os)?;
-        for (i, l) in listeners.iter().enumerate() {
-            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
-            epoll.add(l, EpollEvent::new(flags, i as u64)).map_err(os)?;
-        }
-        Ok(ExclusiveAccept { epoll })
-    }
-
-    /// The indices of the listeners with connections waiting (without blocking).
-    pub fn ready(&self) -> Vec<usize> {
-        let mut events = [nix::sys::epoll::EpollEvent::empty(); 16];
-        let n = self
-            .epoll
-            .wait(&mut events, EpollTimeout::ZERO)
-            .unwrap_or(0);
-        events[..n].iter().map(|e| e.data() as usize).collect()
-    }
-}
-
-impl std::os::fd::AsRawFd for ExclusiveAccept {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.epoll.0.as_raw_fd()
-    }
-}

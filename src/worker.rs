@@ -1,11 +1,11 @@
 //! One serving process: the embedded interpreter, the worker threads and the event loop.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::ProcessGroup;
-use crate::{error, groups, info, pool, python, router, server, warn};
+use crate::{error, groups, info, python, router, server, warn};
 
 use crate::supervisor::policy::code;
 
@@ -70,24 +70,23 @@ pub fn run(config: &ProcessGroup, listeners: Vec<server::Listener>, multiprocess
             return EXIT_LOAD;
         }
     }
-    let queue = Arc::new(pool::Queue::default());
-    let watch = Arc::new(pool::Watch::new(
-        config.threads,
-        life.request_timeout.is_some(),
-    ));
-    let pool = pool::Pool::start(
-        config.threads,
-        queue.clone(),
-        registry.clone(),
-        watch.clone(),
-        life.queue_timeout,
-    );
     let router = Arc::new(router::Router::new(config.mounts.clone()));
-    let recycle_now = Arc::new(AtomicBool::new(false));
+    let c = &config.connections;
     let server_config = server::ServerConfig {
         limits: config.limits,
         threads: config.threads,
-        graceful_timeout: config.graceful_timeout,
+        timeouts: server::Timeouts {
+            header: c.header_timeout,
+            body: c.body_timeout,
+            idle: c.keepalive_timeout,
+            linger: c.linger_timeout,
+            queue: life.queue_timeout,
+            graceful: config.graceful_timeout,
+        },
+        buffer_body: c.buffer_body,
+        max_body_bytes: c.max_body_bytes,
+        max_connections: c.max_connections,
+        cancel_on_disconnect: false,
         recycle: server::Recycle {
             maximum_requests: life.maximum_requests.map(jitter),
             restart_after: life
@@ -95,50 +94,36 @@ pub fn run(config: &ProcessGroup, listeners: Vec<server::Listener>, multiprocess
                 .map(|t| Duration::from_secs(jitter(t.as_secs().max(1)))),
             inactivity_timeout: life.inactivity_timeout,
             reload_on_rss_bytes: life.reload_on_rss_mib.map(|m| m << 20),
-            now: recycle_now.clone(),
+            request_timeout: life.request_timeout,
         },
+        shared_listeners: config.processes.unwrap_or(1) > 1,
         stop_early,
     };
-    let stop_watchdog = Arc::new(AtomicBool::new(false));
-    let watchdog = life.request_timeout.map(|limit| {
-        let (watch, recycle_now, stop) =
-            (watch.clone(), recycle_now.clone(), stop_watchdog.clone());
-        let interp = main.interp();
-        std::thread::spawn(move || watchdog(limit, &watch, interp, &recycle_now, &stop))
-    });
-    let started = Instant::now();
-    let result =
-        server::Server::new(listeners, router, queue.clone(), server_config).and_then(|s| s.run());
-    queue.close();
-    stop_watchdog.store(true, Ordering::SeqCst);
-    if let Some(w) = watchdog {
-        let _ = w.join();
-    }
-    if let Err(e) = result {
-        error!("event loop failed: {e}");
-        return EXIT_INTERNAL;
-    }
-    let left = config
-        .graceful_timeout
-        .saturating_sub(started.elapsed().min(config.graceful_timeout))
-        .max(Duration::from_secs(1));
-    if pool.join(Instant::now() + left) {
-        let left = registry.end_all(&main);
-        if left > 0 {
-            warn!(
-                "{left} sub-interpreter(s) still run threads of their own (daemon threads): \
-                 stopped without finalising Python"
-            );
-        } else {
-            match main.finalize() {
-                0 => info!("stopped"),
-                rc => warn!("Python finalisation reported {rc}; stopped"),
-            }
+    match server::serve(listeners, router, registry.clone(), server_config) {
+        Err(e) => {
+            error!("the server failed: {e}");
+            EXIT_INTERNAL
         }
-    } else {
-        warn!("worker threads still busy; exiting without finalising Python");
+        Ok(true) => {
+            let left = registry.end_all(&main);
+            if left > 0 {
+                warn!(
+                    "{left} sub-interpreter(s) still run threads of their own (daemon threads): \
+                     stopped without finalising Python"
+                );
+            } else {
+                match main.finalize() {
+                    0 => info!("stopped"),
+                    rc => warn!("Python finalisation reported {rc}; stopped"),
+                }
+            }
+            EXIT_OK
+        }
+        Ok(false) => {
+            warn!("threads still busy; exiting without finalising Python");
+            EXIT_OK
+        }
     }
-    EXIT_OK
 }
 
 /// python-home, every mount venv and every script must be readable by the worker's user.
@@ -157,37 +142,6 @@ fn recheck_as_user(config: &ProcessGroup) -> Result<(), String> {
         readable.map_err(|e| format!("mount {}: {e}", m.shown_prefix()))?;
     }
     Ok(())
-}
-
-/// request-timeout: a request running too long is logged with the Python stack of every
-/// thread, then the worker is recycled (its other requests get the graceful timeout).
-fn watchdog(
-    limit: Duration,
-    watch: &pool::Watch,
-    interp: python::Interp,
-    recycle_now: &AtomicBool,
-    stop: &AtomicBool,
-) {
-    let ts = python::ThreadState::new(interp);
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(250));
-        let overdue = watch.overdue(limit);
-        if overdue.is_empty() || recycle_now.load(Ordering::SeqCst) {
-            continue;
-        }
-        let stacks = ts.with_gil(crate::wsgi::dump_stacks);
-        for (thread, running, job) in &overdue {
-            error!(
-                "{}: running for {:.1}s on thread {thread}, over request-timeout ({}s); \
-                 recycling this worker",
-                crate::wsgi::label(job),
-                running.as_secs_f64(),
-                limit.as_secs()
-            );
-        }
-        error!("Python stacks of this worker:\n{stacks}");
-        recycle_now.store(true, Ordering::SeqCst);
-    }
 }
 
 /// maximum-requests ±10%, different in each process, so workers do not recycle together.

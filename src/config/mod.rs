@@ -38,6 +38,7 @@ pub struct ProcessGroup {
     pub processes: Option<usize>,
     pub graceful_timeout: Duration,
     pub limits: protocol::Limits,
+    pub connections: Connections,
     pub lifecycle: Lifecycle,
     /// Things worth saying at start-up and in `check` that do not stop the gateway.
     pub warnings: Vec<String>,
@@ -49,6 +50,18 @@ pub struct Python {
     pub home: Home,
     /// sys.path entries added to every interpreter (python-path).
     pub path: Vec<PathBuf>,
+}
+
+/// The limits and timeouts of connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connections {
+    pub max_connections: usize,
+    pub max_body_bytes: Option<u64>,
+    pub buffer_body: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub linger_timeout: Duration,
 }
 
 /// When worker processes are recycled, who they run as, and the per-request time limits.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::problem::{KeyPath, Origin, Problem, Source};
 use super::settings::{MountSpec, Seconds, Settings};
-use super::{Lifecycle, ProcessGroup, Python};
+use super::{Connections, Lifecycle, ProcessGroup, Python};
 use crate::router::{AppGroup, Mount, Target};
 use crate::server::{Addr, ListenerSpec, Proto};
 use crate::sys;
@@ -21,6 +21,12 @@ const DEFAULT_BACKLOG: u32 = 1024;
 const DEFAULT_SOCKET_MODE: u32 = 0o660;
 const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CALLABLE: &str = "application";
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+const DEFAULT_BUFFER_BODY: usize = 1 << 20;
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the resolution of one process group needs to know about where settings came from.
 pub struct Ctx<'a> {
@@ -138,6 +144,7 @@ pub fn process_group(s: &Settings, name: &str, ctx: &mut Ctx<'_>) -> ProcessGrou
             .unwrap_or(protocol::Limits::DEFAULT_MAX_PARAMS_BYTES),
         ..protocol::Limits::default()
     };
+    let connections = connections(s, ctx);
     ProcessGroup {
         name: name.to_string(),
         listeners,
@@ -147,6 +154,7 @@ pub fn process_group(s: &Settings, name: &str, ctx: &mut Ctx<'_>) -> ProcessGrou
         processes: s.processes,
         graceful_timeout: secs(s.graceful_timeout).unwrap_or(DEFAULT_GRACEFUL_TIMEOUT),
         limits,
+        connections,
         lifecycle,
         warnings: std::mem::take(&mut ctx.warnings),
     }
@@ -154,6 +162,32 @@ pub fn process_group(s: &Settings, name: &str, ctx: &mut Ctx<'_>) -> ProcessGrou
 
 fn secs(s: Option<Seconds>) -> Option<Duration> {
     s.map(|s| s.0)
+}
+
+/// The limits and timeouts of connections.
+fn connections(s: &Settings, ctx: &mut Ctx<'_>) -> Connections {
+    let c = Connections {
+        max_connections: s.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        max_body_bytes: s.max_body_bytes,
+        buffer_body: s.buffer_body.unwrap_or(DEFAULT_BUFFER_BODY),
+        header_timeout: secs(s.header_timeout).unwrap_or(DEFAULT_HEADER_TIMEOUT),
+        body_timeout: secs(s.body_timeout).unwrap_or(DEFAULT_BODY_TIMEOUT),
+        keepalive_timeout: secs(s.keepalive_timeout).unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
+        linger_timeout: secs(s.linger_timeout).unwrap_or(DEFAULT_LINGER_TIMEOUT),
+    };
+    if c.max_connections == 0 {
+        ctx.problem("max-connections", "must be at least 1");
+    }
+    for (key, t) in [
+        ("header-timeout", c.header_timeout),
+        ("body-timeout", c.body_timeout),
+        ("keepalive-timeout", c.keepalive_timeout),
+    ] {
+        if t.is_zero() {
+            ctx.problem(key, "must be more than 0 seconds");
+        }
+    }
+    c
 }
 
 fn listeners(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<ListenerSpec> {

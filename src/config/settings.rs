@@ -225,6 +225,35 @@ settings! {
     /// Largest request head (all params) in bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     max_params_bytes: Option<usize>,
+    /// Largest request body in bytes: a larger CONTENT_LENGTH is answered 413 before the app
+    /// runs [default: no limit].
+    #[arg(long, value_name = "BYTES")]
+    max_body_bytes: Option<u64>,
+    /// Body bytes collected before a request takes a thread, so a slow upload holds no
+    /// thread and no GIL while it arrives; a larger body streams to the app after that many
+    /// [default: 1048576; 0: run at once and stream the body].
+    #[arg(long, value_name = "BYTES")]
+    buffer_body: Option<usize>,
+    /// Connections one worker process holds at most; more wait in the listen backlog
+    /// [default: 4096].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Seconds a connection may take to send a complete request head [default: 60].
+    #[arg(long, value_name = "SECS")]
+    header_timeout: Option<Seconds>,
+    /// Seconds reading a request body (or writing a response) may make no progress: a body
+    /// read raises OSError in the app, and the client gets 408 if no response began
+    /// [default: 60].
+    #[arg(long, value_name = "SECS")]
+    body_timeout: Option<Seconds>,
+    /// Seconds a kept connection (FastCGI keep-conn) may stay idle between requests
+    /// [default: 120].
+    #[arg(long, value_name = "SECS")]
+    keepalive_timeout: Option<Seconds>,
+    /// Seconds a connection is read to the end of its input after its response before it is
+    /// closed anyway (a close with unread input resets the web server) [default: 5].
+    #[arg(long, value_name = "SECS")]
+    linger_timeout: Option<Seconds>,
     /// Recycle a worker process after it served about N requests (±10% jitter, so workers do
     /// not recycle together). Needs --processes.
     #[arg(long, value_name = "N")]

@@ -12,6 +12,7 @@
 //!   capsule holding an `Arc<dyn Host>`; a panic in Rust becomes a Python `RuntimeError`.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::fs::File;
 use std::marker::PhantomData;
@@ -22,7 +23,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pyo3_ffi as ffi;
 
@@ -218,9 +219,12 @@ impl SubInterpreter {
     }
 }
 
-/// One worker thread's state for one interpreter: made once, entered per request.
+/// One worker thread's state for one interpreter: made once, entered per request. It keeps
+/// the thread's request context capsule of that interpreter, reused from request to request.
 pub struct ThreadState {
     ts: *mut ffi::PyThreadState,
+    /// A capsule over a [`HostSlot`] (owned reference), or NULL.
+    ctx: Cell<*mut ffi::PyObject>,
 }
 
 impl ThreadState {
@@ -228,7 +232,10 @@ impl ThreadState {
         // SAFETY: PyThreadState_New needs no GIL; the state starts detached.
         let ts = unsafe { ffi::PyThreadState_New(interp.0) };
         assert!(!ts.is_null(), "PyThreadState_New failed");
-        ThreadState { ts }
+        ThreadState {
+            ts,
+            ctx: Cell::new(ptr::null_mut()),
+        }
     }
 
     /// Runs `f` holding the GIL in this state's interpreter.
@@ -238,17 +245,78 @@ impl ThreadState {
         let _release = Release;
         f(Gil(PhantomData))
     }
+
+    /// The context object of a request served by `host`, passed as the first argument of the
+    /// callbacks. The thread's capsule is reused when nothing but this state holds it (no
+    /// object of an earlier request kept it); otherwise a new one is made, and the old one
+    /// stays bound to its finished request. Call [`ThreadState::end_request`] after it.
+    /// `gil` must be this state's.
+    pub fn request_context<'py>(&self, gil: Gil<'py>, host: Arc<dyn Host>) -> PyResult<Obj<'py>> {
+        let cap = self.ctx.get();
+        // SAFETY: GIL held; `cap` is NULL or our owned reference to a live capsule.
+        let reusable = !cap.is_null() && unsafe { ffi::Py_REFCNT(cap) } == 1;
+        if !reusable {
+            if !cap.is_null() {
+                // SAFETY: we give up our reference; holders of the capsule keep it alive.
+                unsafe { ffi::Py_DECREF(cap) };
+                self.ctx.set(ptr::null_mut());
+            }
+            let slot = Box::into_raw(Box::new(HostSlot(Mutex::new(None))));
+            // SAFETY: the capsule owns the box; its destructor frees it.
+            let made = unsafe {
+                ffi::PyCapsule_New(slot.cast(), CAPSULE_NAME.as_ptr(), Some(drop_host_capsule))
+            };
+            if made.is_null() {
+                // SAFETY: the capsule was not made, so we still own the box.
+                drop(unsafe { Box::from_raw(slot) });
+                return Err(gil.fetch_err());
+            }
+            self.ctx.set(made);
+        }
+        let cap = self.ctx.get();
+        // SAFETY: a capsule made above with a HostSlot.
+        let slot =
+            unsafe { &*ffi::PyCapsule_GetPointer(cap, CAPSULE_NAME.as_ptr()).cast::<HostSlot>() };
+        *lock(&slot.0) = Some(host);
+        Ok(gil.borrowed(cap))
+    }
+
+    /// The request is over: its context lets go of it (a callback made later, through an
+    /// object the app kept, finds no request).
+    pub fn end_request(&self, _gil: Gil<'_>) {
+        let cap = self.ctx.get();
+        if cap.is_null() {
+            return;
+        }
+        // SAFETY: GIL held; a capsule made by request_context.
+        let slot =
+            unsafe { &*ffi::PyCapsule_GetPointer(cap, CAPSULE_NAME.as_ptr()).cast::<HostSlot>() };
+        let host = lock(&slot.0).take();
+        drop(host);
+    }
 }
 
 impl Drop for ThreadState {
     fn drop(&mut self) {
-        // SAFETY: attach, clear and delete our own detached state; DeleteCurrent releases the GIL.
+        // SAFETY: attach, release our capsule, clear and delete our own detached state;
+        // DeleteCurrent releases the GIL.
         unsafe {
             ffi::PyEval_RestoreThread(self.ts);
+            let cap = self.ctx.replace(ptr::null_mut());
+            if !cap.is_null() {
+                ffi::Py_DECREF(cap);
+            }
             ffi::PyThreadState_Clear(self.ts);
             ffi::PyThreadState_DeleteCurrent();
         }
     }
+}
+
+/// What a request context capsule points to: the request while it is served.
+struct HostSlot(Mutex<Option<Arc<dyn Host>>>);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Proof that the current thread holds the GIL, for the lifetime `'py`.
@@ -521,20 +589,6 @@ impl<'py> Gil<'py> {
         f()
     }
 
-    /// A capsule holding `host`, passed as the first argument of the callbacks.
-    pub fn host_capsule(self, host: Arc<dyn Host>) -> PyResult<Obj<'py>> {
-        let boxed = Box::into_raw(Box::new(host));
-        // SAFETY: the capsule owns the box; its destructor frees it.
-        let cap = unsafe {
-            ffi::PyCapsule_New(boxed.cast(), CAPSULE_NAME.as_ptr(), Some(drop_host_capsule))
-        };
-        if cap.is_null() {
-            // SAFETY: the capsule was not made, so we still own the box.
-            drop(unsafe { Box::from_raw(boxed) });
-        }
-        self.own(cap)
-    }
-
     /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_sendfile`) into
     /// `dict` (a module namespace of this interpreter).
     pub fn install_callbacks(self, dict: &Obj<'py>) -> PyResult<()> {
@@ -676,9 +730,9 @@ pub trait Host: Send + Sync {
     /// Sends `head` (may be empty) then `body`, and ends the response when `done`; false when
     /// the client is gone.
     fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8], done: bool) -> bool;
-    /// Up to `max` body bytes (any amount when `max` is 0); empty at the end of the body,
-    /// `None` when the client is gone.
-    fn recv(&self, gil: Gil<'_>, max: usize) -> Option<Vec<u8>>;
+    /// Hands up to `max` body bytes (any amount when `max` is 0) to `sink`, an empty slice
+    /// at the end of the body.
+    fn recv(&self, gil: Gil<'_>, max: usize, sink: &mut dyn FnMut(&[u8])) -> Recv;
     /// A line (or lines) for the log, from `wsgi.errors` or the gateway's Python side.
     fn log(&self, text: &str);
     /// Streams `count` bytes (to the end when `None`) of `file` from `offset`; Ok(false) when
@@ -692,13 +746,24 @@ pub trait Host: Send + Sync {
     ) -> Result<bool, String>;
 }
 
+/// How a body read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recv {
+    /// The sink got bytes (or the end).
+    Done,
+    /// The client is gone.
+    Gone,
+    /// No body byte came within this long.
+    TimedOut(std::time::Duration),
+}
+
 const CAPSULE_NAME: &CStr = c"wsgi_gateway.host";
 
 unsafe extern "C" fn drop_host_capsule(cap: *mut ffi::PyObject) {
-    // SAFETY: the capsule was made by host_capsule with a Box<Arc<dyn Host>>.
+    // SAFETY: the capsule was made by request_context with a Box<HostSlot>.
     let p = ffi::PyCapsule_GetPointer(cap, CAPSULE_NAME.as_ptr());
     if !p.is_null() {
-        drop(Box::from_raw(p.cast::<Arc<dyn Host>>()));
+        drop(Box::from_raw(p.cast::<HostSlot>()));
     }
 }
 
@@ -749,11 +814,15 @@ fn callback(
             return raise(ffi::PyExc_TypeError, &format!("expected {want} arguments"));
         }
         let args = std::slice::from_raw_parts(args, want);
-        let host = ffi::PyCapsule_GetPointer(args[0], CAPSULE_NAME.as_ptr());
-        if host.is_null() {
+        let slot = ffi::PyCapsule_GetPointer(args[0], CAPSULE_NAME.as_ptr());
+        if slot.is_null() {
             return ptr::null_mut();
         }
-        let host: &Arc<dyn Host> = &*host.cast::<Arc<dyn Host>>();
+        let slot: &HostSlot = &*slot.cast::<HostSlot>();
+        // Taken out of the slot: the callback may wait with the GIL released.
+        let Some(host) = lock(&slot.0).clone() else {
+            return raise(ffi::PyExc_ValueError, "this request is over");
+        };
         let gil = Gil(PhantomData);
         match catch_unwind(AssertUnwindSafe(|| body(gil, host.as_ref(), &args[1..]))) {
             Ok(r) => r,
@@ -814,9 +883,21 @@ unsafe extern "C" fn gw_recv(
         let Some(max) = arg_int(a[0]) else {
             return ptr::null_mut();
         };
-        match host.recv(gil, max.max(0) as usize) {
-            Some(data) => ret(gil.bytes(&data)),
-            None => ret(Ok(gil.none())),
+        let mut got = None;
+        let status = host.recv(gil, max.max(0) as usize, &mut |data| {
+            got = Some(gil.bytes(data));
+        });
+        match status {
+            Recv::Done => ret(got.unwrap_or_else(|| gil.bytes(b""))),
+            Recv::Gone => ret(Ok(gil.none())),
+            Recv::TimedOut(after) => raise(
+                // SAFETY: builtin exception type.
+                unsafe { ffi::PyExc_TimeoutError },
+                &format!(
+                    "request body: no data for {:.1}s (body-timeout)",
+                    after.as_secs_f64()
+                ),
+            ),
         }
     })
 }

@@ -3,11 +3,11 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use mio::{Interest, Registry, Token};
 
 /// Where to listen: `HOST:PORT` or `unix:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,47 +220,70 @@ fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener>
     Ok(l)
 }
 
-/// An accepted connection.
+/// An accepted connection, shared (as `&Stream`) by the threads that read and write it.
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 impl Stream {
-    pub fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => r.register(s, t, i),
-            Stream::Unix(s) => r.register(s, t, i),
+            Stream::Tcp(s) => (&*s).read(buf),
+            Stream::Unix(s) => (&*s).read(buf),
         }
     }
 
-    pub fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => r.reregister(s, t, i),
-            Stream::Unix(s) => r.reregister(s, t, i),
+            Stream::Tcp(s) => (&*s).write(buf),
+            Stream::Unix(s) => (&*s).write(buf),
         }
+    }
+
+    pub fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).write_vectored(bufs),
+            Stream::Unix(s) => (&*s).write_vectored(bufs),
+        }
+    }
+
+    /// Waits up to `timeout` for the socket to be readable (or writable); true when it is
+    /// (or has failed: the next read or write says how).
+    pub fn poll(&self, read: bool, timeout: std::time::Duration) -> bool {
+        use nix::poll::{PollFd, PollFlags};
+        let flags = if read {
+            PollFlags::POLLIN
+        } else {
+            PollFlags::POLLOUT
+        };
+        let mut fds = [PollFd::new(self.as_fd(), flags)];
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let t = nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX);
+        loop {
+            match nix::poll::poll(&mut fds, t) {
+                Ok(n) => return n > 0,
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Shuts both directions: a thread waiting on the socket wakes.
+    pub fn shutdown(&self) {
+        let _already = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
     }
 }
 
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
         }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -1,38 +1,91 @@
-//! The event loop: listeners, connections, protocol decoding and dispatch. It never touches
-//! Python; workers talk back through [`crate::exchange`] and wake it with a [`Notifier`].
+//! The server of one worker process. Its threads share one epoll: an idle thread waits in it,
+//! and the thread that reads a complete request runs it, writes its response and goes back
+//! to waiting — a request crosses no thread on its way. A connection is driven by whichever
+//! thread holds its lock ([`conn`]); its protocol state is one [`session::Session`], the only
+//! place responses are framed. A housekeeper thread handles the signals and the timers, and
+//! does the I/O when every thread is busy for a while (so that slow or stalled peers, a
+//! queue-timeout or a lingering close are served on time).
+//!
+//! Only idle threads wait on the listening sockets, which are registered `EPOLLEXCLUSIVE`:
+//! a worker process whose threads are all busy takes no new connection, and the kernel hands
+//! it to another worker process.
 
+mod conn;
+mod housekeeper;
 mod listener;
+pub mod session;
 
+pub use conn::{Io, WaitError};
 pub use listener::{Addr, Listener, ListenerSpec, Proto};
 
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
-use protocol::fastcgi::{self, encode};
-use protocol::{cgi, scgi, Limits, Protocol, RequestHead};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use protocol::{fastcgi, Protocol, RequestHead};
 use slab::Slab;
-use std::os::fd::AsRawFd;
 
-use crate::exchange::{Framing, Job, Notifier, Output, RequestIo};
-use crate::pool::Queue;
-use crate::router::Router;
-use listener::Stream;
+use crate::router::{Route, Router};
+use conn::Conn;
+use session::Session;
 
-/// Unparsed input one connection may hold (a whole FastCGI record, or an SCGI header block).
-const MAX_PENDING_INPUT: usize = fastcgi::MAX_RECORD_LEN + 64 * 1024;
+/// What a connection waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    None,
+    Read,
+    Write,
+    ReadWrite,
+}
 
-pub struct ServerConfig {
-    pub limits: Limits,
-    pub threads: usize,
-    pub graceful_timeout: Duration,
-    pub recycle: Recycle,
-    /// Set by SIGTERM/SIGINT before the loop ran (while the interpreter started).
-    pub stop_early: Arc<AtomicBool>,
+impl Interest {
+    pub fn from_flags(read: bool, write: bool) -> Interest {
+        match (read, write) {
+            (false, false) => Interest::None,
+            (true, false) => Interest::Read,
+            (false, true) => Interest::Write,
+            (true, true) => Interest::ReadWrite,
+        }
+    }
+
+    pub fn read(self) -> bool {
+        matches!(self, Interest::Read | Interest::ReadWrite)
+    }
+
+    pub fn write(self) -> bool {
+        matches!(self, Interest::Write | Interest::ReadWrite)
+    }
+
+    fn of_event(flags: EpollFlags) -> Interest {
+        let failed = flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
+        Interest::from_flags(
+            failed || flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP),
+            failed || flags.contains(EpollFlags::EPOLLOUT),
+        )
+    }
+}
+
+/// The time limits on the wire.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// A connection's request head must be complete this long after it began.
+    pub header: Duration,
+    /// Reading a body (or writing a response) may make no progress this long.
+    pub body: Duration,
+    /// A kept connection may be idle this long between requests.
+    pub idle: Duration,
+    /// After its response, a connection's remaining input is read this long at most.
+    pub linger: Duration,
+    /// A request may wait this long for a free thread (then 503).
+    pub queue: Option<Duration>,
+    /// In-flight requests get this long to finish when the process stops.
+    pub graceful: Duration,
 }
 
 /// When a worker process stops accepting and exits, for the supervisor to start a new one.
@@ -42,16 +95,509 @@ pub struct Recycle {
     pub restart_after: Option<Duration>,
     pub inactivity_timeout: Option<Duration>,
     pub reload_on_rss_bytes: Option<u64>,
-    /// Set by another thread (the request watchdog) to recycle now.
-    pub now: Arc<AtomicBool>,
+    pub request_timeout: Option<Duration>,
 }
 
-impl Recycle {
-    fn any(&self) -> bool {
-        self.maximum_requests.is_some()
-            || self.restart_after.is_some()
-            || self.inactivity_timeout.is_some()
-            || self.reload_on_rss_bytes.is_some()
+pub struct ServerConfig {
+    pub limits: protocol::Limits,
+    pub threads: usize,
+    pub timeouts: Timeouts,
+    /// Body bytes collected before a request takes a thread.
+    pub buffer_body: usize,
+    /// Larger bodies are refused with 413 before the app runs.
+    pub max_body_bytes: Option<u64>,
+    /// Connections one worker process holds at most.
+    pub max_connections: usize,
+    /// Watch the connection while its request runs, and cancel the request when it closes.
+    pub cancel_on_disconnect: bool,
+    pub recycle: Recycle,
+    /// Other worker processes share the listeners: while every thread is stuck, this one
+    /// stops accepting so that they take the new connections.
+    pub shared_listeners: bool,
+    /// Set by SIGTERM/SIGINT before the server ran (while the interpreter started).
+    pub stop_early: Arc<AtomicBool>,
+}
+
+/// A request on its way through a thread: its head and route, and its I/O on the
+/// connection it came on.
+pub struct Request {
+    server: Arc<Shared>,
+    conn: Arc<Conn>,
+    /// The request's id on its connection.
+    id: u64,
+    pub head: RequestHead,
+    pub route: Route,
+    /// When its head was complete.
+    pub received: Instant,
+}
+
+/// A request ready to run.
+pub type Job = Arc<Request>;
+
+impl Request {
+    /// Frames and writes response bytes (the head with the first call); `Ready(n)`: `n` body
+    /// bytes were taken; `Wait`: call [`Request::wait_writable`] (with the GIL released).
+    pub fn send(&self, head: &[u8], body: &[u8], done: bool) -> Io<usize> {
+        self.conn.send(&self.server, self.id, head, body, done)
+    }
+
+    pub fn wait_writable(&self) -> Result<(), WaitError> {
+        self.conn.wait_writable(&self.server)
+    }
+
+    /// Up to `max` body bytes (any amount for 0), handed to `sink`; an empty slice at the
+    /// end. `Wait`: call [`Request::wait_readable`].
+    pub fn recv(&self, max: usize, sink: &mut dyn FnMut(&[u8])) -> Io<()> {
+        self.conn.recv(&self.server, self.id, max, sink)
+    }
+
+    /// Waits for body bytes, up to the body timeout.
+    pub fn wait_readable(&self) -> Result<(), WaitError> {
+        let timeout = self.server.config.timeouts.body;
+        self.conn.wait_readable(&self.server, self.id, timeout)
+    }
+
+    /// How long a body read or a response write may make no progress.
+    pub fn body_timeout(&self) -> Duration {
+        self.server.config.timeouts.body
+    }
+
+    /// Whether the client went away (or the web server aborted the request).
+    pub fn is_gone(&self) -> bool {
+        self.conn.is_gone(self.id)
+    }
+
+    /// Answers with a response the gateway makes itself.
+    pub fn respond(&self, status: u16, text: &str) {
+        self.conn.respond(&self.server, self.id, status, text);
+    }
+
+    /// The app is done: see [`Conn::finish`].
+    fn finish(&self, complete: bool) {
+        self.conn.finish(&self.server, self.id, complete);
+    }
+}
+
+/// What runs requests: the Python side, seen from the server.
+pub trait Runner: Send + Sync + 'static {
+    /// A thread's own state (its Python thread states).
+    type Thread;
+    fn thread(&self) -> Self::Thread;
+    /// Runs a request to its end; returns whether its response is complete (false: it was
+    /// cut off, and its connection is closed so the web server sees it).
+    fn run(&self, thread: &mut Self::Thread, req: &Job) -> bool;
+    /// Called on a thread that was idle a while.
+    fn idle(&self, _thread: &mut Self::Thread) {}
+    /// The stacks of every thread, for a request over its time limit.
+    fn stacks(&self, thread: &mut Self::Thread) -> String;
+}
+
+const QUEUE_TOKEN: u64 = u64::MAX;
+const STOP_TOKEN: u64 = u64::MAX - 1;
+const LISTENER_BASE: u64 = 1 << 63;
+/// An idle thread wakes this often (to let go of interpreters replaced by a reload).
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+struct Listeners {
+    list: Vec<Listener>,
+    /// In the epoll now.
+    watched: bool,
+    /// Taken off because the connection limit was reached (logged once).
+    at_limit: bool,
+}
+
+struct Table {
+    conns: Slab<Arc<Conn>>,
+    next_gen: u64,
+}
+
+/// What the threads of a worker process share.
+pub struct Shared {
+    epoll: Epoll,
+    pub config: ServerConfig,
+    router: Arc<Router>,
+    fcgi: fastcgi::Config,
+    table: Mutex<Table>,
+    listeners: Mutex<Listeners>,
+    queue: Mutex<VecDeque<Job>>,
+    queue_fd: EventFd,
+    stop_fd: EventFd,
+    /// Wakes the housekeeper before its next tick.
+    kick_fd: EventFd,
+    clock: Instant,
+    stopping: AtomicBool,
+    /// Every thread may exit.
+    finished: AtomicBool,
+    /// Threads waiting in the epoll, and how many times one began to.
+    idle: AtomicUsize,
+    idle_epoch: AtomicU64,
+    /// Requests running.
+    running: AtomicUsize,
+    served: AtomicU64,
+    last_request_ms: AtomicU64,
+    /// What each thread runs, for the request-timeout watchdog.
+    slots: Vec<Mutex<Option<(Instant, Job)>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn os(e: nix::Error) -> io::Error {
+    io::Error::from(e)
+}
+
+impl Shared {
+    fn new(
+        listeners: Vec<Listener>,
+        router: Arc<Router>,
+        config: ServerConfig,
+    ) -> io::Result<Shared> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(os)?;
+        let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
+        let queue_fd = EventFd::from_value_and_flags(0, flags).map_err(os)?;
+        let stop_fd = EventFd::from_value_and_flags(0, flags).map_err(os)?;
+        let kick_fd = EventFd::from_value_and_flags(0, flags).map_err(os)?;
+        // Edge-triggered: each queued request wakes one idle thread (and the housekeeper's I/O
+        // round, which runs no request, is not woken again and again by waiting ones).
+        let queue_ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, QUEUE_TOKEN);
+        epoll.add(&queue_fd, queue_ev).map_err(os)?;
+        epoll
+            .add(&stop_fd, EpollEvent::new(EpollFlags::EPOLLIN, STOP_TOKEN))
+            .map_err(os)?;
+        let fcgi = fastcgi::Config {
+            limits: config.limits,
+            multiplex: true,
+            max_conns: config.max_connections as u32,
+            max_reqs: config.threads as u32,
+        };
+        let threads = config.threads;
+        let sh = Shared {
+            epoll,
+            router,
+            fcgi,
+            table: Mutex::new(Table {
+                conns: Slab::new(),
+                next_gen: 1,
+            }),
+            listeners: Mutex::new(Listeners {
+                list: listeners,
+                watched: false,
+                at_limit: false,
+            }),
+            queue: Mutex::new(VecDeque::new()),
+            queue_fd,
+            stop_fd,
+            kick_fd,
+            clock: Instant::now(),
+            stopping: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            idle: AtomicUsize::new(0),
+            idle_epoch: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            last_request_ms: AtomicU64::new(0),
+            slots: (0..threads).map(|_| Mutex::new(None)).collect(),
+            config,
+        };
+        sh.watch_listeners(true)?;
+        Ok(sh)
+    }
+
+    /// Milliseconds since the server started (the clock of deadlines).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Registers a connection's socket with the shared epoll, edge-triggered for input and
+    /// output: it is never modified afterwards (closing the socket removes it).
+    fn register(&self, fd: &impl AsFd, token: u64) -> io::Result<()> {
+        let flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
+        self.epoll
+            .add(fd, EpollEvent::new(flags, token))
+            .map_err(os)
+    }
+
+    /// Puts the listeners in the epoll (or takes them out).
+    fn watch_listeners(&self, on: bool) -> io::Result<()> {
+        let mut l = lock(&self.listeners);
+        self.set_listeners(&mut l, on)
+    }
+
+    fn set_listeners(&self, l: &mut Listeners, on: bool) -> io::Result<()> {
+        if l.watched == on {
+            return Ok(());
+        }
+        for (i, listener) in l.list.iter().enumerate() {
+            if on {
+                let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+                let ev = EpollEvent::new(flags, LISTENER_BASE + i as u64);
+                self.epoll.add(listener.fd(), ev).map_err(os)?;
+            } else {
+                self.epoll.delete(listener.fd()).map_err(os)?;
+            }
+        }
+        l.watched = on;
+        Ok(())
+    }
+
+    /// The connection of a token, if it is still open.
+    pub fn conn(&self, token: u64) -> Option<Arc<Conn>> {
+        let t = lock(&self.table);
+        let c = t.conns.get((token & 0xffff_ffff) as usize)?;
+        (c.token == token).then(|| c.clone())
+    }
+
+    /// A closed connection leaves the table.
+    fn forget_conn(&self, token: u64) {
+        let len = {
+            let mut t = lock(&self.table);
+            let key = (token & 0xffff_ffff) as usize;
+            if t.conns.get(key).is_some_and(|c| c.token == token) {
+                t.conns.remove(key);
+            }
+            t.conns.len()
+        };
+        if len < self.config.max_connections {
+            let mut l = lock(&self.listeners);
+            if l.at_limit && !self.stopping() {
+                l.at_limit = false;
+                let _ = self.set_listeners(&mut l, true);
+            }
+        }
+    }
+
+    /// Accepts one connection on listener `i` and reads what came with it.
+    fn accept(self: &Arc<Self>, i: usize, ready: &mut Vec<Job>) {
+        let (stream, proto) = {
+            let mut l = lock(&self.listeners);
+            let Some(listener) = l.list.get(i) else {
+                return;
+            };
+            let proto = listener.spec.proto;
+            match listener.accept() {
+                Ok(s) => (s, proto),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // EMFILE and friends: the listener stays ready; an idle thread retries
+                    // after a short pause instead of spinning.
+                    crate::error!("accept on {}: {e}", listener.spec.addr);
+                    let _ = self.set_listeners(&mut l, false);
+                    l.at_limit = true;
+                    return;
+                }
+            }
+        };
+        let session = Session::new(
+            match proto {
+                Proto::FastCgi => Some(Protocol::FastCgi),
+                Proto::Scgi => Some(Protocol::Scgi),
+                Proto::Auto => None,
+            },
+            self.config.limits,
+            self.fcgi.clone(),
+        );
+        let conn = {
+            let mut t = lock(&self.table);
+            let key = t.conns.vacant_key() as u64;
+            let token = (t.next_gen << 32 | key) & !LISTENER_BASE;
+            let conn = Arc::new(Conn::new(token, stream, session));
+            t.conns.insert(conn.clone());
+            t.next_gen = (t.next_gen + 1) & 0x7fff_ffff;
+            if t.next_gen == 0 {
+                t.next_gen = 1;
+            }
+            if t.conns.len() >= self.config.max_connections {
+                let mut l = lock(&self.listeners);
+                if !l.at_limit {
+                    crate::warn!(
+                        "{} connections: the connection limit (max-connections) is reached; \
+                         new connections wait in the listen backlog",
+                        t.conns.len()
+                    );
+                    l.at_limit = true;
+                    let _ = self.set_listeners(&mut l, false);
+                }
+            }
+            conn
+        };
+        conn.start(self, ready);
+    }
+
+    /// Acts on one epoll event.
+    fn dispatch(self: &Arc<Self>, ev: EpollEvent, ready: &mut Vec<Job>) {
+        match ev.data() {
+            QUEUE_TOKEN => {
+                // Edge-triggered: the counter is only reset here.
+                let _ = self.queue_fd.read();
+            }
+            STOP_TOKEN => {}
+            t if t & LISTENER_BASE != 0 => self.accept((t - LISTENER_BASE) as usize, ready),
+            t => {
+                if let Some(conn) = self.conn(t) {
+                    conn.on_event(self, Interest::of_event(ev.events()), ready);
+                }
+            }
+        }
+    }
+
+    /// Queues requests for other threads.
+    fn push_jobs(&self, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let n = jobs.len();
+        lock(&self.queue).extend(jobs);
+        for _ in 0..n {
+            let _ = self.queue_fd.write(1);
+        }
+    }
+
+    fn pop_job(&self) -> Option<Job> {
+        lock(&self.queue).pop_front()
+    }
+
+    /// Runs one request on this thread.
+    fn run_job<R: Runner>(&self, runner: &R, thread: &mut R::Thread, index: usize, job: Job) {
+        if let Some(limit) = self.config.timeouts.queue {
+            let waited = job.received.elapsed();
+            if waited > limit {
+                self.refuse_late(&job, waited, limit);
+                return;
+            }
+        }
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let watched = self.config.recycle.request_timeout.is_some();
+        if watched {
+            *lock(&self.slots[index]) = Some((Instant::now(), job.clone()));
+        }
+        let complete = catch_unwind(AssertUnwindSafe(|| runner.run(thread, &job)));
+        if watched {
+            *lock(&self.slots[index]) = None;
+        }
+        job.finish(complete.unwrap_or(false));
+        let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.config.recycle.maximum_requests == Some(served) {
+            // Recycling starts now, not at the housekeeper's next tick.
+            let _ = self.kick_fd.write(1);
+        }
+        self.last_request_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// queue-timeout: 503 for a request that waited too long for a thread.
+    fn refuse_late(&self, job: &Job, waited: Duration, limit: Duration) {
+        crate::warn!(
+            "{}: waited {:.1}s for a free thread (queue-timeout {}): 503",
+            request_label(job),
+            waited.as_secs_f64(),
+            crate::config::settings::Seconds(limit)
+        );
+        job.respond(
+            503,
+            "Service Unavailable: every thread is busy; try again later\n",
+        );
+        job.finish(true);
+    }
+}
+
+/// `METHOD URI` of a request, for log lines.
+pub fn request_label(req: &Request) -> String {
+    let method = req.head.get(b"REQUEST_METHOD").unwrap_or(b"GET");
+    let uri = req.head.get(b"REQUEST_URI").unwrap_or_default();
+    let uri = if uri.is_empty() {
+        [&req.route.script_name[..], &req.route.path_info[..]].concat()
+    } else {
+        uri.to_vec()
+    };
+    format!(
+        "{} {}",
+        String::from_utf8_lossy(method),
+        String::from_utf8_lossy(&uri)
+    )
+}
+
+/// Serves until stopped (signals, or recycling): starts the threads and the housekeeper and
+/// returns once they are done or the graceful timeout passed. Returns whether every thread
+/// finished (only then may Python be finalised).
+pub fn serve<R: Runner>(
+    listeners: Vec<Listener>,
+    router: Arc<Router>,
+    runner: Arc<R>,
+    config: ServerConfig,
+) -> io::Result<bool> {
+    let sh = Arc::new(Shared::new(listeners, router, config)?);
+    let signals =
+        crate::sys::Signals::new(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+    let threads: Vec<_> = (0..sh.config.threads)
+        .map(|i| {
+            let (sh, runner) = (sh.clone(), runner.clone());
+            std::thread::Builder::new()
+                .name(format!("request-{i}"))
+                .spawn(move || thread_main(&sh, &*runner, i))
+        })
+        .collect::<io::Result<_>>()?;
+    let keeper = {
+        let (sh, runner) = (sh.clone(), runner.clone());
+        std::thread::Builder::new()
+            .name("housekeeper".into())
+            .spawn(move || housekeeper::run(&sh, &*runner, signals))?
+    };
+    let deadline = keeper.join().unwrap_or_else(|_| Instant::now());
+    for t in &threads {
+        while !t.is_finished() {
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(true)
+}
+
+fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
+    let mut thread = runner.thread();
+    let mut ready: Vec<Job> = Vec::new();
+    let mut events = [EpollEvent::empty(); 1];
+    loop {
+        if let Some(job) = sh.pop_job() {
+            sh.run_job(runner, &mut thread, index, job);
+            continue;
+        }
+        if sh.finished.load(Ordering::SeqCst) {
+            break;
+        }
+        sh.idle.fetch_add(1, Ordering::SeqCst);
+        sh.idle_epoch.fetch_add(1, Ordering::SeqCst);
+        let waited = sh
+            .epoll
+            .wait(&mut events, crate::sys::epoll_timeout(Some(IDLE_WAKE)));
+        sh.idle.fetch_sub(1, Ordering::SeqCst);
+        match waited {
+            Ok(0) => runner.idle(&mut thread),
+            Ok(_) => sh.dispatch(events[0], &mut ready),
+            Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                crate::error!("waiting for connections: {e}");
+                std::thread::sleep(IDLE_WAKE);
+            }
+        }
+        let mut jobs = std::mem::take(&mut ready);
+        if !jobs.is_empty() {
+            let first = jobs.remove(0);
+            sh.push_jobs(jobs);
+            sh.run_job(runner, &mut thread, index, first);
+        }
     }
 }
 
@@ -62,719 +608,8 @@ fn rss_bytes() -> Option<u64> {
     Some(pages * crate::sys::page_size())
 }
 
-enum Mode {
-    /// Waiting for the first byte (a listener that accepts both protocols).
-    Detect,
-    FastCgi {
-        conn: fastcgi::Connection,
-        requests: HashMap<u16, Arc<RequestIo>>,
-    },
-    Scgi {
-        dec: scgi::Decoder,
-        request: Option<Arc<RequestIo>>,
-    },
-}
-
-/// A connection's unparsed input. Memory is taken only while bytes are pending: an idle
-/// keep-alive connection holds no buffer.
-#[derive(Default)]
-struct ReadBuf {
-    data: Vec<u8>,
-    len: usize,
-}
-
-impl ReadBuf {
-    const INITIAL: usize = 8 * 1024;
-
-    /// Room to read into, growing the buffer (up to the input limit) when it is nearly full.
-    fn spare(&mut self) -> &mut [u8] {
-        if self.data.len() - self.len < 4096 {
-            let size = (self.data.len() * 2).clamp(Self::INITIAL, MAX_PENDING_INPUT);
-            if size > self.data.len() {
-                self.data.resize(size, 0);
-            }
-        }
-        &mut self.data[self.len..]
+impl AsRawFd for Shared {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.0.as_raw_fd()
     }
-
-    fn filled(&self) -> &[u8] {
-        &self.data[..self.len]
-    }
-
-    /// Drops the first `n` bytes; releases the memory when nothing is left.
-    fn consume(&mut self, n: usize) {
-        self.data.copy_within(n..self.len, 0);
-        self.len -= n;
-        if self.len == 0 {
-            self.data = Vec::new();
-        }
-    }
-}
-
-struct Conn {
-    stream: Stream,
-    rbuf: ReadBuf,
-    mode: Mode,
-    out: Arc<Output>,
-    /// Reading stopped because a request's body queue is full.
-    paused: bool,
-    write_interest: bool,
-    /// Close once the output is flushed.
-    closing: bool,
-}
-
-/// Why a connection ends.
-enum Close {
-    Done,
-    Gone,
-    Error(String),
-}
-
-pub struct Server {
-    poll: Poll,
-    listeners: Vec<Listener>,
-    conns: Slab<Conn>,
-    notifier: Arc<Notifier>,
-    dispatch: Dispatch,
-    config: ServerConfig,
-    fcgi_config: fastcgi::Config,
-    signals: signal_hook_mio::v1_0::Signals,
-    /// The listeners, behind one exclusive-wakeup epoll (see `sys::ExclusiveAccept`).
-    accept_set: Option<crate::sys::ExclusiveAccept>,
-    /// An accept failed for want of resources: look again shortly.
-    accept_retry: bool,
-    draining_since: Option<Instant>,
-    started: Instant,
-}
-
-const WAKER: Token = Token(usize::MAX - 1);
-const SIGNALS: Token = Token(usize::MAX - 2);
-const ACCEPT: Token = Token(usize::MAX - 3);
-const CONN_BASE: usize = 1 << 20;
-
-impl Server {
-    pub fn new(
-        listeners: Vec<Listener>,
-        router: Arc<Router>,
-        jobs: Arc<Queue>,
-        config: ServerConfig,
-    ) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), WAKER)?;
-        let fds: Vec<_> = listeners.iter().map(Listener::fd).collect();
-        let accept_set = crate::sys::ExclusiveAccept::new(&fds)?;
-        poll.registry().register(
-            &mut SourceFd(&accept_set.as_raw_fd()),
-            ACCEPT,
-            Interest::READABLE,
-        )?;
-        let mut signals = signal_hook_mio::v1_0::Signals::new([
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-        ])?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let fcgi_config = fastcgi::Config {
-            limits: config.limits,
-            multiplex: true,
-            max_conns: 4096,
-            max_reqs: config.threads as u32,
-        };
-        let notifier = Arc::new(Notifier::new(waker));
-        Ok(Server {
-            poll,
-            listeners,
-            conns: Slab::new(),
-            dispatch: Dispatch {
-                router,
-                jobs,
-                notifier: notifier.clone(),
-                served: 0,
-                last_request: Instant::now(),
-            },
-            notifier,
-            config,
-            fcgi_config,
-            signals,
-            accept_set: Some(accept_set),
-            accept_retry: false,
-            draining_since: None,
-            started: Instant::now(),
-        })
-    }
-
-    /// Serves until SIGTERM/SIGINT, then stops accepting and waits (up to the graceful
-    /// timeout) for in-flight requests to finish.
-    pub fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        if self.config.stop_early.load(Ordering::SeqCst) {
-            crate::info!("stop asked for while starting: not accepting");
-            self.stop_accepting();
-        }
-        loop {
-            let timeout = match self.draining_since {
-                Some(_) => Some(Duration::from_millis(100)),
-                None if self.accept_retry => Some(Duration::from_millis(100)),
-                None if self.config.recycle.any() => Some(Duration::from_secs(1)),
-                None => None,
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            for event in events.iter() {
-                match event.token() {
-                    WAKER => {}
-                    SIGNALS => self.on_signal(),
-                    ACCEPT => self.accept_ready(),
-                    Token(t) => {
-                        let key = t - CONN_BASE;
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            // A peer that closed must be read to the end: its EOF may have
-                            // arrived with the last data, in the same readiness edge.
-                            let to_end = event.is_read_closed() || event.is_error();
-                            self.on_readable(key, to_end);
-                        }
-                        if event.is_writable() {
-                            self.flush(key);
-                        }
-                    }
-                }
-            }
-            for t in self.notifier.take() {
-                self.on_notified(t - CONN_BASE);
-            }
-            if std::mem::take(&mut self.accept_retry) {
-                self.accept_ready();
-            }
-            if self.draining_since.is_none() {
-                if let Some(reason) = self.recycle_reason() {
-                    crate::info!("recycling this worker: {reason}");
-                    self.stop_accepting();
-                }
-            }
-            if let Some(since) = self.draining_since {
-                self.close_idle();
-                if self.conns.is_empty() {
-                    crate::info!("all connections closed; stopping");
-                    return Ok(());
-                }
-                if since.elapsed() >= self.config.graceful_timeout {
-                    crate::warn!(
-                        "graceful timeout ({:?}) passed with {} connection(s) still busy; stopping",
-                        self.config.graceful_timeout,
-                        self.conns.len()
-                    );
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    fn on_signal(&mut self) {
-        for sig in self.signals.pending() {
-            if self.draining_since.is_some() {
-                crate::warn!("second signal {sig}: stopping now");
-                std::process::exit(1);
-            }
-            crate::info!(
-                "signal {sig}: no longer accepting; waiting up to {:?} for in-flight requests",
-                self.config.graceful_timeout
-            );
-            self.stop_accepting();
-        }
-    }
-
-    fn recycle_reason(&self) -> Option<String> {
-        let r = &self.config.recycle;
-        if r.now.load(Ordering::Relaxed) {
-            return Some("a request timed out".into());
-        }
-        let d = &self.dispatch;
-        if r.maximum_requests.is_some_and(|max| d.served >= max) {
-            return Some(format!("served {} requests (maximum-requests)", d.served));
-        }
-        if r.restart_after.is_some_and(|t| self.started.elapsed() >= t) {
-            return Some("restart-interval reached".into());
-        }
-        if r.inactivity_timeout
-            .is_some_and(|t| d.last_request.elapsed() >= t)
-        {
-            return Some("no request within inactivity-timeout".into());
-        }
-        if let Some(limit) = r.reload_on_rss_bytes {
-            if let Some(rss) = rss_bytes().filter(|&rss| rss > limit) {
-                return Some(format!(
-                    "resident memory {} MiB is over reload-on-rss ({} MiB)",
-                    rss >> 20,
-                    limit >> 20
-                ));
-            }
-        }
-        None
-    }
-
-    fn stop_accepting(&mut self) {
-        if let Some(set) = self.accept_set.take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&set.as_raw_fd()));
-        }
-        // Closing the sockets here (not only deregistering) matters with worker processes:
-        // connections waiting in the shared backlog go to the other workers.
-        self.listeners.clear();
-        self.draining_since = Some(Instant::now());
-    }
-
-    /// While draining: connections with nothing in flight are closed.
-    fn close_idle(&mut self) {
-        let idle: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                let busy = match &c.mode {
-                    Mode::Detect => false,
-                    Mode::FastCgi { conn, .. } => conn.active_count() > 0,
-                    Mode::Scgi { request, .. } => request.is_some(),
-                };
-                !busy && !c.write_interest
-            })
-            .map(|(k, _)| k)
-            .collect();
-        for key in idle {
-            self.close(key, Close::Done);
-        }
-    }
-
-    fn accept_ready(&mut self) {
-        let ready = match &self.accept_set {
-            Some(set) => set.ready(),
-            None => return,
-        };
-        for i in ready {
-            self.accept(i);
-        }
-    }
-
-    fn accept(&mut self, index: usize) {
-        loop {
-            let accepted = match self.listeners[index].accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    // EMFILE and friends: log and try again shortly.
-                    crate::error!("accept on {}: {e}", self.listeners[index].spec.addr);
-                    self.accept_retry = true;
-                    return;
-                }
-            };
-            let mode = match self.listeners[index].spec.proto {
-                Proto::Auto => Mode::Detect,
-                Proto::FastCgi => self.fastcgi_mode(),
-                Proto::Scgi => self.scgi_mode(),
-            };
-            let entry = self.conns.vacant_entry();
-            let key = entry.key();
-            let token = Token(CONN_BASE + key);
-            entry.insert(Conn {
-                stream: accepted,
-                rbuf: ReadBuf::default(),
-                mode,
-                out: Arc::new(Output::new(token.0, self.notifier.clone())),
-                paused: false,
-                write_interest: false,
-                closing: false,
-            });
-            // The request is usually there already: read it before the first poll round.
-            // Registering afterwards reports whatever arrives in between.
-            if let Err(close) = self.read_and_decode(key, false) {
-                self.close(key, close);
-                continue;
-            }
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if let Err(e) = conn
-                .stream
-                .register(self.poll.registry(), token, Interest::READABLE)
-            {
-                crate::error!("register connection: {e}");
-                self.close(key, Close::Gone);
-                continue;
-            }
-            self.flush(key);
-        }
-    }
-
-    fn fastcgi_mode(&self) -> Mode {
-        Mode::FastCgi {
-            conn: fastcgi::Connection::new(self.fcgi_config.clone()),
-            requests: HashMap::new(),
-        }
-    }
-
-    fn scgi_mode(&self) -> Mode {
-        Mode::Scgi {
-            dec: scgi::Decoder::new(self.config.limits),
-            request: None,
-        }
-    }
-
-    fn on_readable(&mut self, key: usize, to_end: bool) {
-        let result = self.read_and_decode(key, to_end);
-        match result {
-            Ok(()) => self.flush(key),
-            Err(close) => self.close(key, close),
-        }
-    }
-
-    /// Reads what the socket holds and decodes it. Without `to_end`, a short read ends the
-    /// burst (edge-triggered readiness reports the next bytes); with it, reading goes on until
-    /// the socket would block or reports its end.
-    fn read_and_decode(&mut self, key: usize, to_end: bool) -> Result<(), Close> {
-        loop {
-            let Some(conn) = self.conns.get_mut(key) else {
-                return Ok(());
-            };
-            if conn.paused || conn.closing {
-                return Ok(());
-            }
-            if conn.rbuf.len >= MAX_PENDING_INPUT {
-                return Err(Close::Error("request head too large".into()));
-            }
-            let spare = conn.rbuf.spare();
-            let room = spare.len();
-            let n = match conn.stream.read(spare) {
-                Ok(n) => n,
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => return Ok(()),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return Err(Close::Gone),
-                },
-            };
-            if n == 0 {
-                return Err(Close::Gone);
-            }
-            conn.rbuf.len += n;
-            self.decode(key)?;
-            if n < room && !to_end {
-                // The socket had no more: edge-triggered readiness reports the next bytes.
-                return Ok(());
-            }
-        }
-    }
-
-    /// Decodes everything buffered on a connection and acts on the events.
-    fn decode(&mut self, key: usize) -> Result<(), Close> {
-        let conn = &mut self.conns[key];
-        if let Mode::Detect = conn.mode {
-            let Some(&first) = conn.rbuf.filled().first() else {
-                return Ok(());
-            };
-            conn.mode = match protocol::detect(first) {
-                Some(Protocol::FastCgi) => Mode::FastCgi {
-                    conn: fastcgi::Connection::new(self.fcgi_config.clone()),
-                    requests: HashMap::new(),
-                },
-                Some(Protocol::Scgi) => Mode::Scgi {
-                    dec: scgi::Decoder::new(self.config.limits),
-                    request: None,
-                },
-                None => {
-                    return Err(Close::Error(format!(
-                        "neither FastCGI nor SCGI (first byte 0x{first:02x})"
-                    )))
-                }
-            };
-        }
-        let token = CONN_BASE + key;
-        let Conn {
-            rbuf,
-            mode,
-            out,
-            paused,
-            closing,
-            ..
-        } = conn;
-        let mut pos = 0;
-        let mut reply = Vec::new();
-        let result = loop {
-            if *paused {
-                break Ok(());
-            }
-            let input = &rbuf.filled()[pos..];
-            match mode {
-                Mode::Detect => unreachable!("detected above"),
-                Mode::FastCgi { conn, requests } => {
-                    let d = match conn.decode(input, &mut reply) {
-                        Ok(d) => d,
-                        Err(e) => break Err(Close::Error(e.to_string())),
-                    };
-                    if d.consumed == 0 && d.event.is_none() {
-                        break Ok(());
-                    }
-                    pos += d.consumed;
-                    match d.event {
-                        Some(fastcgi::Event::Request { id, head, .. }) => {
-                            let framing = Framing::FastCgi(id);
-                            match self.dispatch.start(token, head, out, framing) {
-                                Some(io) => {
-                                    requests.insert(id, io);
-                                }
-                                None => {
-                                    not_found(framing, &mut reply);
-                                    encode::end_request(
-                                        id,
-                                        0,
-                                        fastcgi::ProtocolStatus::RequestComplete,
-                                        &mut reply,
-                                    );
-                                    conn.finish(id);
-                                }
-                            }
-                        }
-                        Some(fastcgi::Event::Stdin { id, data }) => {
-                            if let Some(io) = requests.get(&id) {
-                                *paused |= io.push(data);
-                            }
-                        }
-                        Some(fastcgi::Event::StdinEnd { id }) => {
-                            if let Some(io) = requests.get(&id) {
-                                io.end();
-                            }
-                        }
-                        Some(fastcgi::Event::Abort { id }) => {
-                            if let Some(io) = requests.get(&id) {
-                                io.abort();
-                            }
-                        }
-                        Some(fastcgi::Event::Data { .. } | fastcgi::Event::DataEnd { .. })
-                        | None => {}
-                    }
-                }
-                Mode::Scgi { dec, request } => {
-                    let d = match dec.decode(input) {
-                        Ok(d) => d,
-                        Err(e) => break Err(Close::Error(e.to_string())),
-                    };
-                    if d.consumed == 0 && d.event.is_none() {
-                        break Ok(());
-                    }
-                    pos += d.consumed;
-                    match d.event {
-                        Some(scgi::Event::Request { head }) => {
-                            if let Some(io) = self.dispatch.start(token, head, out, Framing::Scgi) {
-                                *request = Some(io);
-                            } else {
-                                out.push_now(|s| {
-                                    s.buf.extend_from_slice(&reply);
-                                    not_found(Framing::Scgi, &mut s.buf);
-                                    s.scgi_done = true;
-                                });
-                                reply.clear();
-                                *closing = true;
-                                break Ok(());
-                            }
-                        }
-                        Some(scgi::Event::Body(data)) => {
-                            if let Some(io) = request {
-                                *paused |= io.push(data);
-                            }
-                        }
-                        Some(scgi::Event::End) => {
-                            if let Some(io) = request {
-                                io.end();
-                            }
-                        }
-                        None => {}
-                    }
-                }
-            }
-        };
-        rbuf.consume(pos);
-        if !reply.is_empty() {
-            out.push_now(|s| s.buf.extend_from_slice(&reply));
-        }
-        result
-    }
-
-    fn on_notified(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.paused {
-            let full = match &conn.mode {
-                Mode::FastCgi { requests, .. } => requests.values().any(|r| !r.has_room()),
-                Mode::Scgi { request, .. } => request.as_ref().is_some_and(|r| !r.has_room()),
-                Mode::Detect => false,
-            };
-            if !full {
-                conn.paused = false;
-                if let Err(close) = self
-                    .decode(key)
-                    .and_then(|()| self.read_and_decode(key, true))
-                {
-                    self.close(key, close);
-                    return;
-                }
-            }
-        }
-        self.flush(key);
-    }
-
-    /// Writes what workers produced; handles finished requests and closes when done.
-    fn flush(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let Conn {
-            stream, out, mode, ..
-        } = conn;
-        let (result, finished, scgi_done, abort, pending) = out.drain_with(|s| {
-            let mut result = Ok(());
-            let mut written = 0;
-            while written < s.buf.len() {
-                match stream.write(&s.buf[written..]) {
-                    Ok(0) => {
-                        result = Err(io::ErrorKind::WriteZero.into());
-                        break;
-                    }
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        if e.kind() != io::ErrorKind::WouldBlock {
-                            result = Err(e);
-                        }
-                        break;
-                    }
-                }
-            }
-            s.buf.drain(..written);
-            if s.buf.is_empty() && s.buf.capacity() > 64 * 1024 {
-                // A big response is out: an idle keep-alive connection keeps no big buffer.
-                s.buf = Vec::new();
-            }
-            (
-                result,
-                std::mem::take(&mut s.finished),
-                s.scgi_done,
-                s.abort,
-                !s.buf.is_empty(),
-            )
-        });
-        if let Mode::FastCgi { conn: fc, requests } = mode {
-            for id in finished {
-                fc.finish(id);
-                requests.remove(&id);
-            }
-        }
-        if let Err(e) = result {
-            let _ = e;
-            self.close(key, Close::Gone);
-            return;
-        }
-        if abort {
-            self.close(key, Close::Error("response cut off".into()));
-            return;
-        }
-        let conn = &mut self.conns[key];
-        let done = match &conn.mode {
-            Mode::FastCgi { conn: fc, .. } => !fc.keep_conn() && fc.active_count() == 0,
-            Mode::Scgi { .. } => scgi_done,
-            Mode::Detect => false,
-        };
-        if !pending && (done || conn.closing) {
-            self.close(key, Close::Done);
-            return;
-        }
-        if pending != conn.write_interest {
-            conn.write_interest = pending;
-            let interest = if pending {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let token = Token(CONN_BASE + key);
-            if conn
-                .stream
-                .reregister(self.poll.registry(), token, interest)
-                .is_err()
-            {
-                self.close(key, Close::Gone);
-            }
-        }
-    }
-
-    fn close(&mut self, key: usize, why: Close) {
-        let Some(conn) = self.conns.try_remove(key) else {
-            return;
-        };
-        if let Close::Error(msg) = &why {
-            crate::warn!("closing connection: {msg}");
-        }
-        // No deregistration: closing the socket (dropping `conn`) removes it from epoll, and
-        // the slot's token is not reused before that.
-        conn.out.close();
-        match conn.mode {
-            Mode::FastCgi { requests, .. } => requests.values().for_each(|r| r.abort()),
-            Mode::Scgi {
-                request: Some(r), ..
-            } => r.abort(),
-            _ => {}
-        }
-    }
-}
-
-/// What hands requests to the workers, and how many it handed.
-struct Dispatch {
-    router: Arc<Router>,
-    jobs: Arc<Queue>,
-    notifier: Arc<Notifier>,
-    served: u64,
-    last_request: Instant,
-}
-
-impl Dispatch {
-    /// Routes a request and queues it for a worker; returns its body queue, or `None` when no
-    /// mount serves it (the caller answers 404) or the queue is closed.
-    fn start(
-        &mut self,
-        token: usize,
-        head: RequestHead,
-        out: &Arc<Output>,
-        framing: Framing,
-    ) -> Option<Arc<RequestIo>> {
-        self.served += 1;
-        self.last_request = Instant::now();
-        let route = self.router.route(&head)?;
-        let io = Arc::new(RequestIo::new(token, self.notifier.clone()));
-        let job = Job {
-            head,
-            route,
-            io: io.clone(),
-            out: out.clone(),
-            framing,
-            queued_at: Instant::now(),
-        };
-        self.jobs.push(job).then_some(io)
-    }
-}
-
-fn not_found(framing: Framing, buf: &mut Vec<u8>) {
-    let body = b"Not Found\n";
-    let mut head = Vec::new();
-    let len = body.len().to_string();
-    cgi::encode_response_head(
-        b"404 Not Found",
-        [
-            (&b"Content-Type"[..], &b"text/plain"[..]),
-            (b"Content-Length", len.as_bytes()),
-        ],
-        &mut head,
-    );
-    head.extend_from_slice(body);
-    framing.encode(&head, buf);
 }

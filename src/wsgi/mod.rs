@@ -9,9 +9,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::exchange::Job;
-use crate::python::{Gil, Host, Obj, PyObj, PyResult};
+use crate::python::{Gil, Host, Obj, PyObj, PyResult, Recv, ThreadState};
 use crate::router::{Mount, Target};
+use crate::server::{Io, Job, WaitError};
 
 const GATEWAY_PY: &str = include_str!("gateway.py");
 const DIAGNOSTICS_PY: &str = include_str!("diagnostics.py");
@@ -205,28 +205,34 @@ impl Interpreter {
         Ok(())
     }
 
-    /// Runs one request to its end; returns whether the response is complete (false: cut off).
-    pub fn handle(&self, gil: Gil<'_>, job: &Arc<Job>, script: Script<'_>, callable: &str) -> bool {
-        match self.call(gil, job, script, callable) {
-            Ok(complete) => complete,
-            Err(e) => {
-                crate::error!("{}: request failed in the gateway: {e}", label(job));
-                false
+    /// Runs one request to its end on this thread's state `ts` of this interpreter; returns
+    /// whether the response is complete (false: cut off).
+    pub fn handle(&self, ts: &ThreadState, job: &Job, script: Script<'_>, callable: &str) -> bool {
+        ts.with_gil(|gil| {
+            let result = self.call(gil, ts, job, script, callable);
+            ts.end_request(gil);
+            match result {
+                Ok(complete) => complete,
+                Err(e) => {
+                    crate::error!("{}: request failed in the gateway: {e}", label(job));
+                    false
+                }
             }
-        }
+        })
     }
 
     fn call(
         &self,
         gil: Gil<'_>,
-        job: &Arc<Job>,
+        ts: &ThreadState,
+        job: &Job,
         script: Script<'_>,
         callable: &str,
     ) -> PyResult<bool> {
         let diagnostics = matches!(script, Script::Diagnostics);
         let env = self.environ(gil, job, diagnostics)?;
         let host: Arc<dyn Host> = Arc::new(RequestHost { job: job.clone() });
-        let ctx = gil.host_capsule(host)?;
+        let ctx = ts.request_context(gil, host)?;
         let (target, generation) = match script {
             Script::File(path, generation) => (gil.str(&path.to_string_lossy())?, generation),
             Script::Diagnostics => (self.diagnostics.bind(gil), 0),
@@ -372,51 +378,41 @@ pub fn dump_stacks(gil: Gil<'_>) -> String {
 
 /// `METHOD URI` of a request, for log lines.
 pub fn label(job: &Job) -> String {
-    let method = job.head.get(b"REQUEST_METHOD").unwrap_or(b"GET");
-    let uri = job.head.get(b"REQUEST_URI").unwrap_or_default();
-    let uri = if uri.is_empty() {
-        [&job.route.script_name[..], &job.route.path_info[..]].concat()
-    } else {
-        uri.to_vec()
-    };
-    format!(
-        "{} {}",
-        String::from_utf8_lossy(method),
-        String::from_utf8_lossy(&uri)
-    )
+    crate::server::request_label(job)
 }
 
 /// The Rust side of one request, as Python sees it through the callbacks.
 struct RequestHost {
-    job: Arc<Job>,
+    job: Job,
 }
 
 impl RequestHost {
-    /// Sends `head` and `body` in pieces, waiting for room; false when the client is gone.
-    /// With `done`, the response's end goes with the last piece.
-    fn write_blocking(&self, mut head: &[u8], mut body: &[u8], done: bool) -> bool {
+    /// Sends `head` and `body`, waiting (with the GIL released) while the connection's output
+    /// is full; false when the client is gone. With `done`, the response's end goes with the
+    /// last piece.
+    fn write(&self, gil: Gil<'_>, mut head: &[u8], mut body: &[u8], done: bool) -> bool {
         loop {
-            let n = body.len().min(PIECE);
-            let (piece, rest) = body.split_at(n);
-            let framing = self.job.framing;
-            let last = done && rest.is_empty();
-            let ok = self.job.out.write_with(|s| {
-                framing.encode(head, &mut s.buf);
-                framing.encode(piece, &mut s.buf);
-                if last {
-                    framing.end(s);
+            match self.job.send(head, body, done) {
+                Io::Ready(n) => {
+                    head = b"";
+                    body = &body[n..];
+                    if body.is_empty() {
+                        return true;
+                    }
                 }
-            });
-            if ok && last {
-                self.job.io.set_ended();
-            }
-            if !ok || self.job.io.is_gone() {
-                return false;
-            }
-            head = b"";
-            body = rest;
-            if body.is_empty() {
-                return true;
+                Io::Wait => match gil.allow_threads(|| self.job.wait_writable()) {
+                    Ok(()) => {}
+                    Err(WaitError::Gone) => return false,
+                    Err(WaitError::TimedOut) => {
+                        crate::warn!(
+                            "{}: the web server took no response bytes within the body \
+                             timeout; response cut off",
+                            label(&self.job)
+                        );
+                        return false;
+                    }
+                },
+                Io::Gone => return false,
             }
         }
     }
@@ -424,33 +420,34 @@ impl RequestHost {
 
 impl Host for RequestHost {
     fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8], done: bool) -> bool {
-        if self.job.io.is_gone() {
+        if head.is_empty() && body.is_empty() && done && self.job.is_gone() {
             // Nothing left to deliver is not a failure: a web server may close as soon as it
             // has the Content-Length it was promised.
-            return head.is_empty() && body.is_empty() && done;
+            return true;
         }
-        if body.len() <= PIECE {
-            // Fast path: room in the buffer, no need to give up the GIL.
-            let framing = self.job.framing;
-            let written = self.job.out.try_write_with(|s| {
-                framing.encode(head, &mut s.buf);
-                framing.encode(body, &mut s.buf);
-                if done {
-                    framing.end(s);
-                }
-            });
-            if let Some(ok) = written {
-                if ok && done {
-                    self.job.io.set_ended();
-                }
-                return ok;
-            }
-        }
-        gil.allow_threads(|| self.write_blocking(head, body, done))
+        self.write(gil, head, body, done)
     }
 
-    fn recv(&self, gil: Gil<'_>, max: usize) -> Option<Vec<u8>> {
-        gil.allow_threads(|| self.job.io.recv(max))
+    fn recv(&self, gil: Gil<'_>, max: usize, sink: &mut dyn FnMut(&[u8])) -> Recv {
+        loop {
+            match self.job.recv(max, sink) {
+                Io::Ready(()) => return Recv::Done,
+                Io::Gone => return Recv::Gone,
+                Io::Wait => match gil.allow_threads(|| self.job.wait_readable()) {
+                    Ok(()) => {}
+                    Err(WaitError::Gone) => return Recv::Gone,
+                    Err(WaitError::TimedOut) => {
+                        let after = self.job.body_timeout();
+                        crate::warn!(
+                            "{}: the request body made no progress for {:.1}s (body-timeout)",
+                            label(&self.job),
+                            after.as_secs_f64()
+                        );
+                        return Recv::TimedOut(after);
+                    }
+                },
+            }
+        }
     }
 
     fn log(&self, text: &str) {
@@ -464,25 +461,23 @@ impl Host for RequestHost {
         offset: u64,
         count: Option<u64>,
     ) -> Result<bool, String> {
-        gil.allow_threads(|| {
-            let mut buf = vec![0u8; PIECE];
-            let mut pos = offset;
-            let mut left = count.unwrap_or(u64::MAX);
-            while left > 0 {
-                let want = (left.min(PIECE as u64)) as usize;
-                let n = file
-                    .read_at(&mut buf[..want], pos)
-                    .map_err(|e| format!("reading the file to send: {e}"))?;
-                if n == 0 {
-                    break;
-                }
-                if !self.write_blocking(b"", &buf[..n], false) {
-                    return Ok(false);
-                }
-                pos += n as u64;
-                left -= n as u64;
+        let mut buf = vec![0u8; PIECE];
+        let mut pos = offset;
+        let mut left = count.unwrap_or(u64::MAX);
+        while left > 0 {
+            let want = (left.min(PIECE as u64)) as usize;
+            let n = gil
+                .allow_threads(|| file.read_at(&mut buf[..want], pos))
+                .map_err(|e| format!("reading the file to send: {e}"))?;
+            if n == 0 {
+                break;
             }
-            Ok(true)
-        })
+            if !self.write(gil, b"", &buf[..n], false) {
+                return Ok(false);
+            }
+            pos += n as u64;
+            left -= n as u64;
+        }
+        Ok(true)
     }
 }

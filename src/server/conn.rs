@@ -1,0 +1,1109 @@
+//! One connection: its socket, its protocol session, its buffers and the state of its
+//! requests. Whichever thread holds its lock drives it: a thread that got an epoll event for
+//! it, or the thread running one of its requests (which reads the body and writes the
+//! response itself, so a request crosses no thread on its way).
+//!
+//! Life of a connection:
+//! - reading a request head (the header timeout runs);
+//! - a request's body is collected up to `buffer-body` bytes without holding a thread (the
+//!   body timeout runs), then the request runs on the thread that completed it;
+//! - the running request reads the rest of its body and writes its response directly; output
+//!   the socket does not take at once waits in a bounded buffer;
+//! - answered: kept for the next request (FastCGI KEEP_CONN; the idle timeout runs), or read
+//!   to the end of its input and closed (lingering, bounded in time and bytes), so that the
+//!   close never resets a web server that is still writing.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use protocol::cgi;
+
+use super::listener::Stream;
+use super::session::{Event, Frames, Rid, Session, FRAME_LIMIT};
+use super::{Interest, Job, Request, Shared};
+use crate::router::Route;
+
+/// Unparsed input one connection may hold (a whole FastCGI record, or an SCGI header block).
+pub const MAX_PENDING_INPUT: usize = protocol::fastcgi::MAX_RECORD_LEN + 64 * 1024;
+/// Output a connection holds before the thread writing a response waits for the socket.
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// Body bytes queued for a running request before the connection is no longer read for it.
+pub const BODY_HIGH_WATER: usize = 1024 * 1024;
+/// Input read and thrown away while lingering, at most.
+pub const LINGER_MAX_BYTES: u64 = 256 << 20;
+
+/// Why a connection's deadline is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// Waiting for (the rest of) a request head.
+    Header,
+    /// A request's body is being collected and makes no progress.
+    Body,
+    /// Kept open between requests, idle.
+    Idle,
+    /// Answered; reading the rest of the input before closing.
+    Linger,
+}
+
+thread_local! {
+    /// Where a thread reads a connection's input when the connection holds none pending.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0; MAX_PENDING_INPUT]);
+}
+
+/// A connection's unparsed input. Memory is taken only while bytes are pending: an idle
+/// keep-alive connection holds no buffer.
+#[derive(Default)]
+pub struct ReadBuf {
+    data: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuf {
+    const INITIAL: usize = 8 * 1024;
+    const MIN_ROOM: usize = 4 * 1024;
+
+    /// Room to read into, growing the buffer (up to the input limit) when it is nearly full.
+    fn spare(&mut self) -> &mut [u8] {
+        if self.data.len() - self.len < Self::MIN_ROOM {
+            let size = (self.data.len() * 2).clamp(Self::INITIAL, MAX_PENDING_INPUT);
+            if size > self.data.len() {
+                self.data.resize(size, 0);
+            }
+        }
+        &mut self.data[self.len..]
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+
+    /// Keeps bytes read elsewhere (the rest of a read that was not decoded yet).
+    fn append(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.data.len() - self.len < bytes.len() {
+            let size = (self.len + bytes.len()).max(Self::INITIAL);
+            self.data.resize(size, 0);
+        }
+        self.data[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Drops the first `n` bytes; releases the memory when nothing is left.
+    fn consume(&mut self, n: usize) {
+        self.data.copy_within(n..self.len, 0);
+        self.len -= n;
+        if self.len == 0 {
+            self.data = Vec::new();
+        }
+    }
+}
+
+/// A request's body on its way to the app.
+#[derive(Default)]
+pub struct Body {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes queued.
+    queued: usize,
+    /// Bytes received in all.
+    received: u64,
+    /// The body is complete.
+    eof: bool,
+}
+
+impl Body {
+    fn push(&mut self, data: &[u8]) {
+        self.queued += data.len();
+        self.received += data.len() as u64;
+        match self.chunks.back_mut() {
+            // Small pieces (FastCGI records cut by reads) are joined.
+            Some(last) if last.len() + data.len() <= 64 * 1024 => last.extend_from_slice(data),
+            _ => self.chunks.push_back(data.to_vec()),
+        }
+    }
+
+    /// Hands up to `max` bytes (any amount for 0) to `sink`; false when nothing is queued.
+    fn pop(&mut self, max: usize, sink: &mut dyn FnMut(&[u8])) -> bool {
+        let Some(front) = self.chunks.front_mut() else {
+            return false;
+        };
+        if max > 0 && front.len() > max {
+            sink(&front[..max]);
+            front.drain(..max);
+            self.queued -= max;
+        } else if max == 0 && self.chunks.len() > 1 {
+            // Everything queued, in one piece.
+            let all: Vec<u8> = self.chunks.drain(..).flatten().collect();
+            sink(&all);
+            self.queued = 0;
+        } else {
+            let chunk = self.chunks.pop_front().expect("not empty");
+            sink(&chunk);
+            self.queued -= chunk.len();
+        }
+        true
+    }
+}
+
+/// Where a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Its body is being collected before it runs.
+    Collecting,
+    /// Handed to a thread (queued or running).
+    Running,
+}
+
+/// A request of this connection, from its head until the app is done with it.
+pub struct ReqState {
+    /// Its own id on this connection (FastCGI request ids are reused: nginx always sends 1).
+    id: u64,
+    rid: Rid,
+    phase: Phase,
+    /// Until the request is handed over; the route is `None` when no mount serves it.
+    head: Option<(protocol::RequestHead, Option<Route>)>,
+    body: Body,
+    content_length: Option<u64>,
+    /// The response's end went out.
+    ended: bool,
+    /// The web server aborted it, or the connection is gone.
+    aborted: bool,
+    received: Instant,
+}
+
+/// The connection's state, under its lock.
+pub struct ConnState {
+    stream: Option<Arc<Stream>>,
+    session: Session,
+    rbuf: ReadBuf,
+    out: Vec<u8>,
+    out_pos: usize,
+    reqs: Vec<ReqState>,
+    /// Registered with the epoll (edge-triggered, for input and output, once and for all).
+    registered: bool,
+    /// Threads waiting on the condition variable.
+    waiters: usize,
+    /// Input may be waiting in the socket that nobody read (readiness is edge-triggered: it
+    /// is read when the connection next wants input).
+    unread: bool,
+    /// A thread running a request reads the socket itself: others keep off.
+    reader: bool,
+    /// A thread running a request waits for the socket to take output: others keep off.
+    writer: bool,
+    /// Heads decoded on this connection.
+    heads: u64,
+    timer: Option<Timer>,
+    /// Answered and reading the rest of the input before the close: bytes read meanwhile.
+    lingering: Option<u64>,
+    /// The id of the next request.
+    next_id: u64,
+    /// Close as soon as the output is out, without reading the rest of the input.
+    closing: bool,
+}
+
+/// A connection.
+pub struct Conn {
+    pub token: u64,
+    state: Mutex<ConnState>,
+    /// Threads waiting for this connection: body data, room for output, the reader role.
+    cond: Condvar,
+    /// When the current timer fires, in milliseconds of the server's clock; 0: none.
+    deadline: AtomicU64,
+}
+
+/// What a thread running a request gets when it cannot go on at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io<T> {
+    Ready(T),
+    /// Nothing now: wait (with the GIL released) and try again.
+    Wait,
+    /// The client or the connection is gone.
+    Gone,
+}
+
+/// Why a wait ended without what it waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitError {
+    Gone,
+    TimedOut,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A thread that panicked while holding a lock left plain data behind; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Conn {
+    pub fn new(token: u64, stream: Stream, session: Session) -> Conn {
+        Conn {
+            token,
+            state: Mutex::new(ConnState {
+                stream: Some(Arc::new(stream)),
+                session,
+                rbuf: ReadBuf::default(),
+                out: Vec::new(),
+                out_pos: 0,
+                reqs: Vec::new(),
+                registered: false,
+                waiters: 0,
+                unread: false,
+                reader: false,
+                writer: false,
+                heads: 0,
+                timer: None,
+                lingering: None,
+                next_id: 0,
+                closing: false,
+            }),
+            cond: Condvar::new(),
+            deadline: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ConnState> {
+        lock(&self.state)
+    }
+
+    /// The deadline of the current timer (milliseconds of the server's clock), 0 for none.
+    pub fn deadline_ms(&self) -> u64 {
+        self.deadline.load(Ordering::Relaxed)
+    }
+
+    /// A new connection: read what arrived with it and act on it. Requests ready to run are
+    /// pushed to `ready`.
+    pub fn start(self: &Arc<Self>, sh: &Arc<Shared>, ready: &mut Vec<Job>) {
+        let mut st = self.lock();
+        self.set_timer(&mut st, sh, Some(Timer::Header));
+        self.read_input(&mut st, sh, ready);
+        self.settle(&mut st, sh);
+    }
+
+    /// An epoll event for this connection.
+    ///
+    /// Readiness is edge-triggered: input is read here when the connection waits for it
+    /// (a head, a body being collected, the rest of a body while lingering, a kept
+    /// connection's next request). Otherwise a thread running one of its requests reads
+    /// it when its app asks (it always tries the socket before it waits), so nothing is lost.
+    pub fn on_event(self: &Arc<Self>, sh: &Arc<Shared>, ev: Interest, ready: &mut Vec<Job>) {
+        let mut st = self.lock();
+        if st.stream.is_none() {
+            return;
+        }
+        if ev.write() && !st.writer {
+            self.flush(&mut st, sh);
+        }
+        if ev.read() {
+            if self.wants_read(&st, sh) {
+                self.read_input(&mut st, sh, ready);
+            } else {
+                st.unread = true;
+            }
+        }
+        self.settle(&mut st, sh);
+    }
+
+    /// The timer fired (the housekeeper saw the deadline pass).
+    pub fn expire(self: &Arc<Self>, sh: &Arc<Shared>, now_ms: u64) {
+        let mut st = self.lock();
+        let due = self.deadline_ms();
+        if st.stream.is_none() || due == 0 || due > now_ms {
+            return;
+        }
+        let timeouts = &sh.config.timeouts;
+        match st.timer {
+            None => {}
+            Some(Timer::Header) => {
+                crate::warn!(
+                    "closing a connection that sent no complete request head within the \
+                     header timeout ({:?})",
+                    timeouts.header
+                );
+                self.close(&mut st, sh);
+            }
+            Some(Timer::Idle) => {
+                crate::debug!("closing a kept connection idle for {:?}", timeouts.idle);
+                self.close(&mut st, sh);
+            }
+            Some(Timer::Linger) => {
+                crate::debug!(
+                    "closing a connection still sending input {:?} after its response \
+                     (linger timeout)",
+                    timeouts.linger
+                );
+                self.close(&mut st, sh);
+            }
+            Some(Timer::Body) => {
+                // A request whose body stalled before it ran: 408, and its input is not
+                // waited for.
+                crate::warn!(
+                    "a request body made no progress for {:?} (body timeout): 408",
+                    timeouts.body
+                );
+                let rids: Vec<Rid> = st
+                    .reqs
+                    .iter()
+                    .filter(|r| r.phase == Phase::Collecting)
+                    .map(|r| r.rid)
+                    .collect();
+                for rid in rids {
+                    st.reqs.retain(|r| r.rid != rid);
+                    respond(
+                        &mut st,
+                        rid,
+                        408,
+                        "Request Timeout: the request body stalled\n",
+                    );
+                }
+                // The web server is not sending: closing once the 408 is out, without
+                // lingering, is right.
+                st.closing = true;
+                self.settle(&mut st, sh);
+            }
+        }
+    }
+
+    /// While stopping: closes the connection if it waits for nothing of the app (idle between
+    /// requests, or never sent a byte).
+    pub fn close_if_idle(self: &Arc<Self>, sh: &Arc<Shared>) {
+        let mut st = self.lock();
+        let idle = st.stream.is_some()
+            && st.reqs.is_empty()
+            && st.out_pos == st.out.len()
+            && st.rbuf.len == 0
+            && st.lingering.is_none()
+            && st.timer == Some(Timer::Idle);
+        if idle {
+            self.close(&mut st, sh);
+        }
+    }
+
+    fn set_timer(&self, st: &mut ConnState, sh: &Arc<Shared>, timer: Option<Timer>) {
+        if st.timer == timer && timer != Some(Timer::Body) {
+            return;
+        }
+        st.timer = timer;
+        let t = &sh.config.timeouts;
+        let after = match timer {
+            None => None,
+            Some(Timer::Header) => Some(t.header),
+            Some(Timer::Body) => Some(t.body),
+            Some(Timer::Idle) => Some(t.idle),
+            Some(Timer::Linger) => Some(t.linger),
+        };
+        let at = after.map_or(0, |d| sh.now_ms() + d.as_millis() as u64 + 1);
+        self.deadline.store(at, Ordering::Relaxed);
+    }
+
+    /// Reads what the socket holds and decodes it (at most what the read buffer takes per
+    /// call, so one connection cannot hold a thread for long).
+    fn read_input(self: &Arc<Self>, st: &mut ConnState, sh: &Arc<Shared>, ready: &mut Vec<Job>) {
+        let mut budget = MAX_PENDING_INPUT * 4;
+        st.unread = false;
+        loop {
+            let Some(stream) = st.stream.clone() else {
+                return;
+            };
+            if self.paused(st) {
+                st.unread = true;
+                return;
+            }
+            if st.rbuf.len >= MAX_PENDING_INPUT {
+                crate::warn!("closing a connection: request head too large");
+                self.close(st, sh);
+                return;
+            }
+            // With nothing pending, read into this thread's buffer and keep only what is
+            // left undecoded: a connection holds input memory only between reads.
+            let read = if st.rbuf.len == 0 {
+                SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    let room = scratch.len();
+                    let n = stream.read(&mut scratch)?;
+                    if n > 0 {
+                        let used = self.decode(st, sh, ready, &scratch[..n]);
+                        if let Some(used) = used {
+                            st.rbuf.append(&scratch[used..n]);
+                        }
+                    }
+                    Ok((n, room))
+                })
+            } else {
+                let spare = st.rbuf.spare();
+                let room = spare.len();
+                stream.read(spare).map(|n| {
+                    st.rbuf.len += n;
+                    if n > 0 {
+                        let buf = std::mem::take(&mut st.rbuf);
+                        let used = self.decode(st, sh, ready, buf.filled());
+                        st.rbuf = buf;
+                        st.rbuf.consume(used.unwrap_or(st.rbuf.len));
+                    }
+                    (n, room)
+                })
+            };
+            let (n, room) = match read {
+                Ok((0, _)) => {
+                    self.peer_closed(st, sh);
+                    return;
+                }
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.peer_closed(st, sh);
+                    return;
+                }
+            };
+            if st.stream.is_none() {
+                return;
+            }
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                st.unread = true;
+                return;
+            }
+            if n < room {
+                return;
+            }
+        }
+    }
+
+    /// Whether a running request's queued body is full: the connection is not read for it
+    /// until the app catches up.
+    fn paused(&self, st: &ConnState) -> bool {
+        st.reqs
+            .iter()
+            .any(|r| r.phase == Phase::Running && r.body.queued >= BODY_HIGH_WATER)
+    }
+
+    /// The web server closed the connection (or it failed): whatever runs on it is gone.
+    fn peer_closed(&self, st: &mut ConnState, sh: &Arc<Shared>) {
+        for r in &mut st.reqs {
+            r.aborted = true;
+        }
+        self.close(st, sh);
+    }
+
+    /// Decodes `input` and acts on every event; returns the bytes consumed, `None` when the
+    /// connection closed.
+    fn decode(
+        self: &Arc<Self>,
+        st: &mut ConnState,
+        sh: &Arc<Shared>,
+        ready: &mut Vec<Job>,
+        input: &[u8],
+    ) -> Option<usize> {
+        let mut pos = 0;
+        let mut reply = Vec::new();
+        let mut progress = false;
+        let result = loop {
+            let ConnState {
+                session,
+                reqs,
+                heads,
+                lingering,
+                next_id,
+                ..
+            } = &mut *st;
+            let (used, event) = match session.decode(&input[pos..], &mut reply) {
+                Ok(step) => step,
+                Err(e) => break Err(e.0),
+            };
+            if used == 0 && event.is_none() {
+                break Ok(());
+            }
+            pos += used;
+            if let Some(l) = lingering {
+                // Answered: input is read to its end and thrown away.
+                *l += used as u64;
+                continue;
+            }
+            match event {
+                None => {}
+                Some(Event::Request { rid, head }) => {
+                    *heads += 1;
+                    *next_id += 1;
+                    reqs.push(ReqState::new(*next_id, rid, head, sh));
+                }
+                Some(Event::Body { rid, data }) => {
+                    if let Some(r) = reqs.iter_mut().find(|r| r.rid == rid && !r.ended) {
+                        r.body.push(data);
+                        if r.content_length.is_some_and(|len| r.body.received >= len) {
+                            r.body.eof = true;
+                        }
+                        progress = true;
+                    }
+                }
+                Some(Event::BodyEnd { rid }) => {
+                    if let Some(r) = reqs.iter_mut().find(|r| r.rid == rid && !r.ended) {
+                        r.body.eof = true;
+                        progress = true;
+                    }
+                }
+                Some(Event::Abort { rid }) => {
+                    if let Some(r) = reqs.iter_mut().find(|r| r.rid == rid && !r.ended) {
+                        r.aborted = true;
+                    }
+                }
+            }
+        };
+        if !reply.is_empty() {
+            st.out.extend_from_slice(&reply);
+        }
+        if let Err(e) = result {
+            crate::warn!("closing a connection: {e}");
+            for r in &mut st.reqs {
+                r.aborted = true;
+            }
+            self.close(st, sh);
+            return None;
+        }
+        if st.lingering.is_some() {
+            return Some(pos);
+        }
+        self.refuse_bad_requests(st, sh);
+        // Requests whose body is complete (or as large as is buffered) run now.
+        let buffer = sh.config.buffer_body as u64;
+        for r in &mut st.reqs {
+            let complete = r.body.eof || r.body.received >= buffer;
+            if r.phase == Phase::Collecting && (complete || r.aborted) {
+                r.phase = Phase::Running;
+                let Some((head, Some(route))) = r.head.take() else {
+                    unreachable!("refused requests were removed")
+                };
+                ready.push(Arc::new(Request {
+                    server: sh.clone(),
+                    conn: self.clone(),
+                    id: r.id,
+                    head,
+                    route,
+                    received: r.received,
+                }));
+            }
+        }
+        if progress || !ready.is_empty() {
+            self.notify(st);
+        }
+        let collecting = st.reqs.iter().any(|r| r.phase == Phase::Collecting);
+        let timer = if collecting {
+            Some(Timer::Body)
+        } else if pos < input.len() && st.reqs.is_empty() {
+            Some(Timer::Header)
+        } else {
+            None
+        };
+        if timer.is_some() || st.reqs.iter().any(|r| r.phase == Phase::Running) {
+            self.set_timer(st, sh, timer);
+        }
+        Some(pos)
+    }
+
+    /// Heads the gateway answers itself, before any app runs: no mount (404), a bad
+    /// CONTENT_LENGTH (400), a body over max-body-bytes (413).
+    fn refuse_bad_requests(&self, st: &mut ConnState, sh: &Arc<Shared>) {
+        let mut i = 0;
+        while i < st.reqs.len() {
+            let r = &st.reqs[i];
+            let refusal = match &r.head {
+                Some((_, None)) => Some((404, "Not Found\n".to_string())),
+                Some((head, _)) if matches!(head.content_length(), Some(Err(()))) => Some((
+                    400,
+                    "Bad Request: CONTENT_LENGTH is not a number of bytes\n".to_string(),
+                )),
+                Some(_) => match (r.content_length, sh.config.max_body_bytes) {
+                    (Some(len), Some(max)) if len > max => Some((
+                        413,
+                        format!("Content Too Large: the body of {len} bytes is over {max}\n"),
+                    )),
+                    _ => None,
+                },
+                None => None,
+            };
+            match refusal {
+                Some((status, text)) => {
+                    let rid = r.rid;
+                    if status != 404 {
+                        crate::warn!("request refused before the app runs: {status} {text}");
+                    }
+                    st.reqs.remove(i);
+                    respond(st, rid, status, &text);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Writes pending output; on failure the connection is closed.
+    fn flush(&self, st: &mut ConnState, sh: &Arc<Shared>) {
+        let Some(stream) = st.stream.clone() else {
+            return;
+        };
+        while st.out_pos < st.out.len() {
+            match stream.write(&st.out[st.out_pos..]) {
+                Ok(0) => {
+                    self.peer_closed(st, sh);
+                    return;
+                }
+                Ok(n) => st.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.peer_closed(st, sh);
+                    return;
+                }
+            }
+        }
+        let was_full = st.out.len() - st.out_pos >= OUTPUT_HIGH_WATER;
+        if st.out_pos == st.out.len() {
+            st.out.clear();
+            st.out_pos = 0;
+            if st.out.capacity() > OUTPUT_HIGH_WATER {
+                // A big response is out: a kept connection keeps no big buffer.
+                st.out = Vec::new();
+            }
+        }
+        if was_full || st.out.is_empty() {
+            self.notify(st);
+        }
+    }
+
+    /// After any change: answered connections are closed, kept or read to their end; the
+    /// socket is armed for what the connection waits for.
+    fn settle(self: &Arc<Self>, st: &mut ConnState, sh: &Arc<Shared>) {
+        if st.stream.is_none() {
+            return;
+        }
+        if !st.writer && st.out_pos < st.out.len() {
+            self.flush(st, sh);
+            if st.stream.is_none() {
+                return;
+            }
+        }
+        if st.unread && self.wants_read(st, sh) {
+            let mut ready = Vec::new();
+            self.read_input(st, sh, &mut ready);
+            sh.push_jobs(ready);
+            if st.stream.is_none() {
+                return;
+            }
+        }
+        let out_pending = st.out_pos < st.out.len();
+        if st.reqs.is_empty() && !out_pending {
+            let input = st.session.input_pending();
+            if st.closing {
+                self.close(st, sh);
+                return;
+            }
+            if let Some(read) = st.lingering {
+                if !input {
+                    self.close(st, sh);
+                    return;
+                }
+                if read > LINGER_MAX_BYTES {
+                    crate::debug!(
+                        "closing a connection that sent {read} bytes after its response \
+                         (over {LINGER_MAX_BYTES})"
+                    );
+                    self.close(st, sh);
+                    return;
+                }
+            } else if st.heads > 0 {
+                if st.session.keeps_open() && !sh.stopping() {
+                    if input {
+                        // An unread body is read and dropped before the next request.
+                        self.set_timer(st, sh, Some(Timer::Linger));
+                    } else if st.rbuf.len == 0 {
+                        self.set_timer(st, sh, Some(Timer::Idle));
+                    }
+                } else if input {
+                    // The web server is still sending this request's input: read it to its
+                    // end, then close (a close now would reset it mid-write).
+                    st.lingering = Some(0);
+                    self.set_timer(st, sh, Some(Timer::Linger));
+                } else {
+                    self.close(st, sh);
+                    return;
+                }
+            }
+        }
+        // The connection stays open: the epoll tells when it can go on (unless it is only
+        // waiting for a running request that reads and writes for itself).
+        if !st.registered && (self.wants_read(st, sh) || out_pending) {
+            let Some(stream) = &st.stream else {
+                return;
+            };
+            if let Err(e) = sh.register(stream, self.token) {
+                crate::error!("watching a connection: {e}");
+                self.close(st, sh);
+                return;
+            }
+            st.registered = true;
+        }
+    }
+
+    fn wants_read(&self, st: &ConnState, sh: &Arc<Shared>) -> bool {
+        if st.reader || st.closing || self.paused(st) {
+            return false;
+        }
+        if st.lingering.is_some() || st.reqs.is_empty() {
+            return true;
+        }
+        if st.reqs.iter().any(|r| r.phase == Phase::Collecting) {
+            return true;
+        }
+        // Requests run: their threads read when they need the body. The connection is
+        // watched meanwhile where more can arrive on it (FastCGI multiplexing, aborts) or
+        // where a disconnect cancels the request.
+        st.session.keeps_open() || sh.config.cancel_on_disconnect
+    }
+
+    /// Closes the connection: every request on it is gone; threads waiting on it wake.
+    fn close(&self, st: &mut ConnState, sh: &Arc<Shared>) {
+        let Some(stream) = st.stream.take() else {
+            return;
+        };
+        // A thread polling the socket holds its own reference: wake it.
+        if Arc::strong_count(&stream) > 1 {
+            stream.shutdown();
+        }
+        drop(stream);
+        for r in &mut st.reqs {
+            r.aborted = true;
+        }
+        st.rbuf = ReadBuf::default();
+        st.out = Vec::new();
+        st.out_pos = 0;
+        st.timer = None;
+        self.deadline.store(0, Ordering::Relaxed);
+        sh.forget_conn(self.token);
+        self.notify(st);
+    }
+}
+
+/// Frames a response the gateway makes itself (no app ran) into the connection's output.
+fn respond(st: &mut ConnState, rid: Rid, status: u16, text: &str) {
+    let mut head = Vec::new();
+    let len = text.len().to_string();
+    let status_line = format!("{status} {}", reason(status));
+    cgi::encode_response_head(
+        status_line.as_bytes(),
+        [
+            (&b"Content-Type"[..], &b"text/plain; charset=utf-8"[..]),
+            (b"Content-Length", len.as_bytes()),
+        ],
+        &mut head,
+    );
+    let mut frames = Frames::new();
+    st.session
+        .frame(rid, &head, text.as_bytes(), true, &mut frames);
+    frames.copy_rest(0, &mut st.out);
+}
+
+/// The reason phrase of the statuses the gateway makes.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+impl ReqState {
+    fn new(id: u64, rid: Rid, head: protocol::RequestHead, sh: &Arc<Shared>) -> ReqState {
+        let route = sh.router.route(&head);
+        let content_length = head.content_length().and_then(Result::ok);
+        let body = Body {
+            // Nothing will come but the stream's end: the request is complete now.
+            eof: content_length == Some(0),
+            ..Body::default()
+        };
+        ReqState {
+            id,
+            rid,
+            phase: Phase::Collecting,
+            head: Some((head, route)),
+            body,
+            content_length,
+            ended: false,
+            aborted: false,
+            received: Instant::now(),
+        }
+    }
+}
+
+// ---- the side of the thread running a request ----
+
+impl Conn {
+    /// Frames response bytes of request `id` and writes what the socket takes; the rest waits in
+    /// the connection's output. `Ready(n)`: `n` body bytes were taken (the head with the
+    /// first call); `Wait`: the output is full, call [`Conn::wait_writable`].
+    pub fn send(
+        self: &Arc<Self>,
+        sh: &Arc<Shared>,
+        id: u64,
+        head: &[u8],
+        body: &[u8],
+        done: bool,
+    ) -> Io<usize> {
+        let mut st = self.lock();
+        let Some(stream) = st.stream.clone() else {
+            return Io::Gone;
+        };
+        let Some(r) = st.reqs.iter().find(|r| r.id == id) else {
+            return Io::Gone;
+        };
+        if r.aborted || r.ended {
+            return Io::Gone;
+        }
+        let rid = r.rid;
+        if st.out.len() - st.out_pos >= OUTPUT_HIGH_WATER {
+            return Io::Wait;
+        }
+        let take = body.len().min(FRAME_LIMIT);
+        let end = done && take == body.len();
+        let mut frames = Frames::new();
+        st.session.frame(rid, head, &body[..take], end, &mut frames);
+        if end {
+            if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
+                r.ended = true;
+            }
+        }
+        if st.out_pos == st.out.len() && !st.writer {
+            match write_frames(&stream, &frames) {
+                Ok(n) if n < frames.len() => frames.copy_rest(n, &mut st.out),
+                Ok(_) => {}
+                Err(_) => {
+                    self.peer_closed(&mut st, sh);
+                    return Io::Gone;
+                }
+            }
+        } else {
+            frames.copy_rest(0, &mut st.out);
+            if !st.writer {
+                self.flush(&mut st, sh);
+            }
+        }
+        if st.stream.is_none() {
+            return Io::Gone;
+        }
+        Io::Ready(take)
+    }
+
+    /// Waits (up to the body timeout) until the output has room again, writing it out.
+    pub fn wait_writable(&self, sh: &Arc<Shared>) -> Result<(), WaitError> {
+        let timeout = sh.config.timeouts.body;
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            let Some(stream) = st.stream.clone() else {
+                return Err(WaitError::Gone);
+            };
+            if st.out.len() - st.out_pos < OUTPUT_HIGH_WATER {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(WaitError::TimedOut);
+            }
+            if st.writer {
+                st = self.wait(st, left);
+                continue;
+            }
+            st.writer = true;
+            drop(st);
+            let writable = stream.poll(false, left);
+            st = self.lock();
+            st.writer = false;
+            if writable {
+                self.flush(&mut st, sh);
+            }
+            self.notify(&st);
+        }
+    }
+
+    /// Up to `max` body bytes of request `id` (any amount for 0) handed to `sink`; an empty slice at
+    /// the body's end. Reads the socket itself when nobody else does. `Wait`: call
+    /// [`Conn::wait_readable`].
+    pub fn recv(
+        self: &Arc<Self>,
+        sh: &Arc<Shared>,
+        id: u64,
+        max: usize,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Io<()> {
+        let mut st = self.lock();
+        for attempt in 0..2 {
+            let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) else {
+                return Io::Gone;
+            };
+            if r.body.pop(max, sink) {
+                let resume = r.body.queued < BODY_HIGH_WATER / 2;
+                if resume && attempt == 0 {
+                    self.settle(&mut st, sh);
+                }
+                return Io::Ready(());
+            }
+            if r.body.eof || r.ended {
+                // After the response's end the rest of the body is not read for the app.
+                sink(&[]);
+                return Io::Ready(());
+            }
+            if r.aborted || st.stream.is_none() {
+                return Io::Gone;
+            }
+            if attempt == 1 || st.reader {
+                break;
+            }
+            // Nobody reads this connection now: read what arrived.
+            let mut ready = Vec::new();
+            self.read_input(&mut st, sh, &mut ready);
+            sh.push_jobs(ready);
+        }
+        Io::Wait
+    }
+
+    /// Waits (up to `timeout`) for input of request `id`, reading the socket itself unless another
+    /// thread does.
+    pub fn wait_readable(
+        self: &Arc<Self>,
+        sh: &Arc<Shared>,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<(), WaitError> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            let Some(r) = st.reqs.iter().find(|r| r.id == id) else {
+                return Err(WaitError::Gone);
+            };
+            if r.body.queued > 0 || r.body.eof || r.ended {
+                return Ok(());
+            }
+            let Some(stream) = st.stream.clone() else {
+                return Err(WaitError::Gone);
+            };
+            if r.aborted {
+                return Err(WaitError::Gone);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(WaitError::TimedOut);
+            }
+            if st.reader {
+                st = self.wait(st, left);
+                continue;
+            }
+            st.reader = true;
+            drop(st);
+            let readable = stream.poll(true, left);
+            st = self.lock();
+            st.reader = false;
+            if readable {
+                let mut ready = Vec::new();
+                self.read_input(&mut st, sh, &mut ready);
+                sh.push_jobs(ready);
+            }
+            self.notify(&st);
+            self.settle(&mut st, sh);
+        }
+    }
+
+    /// The app is done with request `id`: a response whose end did not go out is ended
+    /// (`complete`), or cut off by closing the connection, so that the web server sees it
+    /// truncated. Its unread body is read and thrown away.
+    pub fn finish(self: &Arc<Self>, sh: &Arc<Shared>, id: u64, complete: bool) {
+        let mut st = self.lock();
+        let Some(i) = st.reqs.iter().position(|r| r.id == id) else {
+            return;
+        };
+        let r = st.reqs.remove(i);
+        if st.stream.is_some() && !r.ended {
+            if complete || r.aborted {
+                let mut frames = Frames::new();
+                st.session.frame(r.rid, b"", b"", true, &mut frames);
+                frames.copy_rest(0, &mut st.out);
+            } else {
+                st.session.forget(r.rid);
+                self.close(&mut st, sh);
+                return;
+            }
+        }
+        self.settle(&mut st, sh);
+    }
+
+    /// Whether the client of request `id` went away (or the web server aborted it).
+    pub fn is_gone(&self, id: u64) -> bool {
+        let st = self.lock();
+        st.stream.is_none()
+            || st
+                .reqs
+                .iter()
+                .find(|r| r.id == id)
+                .is_none_or(|r| r.aborted)
+    }
+
+    /// Answers request `id` with a response the gateway makes itself (503, 500...).
+    pub fn respond(self: &Arc<Self>, sh: &Arc<Shared>, id: u64, status: u16, text: &str) {
+        let mut st = self.lock();
+        if st.stream.is_none() {
+            return;
+        }
+        let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) else {
+            return;
+        };
+        if r.ended || r.aborted {
+            return;
+        }
+        r.ended = true;
+        let rid = r.rid;
+        respond(&mut st, rid, status, text);
+        self.settle(&mut st, sh);
+    }
+
+    fn wait<'a>(
+        &self,
+        mut st: MutexGuard<'a, ConnState>,
+        at_most: Duration,
+    ) -> MutexGuard<'a, ConnState> {
+        st.waiters += 1;
+        let mut st = self
+            .cond
+            .wait_timeout(st, at_most)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        st.waiters -= 1;
+        st
+    }
+
+    /// Wakes the threads waiting on this connection, if any (a notification costs a system
+    /// call even when nobody waits).
+    fn notify(&self, st: &ConnState) {
+        if st.waiters > 0 {
+            self.cond.notify_all();
+        }
+    }
+}
+
+/// One vectored write of a frame set; `Ok(0)` when the socket takes nothing now.
+fn write_frames(stream: &Stream, frames: &Frames<'_>) -> io::Result<usize> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(8);
+    frames.io_slices(&mut slices);
+    loop {
+        match stream.write_vectored(&slices) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        }
+    }
+}

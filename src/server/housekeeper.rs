@@ -1,0 +1,285 @@
+//! The housekeeper thread of a worker process: signals, timers (deadlines of connections,
+//! queue-timeout, request-timeout), recycling, the graceful stop, and the I/O of the
+//! connections while every thread is stuck in a request.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+
+use super::{lock, rss_bytes, Job, Runner, Shared};
+
+/// How often the housekeeper looks at the timers.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Runs until the worker process may exit; returns the deadline for its threads to finish.
+pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Signals) -> Instant {
+    let own = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
+        Ok(e) => e,
+        Err(e) => {
+            crate::error!("housekeeper: {e}");
+            return Instant::now();
+        }
+    };
+    for fd in [signals.fd(), sh.kick_fd.as_fd()] {
+        if let Err(e) = own.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, 0)) {
+            crate::error!("housekeeper: {e}");
+        }
+    }
+    let mut keeper = Keeper {
+        sh: sh.clone(),
+        started: Instant::now(),
+        stop_since: None,
+        last_epoch: u64::MAX,
+        overdue_reported: false,
+    };
+    let mut thread = None;
+    if sh.config.stop_early.load(Ordering::SeqCst) {
+        crate::info!("stop asked for while starting: not accepting");
+        keeper.begin_stop();
+    }
+    let mut events = [EpollEvent::empty(); 4];
+    loop {
+        let _ = own.wait(&mut events, crate::sys::epoll_timeout(Some(TICK)));
+        let _ = sh.kick_fd.read();
+        for sig in signals.pending() {
+            if keeper.stop_since.is_some() {
+                crate::warn!(
+                    "second signal {}: stopping now",
+                    crate::sys::signal_name(sig)
+                );
+                std::process::exit(1);
+            }
+            crate::info!(
+                "{}: no longer accepting; waiting up to {:?} for in-flight requests",
+                crate::sys::signal_name(sig),
+                sh.config.timeouts.graceful
+            );
+            keeper.begin_stop();
+        }
+        keeper.expire_connections();
+        keeper.expire_queue();
+        if let Some(limit) = sh.config.recycle.request_timeout {
+            keeper.watch_requests(runner, &mut thread, limit);
+        }
+        if keeper.stop_since.is_none() {
+            if let Some(reason) = keeper.recycle_reason() {
+                crate::info!("recycling this worker: {reason}");
+                keeper.begin_stop();
+            }
+        }
+        if let Some(since) = keeper.stop_since {
+            keeper.close_idle();
+            let done = lock(&sh.table).conns.is_empty()
+                && sh.running.load(Ordering::SeqCst) == 0
+                && lock(&sh.queue).is_empty();
+            let deadline = since + sh.config.timeouts.graceful;
+            if done || Instant::now() >= deadline {
+                if !done {
+                    crate::warn!(
+                        "graceful timeout ({:?}) passed with {} connection(s) still busy; \
+                         stopping",
+                        sh.config.timeouts.graceful,
+                        lock(&sh.table).conns.len()
+                    );
+                } else {
+                    crate::info!("all connections closed; stopping");
+                }
+                sh.finished.store(true, Ordering::SeqCst);
+                let _ = sh.stop_fd.write(1);
+                return if done {
+                    deadline.max(Instant::now())
+                } else {
+                    Instant::now()
+                };
+            }
+        }
+        keeper.serve_if_stuck();
+    }
+}
+
+struct Keeper {
+    sh: Arc<Shared>,
+    started: Instant,
+    stop_since: Option<Instant>,
+    last_epoch: u64,
+    overdue_reported: bool,
+}
+
+impl Keeper {
+    /// Stops accepting (the listeners close, so queued connections go to the other worker
+    /// processes) and lets in-flight requests finish.
+    fn begin_stop(&mut self) {
+        if self.stop_since.is_some() {
+            return;
+        }
+        self.stop_since = Some(Instant::now());
+        self.sh.stopping.store(true, Ordering::SeqCst);
+        let mut l = lock(&self.sh.listeners);
+        let _ = self.sh.set_listeners(&mut l, false);
+        l.list.clear();
+    }
+
+    /// Connections whose deadline passed.
+    fn expire_connections(&self) {
+        let now = self.sh.now_ms();
+        let due: Vec<_> = lock(&self.sh.table)
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                let d = c.deadline_ms();
+                d != 0 && d <= now
+            })
+            .map(|(_, c)| c.clone())
+            .collect();
+        for c in due {
+            c.expire(&self.sh, now);
+        }
+    }
+
+    /// queue-timeout: a request waiting for a thread past the limit gets its 503 now.
+    fn expire_queue(&self) {
+        let Some(limit) = self.sh.config.timeouts.queue else {
+            return;
+        };
+        let late: Vec<Job> = {
+            let mut q = lock(&self.sh.queue);
+            let (late, keep): (Vec<Job>, Vec<Job>) =
+                q.drain(..).partition(|j| j.received.elapsed() > limit);
+            q.extend(keep);
+            late
+        };
+        for job in late {
+            self.sh.refuse_late(&job, job.received.elapsed(), limit);
+        }
+    }
+
+    /// request-timeout: a request running too long is logged with the Python stack of every
+    /// thread, then the worker is recycled (its other requests get the graceful timeout).
+    fn watch_requests<R: Runner>(
+        &mut self,
+        runner: &R,
+        thread: &mut Option<R::Thread>,
+        limit: Duration,
+    ) {
+        if self.overdue_reported {
+            return;
+        }
+        let overdue: Vec<(usize, Duration, Job)> = self
+            .sh
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let slot = lock(s);
+                let (since, job) = slot.as_ref()?;
+                (since.elapsed() > limit).then(|| (i, since.elapsed(), job.clone()))
+            })
+            .collect();
+        if overdue.is_empty() {
+            return;
+        }
+        self.overdue_reported = true;
+        let thread = thread.get_or_insert_with(|| runner.thread());
+        let stacks = runner.stacks(thread);
+        for (i, running, job) in &overdue {
+            crate::error!(
+                "{}: running for {:.1}s on thread {i}, over request-timeout ({}); recycling \
+                 this worker",
+                super::request_label(job),
+                running.as_secs_f64(),
+                crate::config::settings::Seconds(limit)
+            );
+        }
+        crate::error!("Python stacks of this worker:\n{stacks}");
+        crate::info!("recycling this worker: a request timed out");
+        self.begin_stop();
+    }
+
+    fn recycle_reason(&self) -> Option<String> {
+        let sh = &self.sh;
+        let r = &sh.config.recycle;
+        let served = sh.served.load(Ordering::Relaxed);
+        if r.maximum_requests.is_some_and(|max| served >= max) {
+            return Some(format!("served {served} requests (maximum-requests)"));
+        }
+        if r.restart_after.is_some_and(|t| self.started.elapsed() >= t) {
+            return Some("restart-interval reached".into());
+        }
+        if let Some(t) = r.inactivity_timeout {
+            let last = sh.last_request_ms.load(Ordering::Relaxed);
+            let idle = Duration::from_millis(sh.now_ms().saturating_sub(last));
+            if idle >= t && sh.running.load(Ordering::SeqCst) == 0 {
+                return Some("no request within inactivity-timeout".into());
+            }
+        }
+        if let Some(limit) = r.reload_on_rss_bytes {
+            if let Some(rss) = rss_bytes().filter(|&rss| rss > limit) {
+                return Some(format!(
+                    "resident memory {} MiB is over reload-on-rss ({} MiB)",
+                    rss >> 20,
+                    limit >> 20
+                ));
+            }
+        }
+        None
+    }
+
+    /// While stopping: connections that wait for nothing of the app are closed.
+    fn close_idle(&self) {
+        let conns: Vec<_> = lock(&self.sh.table)
+            .conns
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect();
+        for c in conns {
+            c.close_if_idle(&self.sh);
+        }
+    }
+
+    /// When every thread has been busy since the last tick, the housekeeper does the I/O of
+    /// the connections for one tick: bodies are collected, finished responses flushed,
+    /// lingering connections read, and requests queued (where queue-timeout answers them on
+    /// time). With other worker processes on the same sockets it stops accepting meanwhile.
+    fn serve_if_stuck(&mut self) {
+        let sh = &self.sh;
+        let epoch = sh.idle_epoch.load(Ordering::SeqCst);
+        let stuck = sh.idle.load(Ordering::SeqCst) == 0 && epoch == self.last_epoch;
+        self.last_epoch = epoch;
+        if !stuck {
+            return;
+        }
+        let pause = sh.config.shared_listeners && !sh.stopping();
+        if pause {
+            let mut l = lock(&sh.listeners);
+            if !l.at_limit {
+                let _ = sh.set_listeners(&mut l, false);
+            }
+        }
+        let until = Instant::now() + TICK;
+        let mut events = [EpollEvent::empty(); 16];
+        let mut ready = Vec::new();
+        while Instant::now() < until && sh.idle.load(Ordering::SeqCst) == 0 {
+            let left = until.saturating_duration_since(Instant::now());
+            let n = match sh
+                .epoll
+                .wait(&mut events, crate::sys::epoll_timeout(Some(left)))
+            {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            for ev in &events[..n] {
+                sh.dispatch(*ev, &mut ready);
+            }
+            sh.push_jobs(std::mem::take(&mut ready));
+        }
+        if pause && !sh.stopping() {
+            let mut l = lock(&sh.listeners);
+            if !l.at_limit {
+                let _ = sh.set_listeners(&mut l, true);
+            }
+        }
+    }
+}
