@@ -5,7 +5,7 @@
 mod cli;
 mod client;
 mod config;
-mod groups;
+mod interpreters;
 mod log;
 mod python;
 mod router;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::ProcessGroup;
-use crate::{error, groups, info, python, router, server, warn};
+use crate::{error, info, interpreters, python, router, server, warn};
 
 use crate::supervisor::policy::code;
 
@@ -51,12 +51,12 @@ pub fn run(config: &ProcessGroup, listeners: Vec<server::Listener>, multiprocess
             return EXIT_LOAD;
         }
     };
-    let base = groups::Base {
+    let base = interpreters::Base {
         python_path: config.python.path.clone(),
         threads: config.threads,
         multiprocess,
     };
-    let registry = match groups::Registry::new(&main, config.mounts.clone(), base) {
+    let registry = match interpreters::Interpreters::new(&main, config.mounts.clone(), base) {
         Ok(r) => Arc::new(r),
         Err(e) => {
             error!("{e}");

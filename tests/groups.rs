@@ -245,6 +245,24 @@ fn check_fails_with(args: &[&str], needles: &[&str]) {
     assert!(!err.contains("Fatal Python error"), "{err}");
 }
 
+/// GET `uri` until the app answers with `version` (a script change is noticed a moment after
+/// it is written); bounded.
+fn get_version(gw: &Gateway, uri: &str, version: &str) -> Echo {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let e = get(gw, uri);
+        if e.get("version") == version {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{uri} never answered with {version}:\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Writes `text` to `path` and gives it the modification time `secs` after the epoch (the
 /// reload check compares modification times; explicit ones need no sleeping).
 fn write_with_mtime(path: &Path, text: &str, secs: u64) {
@@ -600,6 +618,8 @@ fn module_state_is_shared_within_a_group_and_isolated_between_groups() {
             mount("/d", &a, ""),
             mount("/e", &a, global),
             mount("/f", &b, global),
+            // A named group whose name reads like how the gateway names /d's own group.
+            mount("/g", &b, "application-group = \"mount /d\""),
         ]
         .concat(),
     );
@@ -665,6 +685,7 @@ fn module_state_is_shared_within_a_group_and_isolated_between_groups() {
         assert_eq!(e.get("argv"), "['wsgi-gateway']", "{p}: sys.argv");
         wait_log(&gw, &format!("probe-print marker-{}", &p[1..]));
     }
+    assert_ne!(id("/d/"), id("/g/"), "a name is not a mount's own group");
     let log = gw.log_text();
     assert!(!log.contains("[error]"), "{log}");
 }
@@ -869,17 +890,17 @@ fn a_changed_script_is_reloaded_and_in_flight_requests_finish_on_the_old_code() 
     for n in ["own", "glob", "named", "fixed", "slow", "slowglob"] {
         write_with_mtime(&s(n), &versioned("v2"), T0 + 60);
     }
-    // Own group: a new sub-interpreter (module state and `sys` start afresh).
+    // Own group: a new sub-interpreter (module state and `sys` start afresh). (Changes are
+    // noticed through inotify, by a thread: the first request may come a moment before.)
     for n in ["own", "slow"] {
-        let e = get(&gw, &format!("/{n}/"));
+        let e = get_version(&gw, &format!("/{n}/"), "v2");
         assert_eq!(e.get("version"), "v2", "/{n}");
         assert_eq!((e.get("counter"), e.get("imports")), ("1", "1"), "/{n}");
         assert_ne!(e.get("interpreter"), before[n], "/{n}: a new interpreter");
     }
     // %{GLOBAL} and a named group: the module is imported again in the same interpreter.
     for n in ["glob", "named", "slowglob"] {
-        let e = get(&gw, &format!("/{n}/"));
-        assert_eq!(e.get("version"), "v2", "/{n}");
+        let e = get_version(&gw, &format!("/{n}/"), "v2");
         assert_eq!((e.get("counter"), e.get("imports")), ("1", "2"), "/{n}");
         assert_eq!(
             e.get("interpreter"),
@@ -949,15 +970,12 @@ fn reload_is_switched_off_by_the_file_and_by_the_flag() {
     assert_eq!(get(&gw, "/b/").get("version"), "v1");
     write_with_mtime(&a, &versioned("v2"), T0 + 60);
     write_with_mtime(&b, &versioned("v2"), T0 + 60);
+    // reload = true on the mount: noticed.
+    get_version(&gw, "/b/", "v2");
     assert_eq!(
         get(&gw, "/a/").get("version"),
         "v1",
         "reload = false in the file"
-    );
-    assert_eq!(
-        get(&gw, "/b/").get("version"),
-        "v2",
-        "reload = true on the mount"
     );
     drop(gw);
 
@@ -1385,13 +1403,16 @@ fn an_extension_refusing_sub_interpreters_gets_a_hint_naming_its_group() {
     );
     assert!(!log.contains(hint), "a hint for %{{GLOBAL}}:\n{log}");
 
-    for (p, label) in [("/own/", "mount /own"), ("/legacy/", "legacy")] {
+    for (p, label) in [
+        ("/own/", "mount /own"),
+        ("/legacy/", "application group \"legacy\""),
+    ] {
         for _ in 0..2 {
             let r = request(&gw, p);
             assert_eq!(r.status, 500, "{p}");
             let page = r.text();
             assert!(
-                page.contains(&format!("{label}: {html_hint}")),
+                page.contains(&format!("{}: {html_hint}", label.replace('"', "&quot;"))),
                 "{p}: {page}"
             );
             assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
@@ -1443,6 +1464,7 @@ fn replaced_sub_interpreters_are_ended() {
     std::fs::copy(app("pep3333.wsgi"), &script).unwrap();
     let mount = format!("/r={}", script.display());
     let gw = Gateway::start(&["--threads", "3", "--mount", &mount]);
+    assert_eq!(fcgi(&gw.addr, "GET", "/r/write", b"").unwrap().status, 200);
     for i in 0..5u64 {
         let stamp = format!("@{}", 1_700_000_000 + i);
         let touched = std::process::Command::new("touch")
@@ -1451,7 +1473,21 @@ fn replaced_sub_interpreters_are_ended() {
             .status()
             .unwrap();
         assert!(touched.success());
-        assert_eq!(fcgi(&gw.addr, "GET", "/r/write", b"").unwrap().status, 200);
+        // Each change is noticed (a moment after it is made) and reloads the script.
+        let reloads = |log: &str| log.matches("changed: reloading it").count() as u64;
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            assert_eq!(fcgi(&gw.addr, "GET", "/r/write", b"").unwrap().status, 200);
+            if reloads(&gw.log_text()) > i {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "change {i} never noticed:\n{}",
+                gw.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     wait_for("the replaced interpreters to end", || {
         gw.log_text()

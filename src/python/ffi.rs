@@ -138,9 +138,9 @@ impl MainThread {
     }
 
     /// The main interpreter.
-    pub fn interp(&self) -> Interp {
+    pub fn interp(&self) -> InterpId {
         // SAFETY: plain accessor, valid while Python is initialised.
-        Interp(unsafe { ffi::PyInterpreterState_Main() })
+        InterpId(unsafe { ffi::PyInterpreterState_Main() })
     }
 
     /// `Py_FinalizeEx` (atexit handlers, stdio flushed). Every other thread state and every
@@ -168,20 +168,20 @@ impl Drop for Release {
 
 /// An interpreter (main or sub-interpreter).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Interp(*mut ffi::PyInterpreterState);
+pub struct InterpId(*mut ffi::PyInterpreterState);
 
 // SAFETY: an interpreter-state pointer is only an identity; it is used to create thread
 // states, which CPython allows from any thread.
-unsafe impl Send for Interp {}
+unsafe impl Send for InterpId {}
 // SAFETY: as for Send: nothing is read through the pointer.
-unsafe impl Sync for Interp {}
+unsafe impl Sync for InterpId {}
 
 /// A sub-interpreter and the thread state it was created with. That state is kept, detached,
 /// until the interpreter is ended with it: CPython 3.11 cannot make a new thread state for an
 /// interpreter whose states were all deleted (its embedded initial state is reused and found
 /// already initialised).
 pub struct SubInterpreter {
-    pub interp: Interp,
+    pub interp: InterpId,
     ts: *mut ffi::PyThreadState,
 }
 
@@ -228,7 +228,7 @@ pub struct ThreadState {
 }
 
 impl ThreadState {
-    pub fn new(interp: Interp) -> Self {
+    pub fn new(interp: InterpId) -> Self {
         // SAFETY: PyThreadState_New needs no GIL; the state starts detached.
         let ts = unsafe { ffi::PyThreadState_New(interp.0) };
         assert!(!ts.is_null(), "PyThreadState_New failed");
@@ -568,7 +568,7 @@ impl<'py> Gil<'py> {
                 ffi::PyThreadState_Swap(prev);
                 return Err("Py_NewInterpreter failed to create a sub-interpreter".into());
             }
-            let interp = Interp(ffi::PyThreadState_GetInterpreter(ts));
+            let interp = InterpId(ffi::PyThreadState_GetInterpreter(ts));
             let r = setup(Gil(PhantomData));
             ffi::PyThreadState_Swap(prev);
             Ok((SubInterpreter { interp, ts }, r))
@@ -674,6 +674,12 @@ impl<'py> Obj<'py> {
         // SAFETY: GIL held; valid dict.
         self.gil()
             .own(unsafe { ffi::PyDict_Copy(self.ptr.as_ptr()) })
+    }
+
+    /// Whether this object's type is exactly `ty` (no subclass).
+    pub fn is_exactly(&self, ty: &Obj<'py>) -> bool {
+        // SAFETY: GIL held; reading an object's type pointer.
+        unsafe { ffi::Py_TYPE(self.ptr.as_ptr()).cast::<ffi::PyObject>() == ty.ptr.as_ptr() }
     }
 
     /// Python truthiness (`bool(self)`); an exception counts as false.

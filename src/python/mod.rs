@@ -3,7 +3,7 @@
 pub mod ffi;
 
 pub use ffi::{
-    Gil, Host, Interp, MainThread, Obj, PyErr, PyObj, PyResult, Recv, SubInterpreter, ThreadState,
+    Gil, Host, InterpId, MainThread, Obj, PyErr, PyObj, PyResult, Recv, SubInterpreter, ThreadState,
 };
 
 use crate::venv::Home;

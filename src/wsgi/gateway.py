@@ -22,62 +22,95 @@ class ClientDisconnected(OSError):
     """The web server closed the connection (client gone or request aborted)."""
 
 
+class BodyTimeout(TimeoutError):
+    """No request body byte came within the gateway's body-timeout."""
+
+
 class InvalidResponse(Exception):
     """The application broke PEP 3333 (status, headers, body type)."""
 
 
 class Input:
-    """wsgi.input: the request body as it arrives, never buffered whole."""
-    __slots__ = ('_ctx', '_buf', '_eof')
+    """wsgi.input: the request body as it arrives. It holds one piece of the body at a time
+    (as the gateway hands it over), so reads of any size cost linear time."""
+    __slots__ = ('_ctx', '_buf', '_pos', '_eof')
 
     def __init__(self, ctx):
         self._ctx = ctx
         self._buf = b''
+        self._pos = 0
         self._eof = False
 
-    def _fill(self, want):
-        # Reads from the gateway until `want` bytes are buffered (0: one chunk) or the body ends.
-        while not self._eof and (want == 0 or len(self._buf) < want):
-            data = _gw_recv(self._ctx, CHUNK if want == 0 else max(want - len(self._buf), CHUNK))
-            if data is None:
-                raise ClientDisconnected('request body read failed: client disconnected')
-            if not data:
-                self._eof = True
-            else:
-                self._buf += data
-                if want == 0:
-                    return
+    def _next(self, want):
+        """Replaces the used-up buffer with the next piece of the body (up to `want` bytes,
+        any amount for 0); False at the end of the body."""
+        if self._eof:
+            return False
+        try:
+            data = _gw_recv(self._ctx, want)
+        except TimeoutError as e:
+            raise BodyTimeout(str(e)) from None
+        if data is None:
+            raise ClientDisconnected('request body read failed: client disconnected')
+        self._pos = 0
+        self._buf = data
+        if not data:
+            self._eof = True
+            return False
+        return True
+
+    def _take(self, n):
+        buf, pos = self._buf, self._pos
+        if pos == 0 and n == len(buf):
+            self._buf = b''
+            return buf
+        self._pos = pos + n
+        return buf[pos:pos + n]
 
     def read(self, size=-1):
+        parts = []
         if size is None or size < 0:
-            while not self._eof:
-                self._fill(len(self._buf) + CHUNK)
-            data, self._buf = self._buf, b''
-            return data
-        if len(self._buf) < size:
-            self._fill(size)
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+            if self._pos < len(self._buf):
+                parts.append(self._take(len(self._buf) - self._pos))
+            while self._next(0):
+                parts.append(self._buf)
+            self._buf = b''
+        else:
+            while size > 0:
+                avail = len(self._buf) - self._pos
+                if avail == 0:
+                    if not self._next(size if size > CHUNK else CHUNK):
+                        break
+                    avail = len(self._buf)
+                n = avail if avail < size else size
+                parts.append(self._take(n))
+                size -= n
+        return parts[0] if len(parts) == 1 else b''.join(parts)
 
     def read1(self, size=-1):
-        if not self._buf:
-            self._fill(0)
-        if size is None or size < 0:
-            size = len(self._buf)
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+        if self._pos == len(self._buf) and not self._next(CHUNK if size is None or size < 0 else size):
+            return b''
+        avail = len(self._buf) - self._pos
+        return self._take(avail if size is None or size < 0 or size > avail else size)
 
     def readline(self, size=-1):
-        while True:
-            nl = self._buf.find(b'\n')
-            if nl >= 0 or self._eof or (size is not None and 0 <= size <= len(self._buf)):
+        limit = -1 if size is None or size < 0 else size
+        parts = []
+        while limit != 0:
+            avail = len(self._buf) - self._pos
+            if avail == 0:
+                if not self._next(CHUNK):
+                    break
+                avail = len(self._buf)
+            n = avail if limit < 0 or avail < limit else limit
+            nl = self._buf.find(b'\n', self._pos, self._pos + n)
+            if nl >= 0:
+                parts.append(self._take(nl + 1 - self._pos))
                 break
-            self._fill(0)
-        end = nl + 1 if nl >= 0 else len(self._buf)
-        if size is not None and size >= 0:
-            end = min(end, size)
-        line, self._buf = self._buf[:end], self._buf[end:]
-        return line
+            parts.append(self._take(n))
+            if limit > 0:
+                limit -= n
+        return parts[0] if len(parts) == 1 else b''.join(parts)
 
     def readlines(self, hint=-1):
         lines = []
@@ -322,13 +355,23 @@ def _module_name(path):
     return '_wsgi_script_' + hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:16]
 
 
+class Unloadable:
+    """What `load` gives for a script that failed to import: calling it raises the error
+    (so the request cycle answers it like any app error); `text` is its traceback."""
+    __slots__ = ('error', 'text')
+
+    def __init__(self, error, text):
+        self.error = error
+        self.text = text
+
+    def __call__(self, environ, start_response):
+        raise self.error
+
+
 def load(path, callable_name, generation):
-    """Imports a script file as a module named after its path; returns the callable. A new
-    generation (the file changed) imports it again."""
+    """Imports a script file as a module named after its path; returns the callable, or an
+    Unloadable when it fails. A new generation (the file changed) imports it again."""
     key = (path, callable_name)
-    entry = _apps.get(key)
-    if entry is not None and entry[0] == generation:
-        return entry[1]
     with _apps_lock:
         entry = _apps.get(key)
         if entry is not None and entry[0] == generation:
@@ -340,12 +383,12 @@ def load(path, callable_name, generation):
         sys.modules[name] = module
         try:
             loader.exec_module(module)
-        except BaseException:
+            app = getattr(module, callable_name, None)
+            if app is None:
+                raise LookupError('%s defines no WSGI callable named %r' % (path, callable_name))
+        except BaseException as e:
             sys.modules.pop(name, None)
-            raise
-        app = getattr(module, callable_name, None)
-        if app is None:
-            raise LookupError('%s defines no WSGI callable named %r' % (path, callable_name))
+            return Unloadable(e, traceback.format_exc())
         _apps[key] = (generation, app)
         return app
 
@@ -370,7 +413,7 @@ def _sub_interpreter_hint(text):
     return None
 
 
-def run(script, callable_name, generation, environ, ctx):
+def run(app, environ, ctx):
     """One request, start to end. Never raises: failures are logged and answered. Returns
     False when the response must be cut off (the connection is then aborted)."""
     environ['wsgi.input'] = Input(ctx)
@@ -378,7 +421,6 @@ def run(script, callable_name, generation, environ, ctx):
     response = Response(ctx, environ['REQUEST_METHOD'] == 'HEAD')
     result = None
     try:
-        app = load(script, callable_name, generation) if script.__class__ is str else script
         result = app(environ, response.start_response)
         if result.__class__ is list:
             last = len(result) - 1
@@ -409,6 +451,14 @@ def run(script, callable_name, generation, environ, ctx):
     except ClientDisconnected as e:
         _gw_log(ctx, str(e))
         return False
+    except BodyTimeout as e:
+        if response.sent:
+            _gw_log(ctx, '%s; response cut off' % e)
+            return False
+        body = b'Request Timeout: the request body stalled\n'
+        _gw_send(ctx, b'Status: 408 Request Timeout\r\nContent-Type: text/plain\r\n'
+                 b'Content-Length: %d\r\n\r\n' % len(body), body, True)
+        return True
     except BaseException:
         text = traceback.format_exc()
         if response.sent:

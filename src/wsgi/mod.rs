@@ -3,15 +3,16 @@
 //! cycle itself (start_response, write, iteration, close, wsgi.input, wsgi.errors,
 //! file_wrapper) is `gateway.py`, run in each interpreter; Rust builds environ and moves bytes.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
+use crate::interpreters::ScriptFile;
 use crate::python::{Gil, Host, Obj, PyObj, PyResult, Recv, ThreadState};
 use crate::router::{Mount, Target};
-use crate::server::{Io, Job, WaitError};
+use crate::server::{Io, Job, Request, WaitError};
 
 const GATEWAY_PY: &str = include_str!("gateway.py");
 const DIAGNOSTICS_PY: &str = include_str!("diagnostics.py");
@@ -35,9 +36,10 @@ pub struct Settings {
 }
 
 /// What a request runs.
+#[derive(Clone, Copy)]
 pub enum Script<'a> {
     /// A script file and its generation (bumped when the file changes, to reload it).
-    File(&'a Path, u64),
+    File(&'a ScriptFile, u64),
     Diagnostics,
 }
 
@@ -92,17 +94,21 @@ const KNOWN_KEYS: &[&str] = &[
 ];
 
 /// One interpreter's WSGI state: objects made in and only used by that interpreter.
-pub struct Interpreter {
+pub struct WsgiState {
     run: PyObj,
     base_environ: PyObj,
-    keys: HashMap<&'static [u8], PyObj>,
+    keys: FxHashMap<&'static [u8], PyObj>,
     url_scheme_key: PyObj,
     https: PyObj,
     diagnostics: PyObj,
     load: PyObj,
+    /// The apps loaded in this interpreter: by script, with the generation loaded.
+    apps: Mutex<FxHashMap<u64, (u64, PyObj)>>,
+    /// The type of what `load` gives for a script that failed to import.
+    unloadable: PyObj,
 }
 
-impl Interpreter {
+impl WsgiState {
     /// Loads the helper module into the current interpreter, applies python-path and builds
     /// the environ template.
     pub fn setup(gil: Gil<'_>, settings: &Settings) -> PyResult<Self> {
@@ -161,7 +167,7 @@ impl Interpreter {
             .iter()
             .map(|k| Ok((k.as_bytes(), PyObj::new(gil.str(k)?))))
             .collect::<PyResult<_>>()?;
-        Ok(Interpreter {
+        Ok(WsgiState {
             run: PyObj::new(get("run")?),
             base_environ: PyObj::new(env),
             keys,
@@ -169,6 +175,8 @@ impl Interpreter {
             https: PyObj::new(gil.str("https")?),
             diagnostics: PyObj::new(diag_app),
             load: PyObj::new(get("load")?),
+            apps: Mutex::new(FxHashMap::default()),
+            unloadable: PyObj::new(get("Unloadable")?),
         })
     }
 
@@ -181,27 +189,59 @@ impl Interpreter {
             &self.https,
             &self.diagnostics,
             &self.load,
+            &self.unloadable,
         ] {
             obj.release(gil);
         }
         for key in self.keys.values() {
             key.release(gil);
         }
+        for (_, app) in lock(&self.apps).drain() {
+            app.1.release(gil);
+        }
     }
 
-    /// Imports a script ahead of its first request (preload).
-    pub fn preload(
+    /// The WSGI callable of `script`: loaded once per generation of the script and kept
+    /// (the module is imported again when the file changed). A script that fails to import
+    /// gives an object that raises its error when called (the request cycle answers it), and
+    /// is imported again next time.
+    pub fn app<'py>(
         &self,
-        gil: Gil<'_>,
-        path: &Path,
+        gil: Gil<'py>,
+        script: Script<'_>,
         callable: &str,
-        generation: u64,
-    ) -> PyResult<()> {
-        self.load.bind(gil).call(&[
-            &gil.str(&path.to_string_lossy())?,
+    ) -> PyResult<Obj<'py>> {
+        let (file, generation) = match script {
+            Script::Diagnostics => return Ok(self.diagnostics.bind(gil)),
+            Script::File(file, generation) => (file, generation),
+        };
+        if let Some((loaded, app)) = lock(&self.apps).get(&file.id) {
+            if *loaded == generation {
+                return Ok(app.bind(gil));
+            }
+        }
+        let app = self.load.bind(gil).call(&[
+            &gil.str(&file.path.to_string_lossy())?,
             &gil.str(callable)?,
             &gil.int(generation as i64)?,
         ])?;
+        if !app.is_exactly(&self.unloadable.bind(gil)) {
+            let old = lock(&self.apps).insert(file.id, (generation, PyObj::new(app.clone())));
+            if let Some((_, old)) = old {
+                old.release(gil);
+            }
+        }
+        Ok(app)
+    }
+
+    /// Imports a script ahead of its first request (preload); its import error, if any.
+    pub fn preload(&self, gil: Gil<'_>, script: Script<'_>, callable: &str) -> PyResult<()> {
+        let app = self.app(gil, script, callable)?;
+        if app.is_exactly(&self.unloadable.bind(gil)) {
+            return Err(crate::python::PyErr {
+                text: app.getattr("text")?.to_string_lossy(),
+            });
+        }
         Ok(())
     }
 
@@ -231,19 +271,9 @@ impl Interpreter {
     ) -> PyResult<bool> {
         let diagnostics = matches!(script, Script::Diagnostics);
         let env = self.environ(gil, job, diagnostics)?;
-        let host: Arc<dyn Host> = Arc::new(RequestHost { job: job.clone() });
-        let ctx = ts.request_context(gil, host)?;
-        let (target, generation) = match script {
-            Script::File(path, generation) => (gil.str(&path.to_string_lossy())?, generation),
-            Script::Diagnostics => (self.diagnostics.bind(gil), 0),
-        };
-        let result = self.run.bind(gil).call(&[
-            &target,
-            &gil.str(callable)?,
-            &gil.int(generation as i64)?,
-            &env,
-            &ctx,
-        ])?;
+        let ctx = ts.request_context(gil, job.clone())?;
+        let app = self.app(gil, script, callable)?;
+        let result = self.run.bind(gil).call(&[&app, &env, &ctx])?;
         Ok(result.is_true())
     }
 
@@ -286,7 +316,7 @@ impl Interpreter {
     }
 }
 
-impl Interpreter {
+impl WsgiState {
     fn key<'py>(&self, gil: Gil<'py>, name: &[u8]) -> PyResult<Obj<'py>> {
         match self.keys.get(name) {
             Some(k) => Ok(k.bind(gil)),
@@ -377,70 +407,64 @@ pub fn dump_stacks(gil: Gil<'_>) -> String {
 }
 
 /// `METHOD URI` of a request, for log lines.
-pub fn label(job: &Job) -> String {
-    crate::server::request_label(job)
+pub fn label(req: &Request) -> String {
+    crate::server::request_label(req)
 }
 
-/// The Rust side of one request, as Python sees it through the callbacks.
-struct RequestHost {
-    job: Job,
-}
-
-impl RequestHost {
-    /// Sends `head` and `body`, waiting (with the GIL released) while the connection's output
-    /// is full; false when the client is gone. With `done`, the response's end goes with the
-    /// last piece.
-    fn write(&self, gil: Gil<'_>, mut head: &[u8], mut body: &[u8], done: bool) -> bool {
-        loop {
-            match self.job.send(head, body, done) {
-                Io::Ready(n) => {
-                    head = b"";
-                    body = &body[n..];
-                    if body.is_empty() {
-                        return true;
-                    }
+/// Sends `head` and `body`, waiting (with the GIL released) while the connection's output is
+/// full; false when the client is gone. With `done`, the response's end goes with the last
+/// piece.
+fn write(req: &Request, gil: Gil<'_>, mut head: &[u8], mut body: &[u8], done: bool) -> bool {
+    loop {
+        match req.send(head, body, done) {
+            Io::Ready(n) => {
+                head = b"";
+                body = &body[n..];
+                if body.is_empty() {
+                    return true;
                 }
-                Io::Wait => match gil.allow_threads(|| self.job.wait_writable()) {
-                    Ok(()) => {}
-                    Err(WaitError::Gone) => return false,
-                    Err(WaitError::TimedOut) => {
-                        crate::warn!(
-                            "{}: the web server took no response bytes within the body \
-                             timeout; response cut off",
-                            label(&self.job)
-                        );
-                        return false;
-                    }
-                },
-                Io::Gone => return false,
             }
+            Io::Wait => match gil.allow_threads(|| req.wait_writable()) {
+                Ok(()) => {}
+                Err(WaitError::Gone) => return false,
+                Err(WaitError::TimedOut) => {
+                    crate::warn!(
+                        "{}: the web server took no response bytes within the body timeout; \
+                         response cut off",
+                        label(req)
+                    );
+                    return false;
+                }
+            },
+            Io::Gone => return false,
         }
     }
 }
 
-impl Host for RequestHost {
+/// The Rust side of a request, as Python sees it through the callbacks.
+impl Host for Request {
     fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8], done: bool) -> bool {
-        if head.is_empty() && body.is_empty() && done && self.job.is_gone() {
+        if head.is_empty() && body.is_empty() && done && self.is_gone() {
             // Nothing left to deliver is not a failure: a web server may close as soon as it
             // has the Content-Length it was promised.
             return true;
         }
-        self.write(gil, head, body, done)
+        write(self, gil, head, body, done)
     }
 
     fn recv(&self, gil: Gil<'_>, max: usize, sink: &mut dyn FnMut(&[u8])) -> Recv {
         loop {
-            match self.job.recv(max, sink) {
+            match Request::recv(self, max, sink) {
                 Io::Ready(()) => return Recv::Done,
                 Io::Gone => return Recv::Gone,
-                Io::Wait => match gil.allow_threads(|| self.job.wait_readable()) {
+                Io::Wait => match gil.allow_threads(|| self.wait_readable()) {
                     Ok(()) => {}
                     Err(WaitError::Gone) => return Recv::Gone,
                     Err(WaitError::TimedOut) => {
-                        let after = self.job.body_timeout();
+                        let after = self.body_timeout();
                         crate::warn!(
                             "{}: the request body made no progress for {:.1}s (body-timeout)",
-                            label(&self.job),
+                            label(self),
                             after.as_secs_f64()
                         );
                         return Recv::TimedOut(after);
@@ -451,7 +475,7 @@ impl Host for RequestHost {
     }
 
     fn log(&self, text: &str) {
-        crate::warn!("{}: {}", label(&self.job), text);
+        crate::warn!("{}: {}", label(self), text);
     }
 
     fn sendfile(
@@ -472,7 +496,7 @@ impl Host for RequestHost {
             if n == 0 {
                 break;
             }
-            if !self.write(gil, b"", &buf[..n], false) {
+            if !write(self, gil, b"", &buf[..n], false) {
                 return Ok(false);
             }
             pos += n as u64;
@@ -480,4 +504,8 @@ impl Host for RequestHost {
         }
         Ok(true)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
