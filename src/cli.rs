@@ -29,6 +29,8 @@ pub enum Command {
     Request(RequestCli),
     /// Check the configuration (config file, venvs, scripts, listeners) without serving.
     Check(Box<ServeArgs>),
+    /// Translate an Apache httpd + mod_wsgi configuration into a gateway configuration.
+    ImportApache(crate::import_apache::Args),
 }
 
 /// Settings of the server. Each long flag is named like its key in the config file; a flag

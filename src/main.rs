@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod exchange;
 mod groups;
+mod import_apache;
 mod log;
 mod pool;
 mod python;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Request(args)) => request(args),
         Some(Command::Check(args)) => check(&args),
+        Some(Command::ImportApache(args)) => import_apache::run(&args),
         None => serve(&cli.serve),
     }
 }
