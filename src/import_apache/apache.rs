@@ -77,9 +77,24 @@ fn site_block(out: &mut String, plan: &Plan, site: &Site, shown: &Shown) {
     } else {
         ""
     };
-    // httpd tries ProxyPass lines in order: the longest prefixes first.
+    // httpd tries ProxyPass lines in order: the longest prefixes first, and before them the
+    // static Aliases under a mount (mod_wsgi let Alias win; ProxyPass would not).
     let mut routes: Vec<&Route> = site.routes.iter().collect();
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    for a in &site.statics {
+        if routes
+            .iter()
+            .any(|r| covers(&r.prefix, a.url.trim_end_matches('/')))
+        {
+            let _ = writeln!(
+                out,
+                "{indent}# {}: {} (served by httpd, not proxied)",
+                shown.place(&a.origin.src),
+                one_line(&a.origin.text)
+            );
+            let _ = writeln!(out, "{indent}ProxyPass \"{}\" \"!\"", a.url);
+        }
+    }
     for r in &routes {
         let g = &plan.groups[r.group];
         let _ = writeln!(

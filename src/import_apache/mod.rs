@@ -12,6 +12,8 @@
 //! status is non-zero only when no mount came out.
 
 mod apache;
+#[cfg(test)]
+mod corpus;
 mod gateway_toml;
 mod nginx;
 mod parse;
@@ -189,9 +191,15 @@ pub fn run(args: &Args) -> ExitCode {
         }
     };
     let wants_nginx = args.nginx.is_some();
-    for n in &out.notes {
-        if wants_nginx || !n.starts_with("(nginx) ") {
-            eprintln!("{n}");
+    let wants_front = wants_nginx || args.apache.is_some();
+    for (n, text) in out.plan.notes.iter().zip(&out.notes) {
+        if wants_front || !n.front {
+            eprintln!("{text}");
+        }
+    }
+    if wants_nginx {
+        for text in &out.notes[out.plan.notes.len()..] {
+            eprintln!("{text}");
         }
     }
     if !out.plan.usable() {

@@ -78,6 +78,7 @@ pub fn write(plan: &Plan, shown: &Shown) -> (String, Vec<Note>) {
             notes.push(Note {
                 src: Some(o.src.clone()),
                 dropped: true,
+                front: false,
                 text: format!("{}: not carried into the nginx server block", o.text),
             });
         }

@@ -129,11 +129,7 @@ struct Reader {
 /// Reads `main` and its includes. `server_root` defaults to the main file's directory (httpd's
 /// compiled-in default, which Debian's apache2.conf relies on, is that directory there).
 /// `env` resolves `${NAME}` for names no `Define` set.
-pub fn read(
-    main: &Path,
-    server_root: Option<&Path>,
-    env: Env,
-) -> Result<Config, String> {
+pub fn read(main: &Path, server_root: Option<&Path>, env: Env) -> Result<Config, String> {
     let main = absolute(main);
     let text = std::fs::read_to_string(&main).map_err(|e| format!("{}: {e}", main.display()))?;
     let root = match server_root {
@@ -297,7 +293,10 @@ impl Reader {
                         self.problem(
                             file,
                             line,
-                            format!("variable ${{{name}}} is not defined here; kept as it is"),
+                            format!(
+                                "variable ${{{name}}} is not defined (by Define, envvars or the \
+                                 environment)"
+                            ),
                         );
                     }
                 }

@@ -60,6 +60,8 @@ pub struct Note {
     pub src: Option<Source>,
     /// True: something was left out; false: translated, but worth knowing.
     pub dropped: bool,
+    /// About the web server in front only: worth saying when its snippets are not written.
+    pub front: bool,
     pub text: String,
 }
 
@@ -303,6 +305,7 @@ impl Model {
         self.notes.push(Note {
             src: Some(src.clone()),
             dropped: true,
+            front: false,
             text,
         });
     }
@@ -311,6 +314,16 @@ impl Model {
         self.notes.push(Note {
             src: Some(src.clone()),
             dropped: false,
+            front: false,
+            text,
+        });
+    }
+
+    fn front_note(&mut self, src: &Source, text: String) {
+        self.notes.push(Note {
+            src: Some(src.clone()),
+            dropped: false,
+            front: true,
             text,
         });
     }
@@ -795,9 +808,9 @@ fn match_alias(
     root: &Path,
 ) -> Result<(String, MountTarget, Option<String>), String> {
     let (lit, rest) =
-        regex_literal(re).ok_or_else(|| format!("the pattern {re:?} is not anchored with ^"))?;
+        regex_literal(re).ok_or_else(|| format!("the pattern {re} is not anchored with ^"))?;
     if !lit.starts_with('/') {
-        return Err(format!("the pattern {re:?} does not start with a URL path"));
+        return Err(format!("the pattern {re} does not start with a URL path"));
     }
     if rest.is_empty() && !target.contains('$') {
         let note = (!lit.ends_with('/')).then(|| {
@@ -842,7 +855,7 @@ fn match_alias(
         }
     }
     Err(format!(
-        "the pattern {re:?} with {target:?} does not reduce to a URL prefix (a script) or to \
+        "the pattern {re} with {target} reduces neither to a URL prefix (one script) nor to \
          PREFIX/([^/]+) with DIR/$1.EXT (a directory of scripts)"
     ))
 }
@@ -856,6 +869,16 @@ fn candidates(m: &mut Model, scope: usize) -> Vec<Candidate> {
         m.scopes[0].aliases.clone()
     };
     for a in own.iter().chain(inherited.iter()) {
+        if a.url.contains("${") || a.path.contains("${") {
+            m.dropped(
+                &a.origin.src,
+                format!(
+                    "{}: not translated: it uses an undefined variable",
+                    a.origin.text
+                ),
+            );
+            continue;
+        }
         let (prefix, target) = if a.regex {
             match match_alias(&a.url, &a.path, &m.server_root) {
                 Ok((p, t, note)) => {
@@ -1134,6 +1157,15 @@ pub fn translate(config: parse::Config, opts: &Options) -> Plan {
             sites.push(site);
         }
     }
+    if let (Some((_, origin)), true) = (&m.python_path, b.embedded.is_empty()) {
+        let src = origin.src.clone();
+        m.dropped(
+            &src,
+            "WSGIPythonPath: not written: it applies to embedded mode only, and no mount runs \
+             in embedded mode (daemon groups take python-path=)"
+                .into(),
+        );
+    }
     name_embedded(&mut b);
     for (group, origin) in preload_origins {
         set_preload(&mut b.groups[group], origin);
@@ -1263,18 +1295,19 @@ fn choose_group(
             );
             return None;
         }
-        m.note(
-            &c.origin.src,
-            format!(
-                "{}: embedded mode (no WSGIProcessGroup): it ran inside Apache's own processes; \
-                 the gateway runs it in a process group of its own (set its processes and \
-                 threads to what the Apache MPM gave it)",
-                c.origin.text
-            ),
-        );
         if let Some((_, i)) = b.embedded.iter().find(|(k, _)| k == key) {
             return Some(*i);
         }
+        m.note(
+            &c.origin.src,
+            format!(
+                "{}: embedded mode (no WSGIProcessGroup): it, and the site's other mounts \
+                 without one, ran inside Apache's own processes; the gateway runs them in a \
+                 process group of their own (set its processes and threads to what the Apache \
+                 MPM gave them)",
+                c.origin.text
+            ),
+        );
         let mut entries = Vec::new();
         if let Some((dirs, origin)) = &m.python_path {
             entries.push(Entry {
@@ -1492,6 +1525,14 @@ fn daemon_group(m: &mut Model, d: &Daemon) -> GroupPlan {
             );
             continue;
         };
+        let for_web = option
+            .targets
+            .iter()
+            .any(|t| matches!(t, Target::WebServer(_)));
+        let planned = option
+            .targets
+            .iter()
+            .any(|t| matches!(t, Target::Planned(..)));
         for target in option.targets {
             match *target {
                 Target::Key(key, conv) => match convert(conv, value, &d.name) {
@@ -1515,16 +1556,35 @@ fn daemon_group(m: &mut Model, d: &Daemon) -> GroupPlan {
                         ),
                     ),
                 },
-                Target::Planned(key, _) => m.dropped(
-                    &d.origin.src,
-                    format!(
-                        "WSGIDaemonProcess {}: {name}={value}: not translated yet: it will be \
-                         the gateway's {key} setting",
-                        d.name
-                    ),
-                ),
+                Target::Planned(key, _) => {
+                    let web = if for_web {
+                        "the web server's side is written into the nginx and Apache outputs; "
+                    } else {
+                        ""
+                    };
+                    m.dropped(
+                        &d.origin.src,
+                        format!(
+                            "WSGIDaemonProcess {}: {name}={value}: {web}not translated yet: it \
+                             will be the gateway's {key} setting",
+                            d.name
+                        ),
+                    )
+                }
                 Target::WebServer(f) => match convert(Conv::Secs, value, &d.name) {
-                    Ok(Some(Value::Int(secs))) => front.push((f, secs, origin.clone())),
+                    Ok(Some(Value::Int(secs))) => {
+                        if !planned {
+                            m.front_note(
+                                &d.origin.src,
+                                format!(
+                                    "WSGIDaemonProcess {}: {name}={value}: for the web server \
+                                     in front: written into the nginx and Apache outputs only",
+                                    d.name
+                                ),
+                            );
+                        }
+                        front.push((f, secs, origin.clone()))
+                    }
                     Ok(_) => {}
                     Err(why) => m.dropped(
                         &d.origin.src,
@@ -1676,6 +1736,7 @@ fn assign_listeners(m: &mut Model, opts: &Options, groups: &mut [GroupPlan]) {
                 None => m.notes.push(Note {
                     src: None,
                     dropped: true,
+                    front: false,
                     text: format!(
                         "{}: not used: no process group {name:?} was written",
                         l.shown()
@@ -1705,6 +1766,7 @@ fn assign_listeners(m: &mut Model, opts: &Options, groups: &mut [GroupPlan]) {
         m.notes.push(Note {
             src: None,
             dropped: true,
+            front: false,
             text: format!(
                 "{}: not used: more listeners than process groups ({})",
                 l.shown(),
