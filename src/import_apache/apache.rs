@@ -9,16 +9,48 @@ use super::table::Front;
 use super::translate::{GroupPlan, Plan, Proto, Route, Site};
 use super::Shown;
 
-/// The backend URL of a group's first listener, without a path.
-fn backend(g: &GroupPlan) -> String {
+/// The backend URL of a group's first listener, without a path. httpd tells proxy workers
+/// apart by the URL after `unix:PATH|`, longest match first: with `fcgi://localhost` for
+/// every socket, requests for one group would go to another's. So each group's URL names a
+/// host of its own (never resolved for a Unix socket).
+fn backend(plan: &Plan, group: usize) -> String {
+    let g = &plan.groups[group];
     let l = &g.listeners[0];
     let scheme = match l.proto {
         Proto::Scgi => "scgi",
         Proto::FastCgi | Proto::Auto => "fcgi",
     };
     match l.addr.strip_prefix("unix:") {
-        Some(path) => format!("unix:{path}|{scheme}://localhost"),
+        Some(path) => format!("unix:{path}|{scheme}://{}", host_name(plan, group)),
         None => format!("{scheme}://{}", l.addr),
+    }
+}
+
+/// A host name for a group: its name in lower case letters, digits and dashes, unique among
+/// the groups (else `group-N`).
+fn host_name(plan: &Plan, group: usize) -> String {
+    let name = |g: &GroupPlan| -> String {
+        let mut h: String = g
+            .name
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        while h.contains("--") {
+            h = h.replace("--", "-");
+        }
+        h.trim_matches('-').to_string()
+    };
+    let mine = name(&plan.groups[group]);
+    let clash = plan
+        .groups
+        .iter()
+        .enumerate()
+        .any(|(i, g)| i != group && name(g) == mine);
+    if mine.is_empty() || clash {
+        format!("group-{}", group + 1)
+    } else {
+        mine
     }
 }
 
@@ -104,7 +136,7 @@ fn site_block(out: &mut String, plan: &Plan, site: &Site, shown: &Shown) {
             one_line(&r.origin.text),
             g.name
         );
-        let url = backend(g);
+        let url = backend(plan, r.group);
         let params = params(g);
         if r.prefix == "/" {
             let _ = writeln!(out, "{indent}ProxyPass \"/\" \"{url}/\"{params}");
