@@ -456,6 +456,28 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_table_names_every_directive_and_option() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let section = readme
+            .split("## Coming from mod_wsgi")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("README has a \"Coming from mod_wsgi\" section");
+        let missing: Vec<&str> = DAEMON_OPTIONS
+            .iter()
+            .map(|o| o.name)
+            .chain(DIRECTIVES.iter().map(|(n, _)| *n))
+            .filter(|n| {
+                !section.contains(&format!("`{n}`"))
+                    && !section.contains(&format!("`{n} "))
+                    && !section.contains(&format!("`{n}=`"))
+            })
+            .collect();
+        assert!(missing.is_empty(), "not in README's table: {missing:?}");
+    }
+
+    #[test]
     fn planned_keys_wait_for_the_gateway() {
         let planned: Vec<(&str, &str)> = DAEMON_OPTIONS
             .iter()
