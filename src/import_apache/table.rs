@@ -3,7 +3,9 @@
 //!
 //! A [`Target::Planned`] entry names a gateway key that does not exist yet: such an option is
 //! reported as not translated, with the key it will map to. When the key lands, changing
-//! `Planned` to `Key` in its entry is the whole change.
+//! `Planned` to `Key` in its entry is the whole change of the translation (the test
+//! `planned_keys_wait_for_the_gateway` lists the entries still waiting, and README's table
+//! says "not yet" for them).
 
 /// How an option's value becomes the gateway's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

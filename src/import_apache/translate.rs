@@ -1578,7 +1578,7 @@ fn daemon_group(m: &mut Model, d: &Daemon) -> GroupPlan {
                                 &d.origin.src,
                                 format!(
                                     "WSGIDaemonProcess {}: {name}={value}: for the web server \
-                                     in front: written into the nginx and Apache outputs only",
+                                     in front: written into the nginx and Apache outputs",
                                     d.name
                                 ),
                             );
