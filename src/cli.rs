@@ -29,6 +29,8 @@ pub enum Command {
     Request(RequestCli),
     /// Check the configuration (config file, venvs, scripts, listeners) without serving.
     Check(Box<Settings>),
+    /// Translate an Apache httpd + mod_wsgi configuration into a gateway configuration.
+    ImportApache(crate::import_apache::Args),
 }
 
 #[derive(Args, Debug)]

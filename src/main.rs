@@ -5,6 +5,7 @@
 mod cli;
 mod client;
 mod config;
+mod import_apache;
 mod interpreters;
 mod log;
 mod python;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Request(args)) => request(args),
         Some(Command::Check(args)) => check(&args),
+        Some(Command::ImportApache(args)) => import_apache::run(&args),
         None => serve(&cli.serve),
     }
 }

@@ -112,7 +112,96 @@ impl Frontend {
         let mut cmd = Command::new(bin);
         cmd.args(["-p", &format!("{d}/"), "-c", &format!("{d}/nginx.conf")])
             .args(["-e", &format!("{d}/error.log")]);
-        Frontend::spawn("nginx", cmd, dir.clone(), vec![dir.join("error.log")])
+        Frontend::spawn(
+            "nginx",
+            cmd,
+            dir.clone(),
+            vec![dir.join("error.log")],
+            FRONT_PORT,
+        )
+    }
+
+    /// nginx with `conf` (a file of `server {}` blocks listening on 127.0.0.1:`port`) included
+    /// in the http {} block, like [`Frontend::nginx`] does with an example.
+    pub fn nginx_with(conf: &Path, port: u16) -> Frontend {
+        let bin = find_bin("nginx").expect("nginx");
+        let dir = tmpdir("nginx");
+        for f in ["fastcgi_params", "scgi_params", "mime.types"] {
+            std::os::unix::fs::symlink(Path::new("/etc/nginx").join(f), dir.join(f)).unwrap();
+        }
+        let d = path_str(&dir);
+        let user = if is_root() { "user root;\n" } else { "" };
+        let text = format!(
+            "{user}daemon off;\n\
+             worker_processes 1;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+             \x20   include mime.types;\n\
+             \x20   default_type application/octet-stream;\n\
+             \x20   access_log {d}/access.log;\n\
+             \x20   client_body_temp_path {d}/client_body;\n\
+             \x20   fastcgi_temp_path {d}/fastcgi;\n\
+             \x20   scgi_temp_path {d}/scgi;\n\
+             \x20   proxy_temp_path {d}/proxy;\n\
+             \x20   uwsgi_temp_path {d}/uwsgi;\n\
+             \x20   include {};\n\
+             }}\n",
+            path_str(conf)
+        );
+        std::fs::write(dir.join("nginx.conf"), text).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.args(["-p", &format!("{d}/"), "-c", &format!("{d}/nginx.conf")])
+            .args(["-e", &format!("{d}/error.log")]);
+        Frontend::spawn("nginx", cmd, dir.clone(), vec![dir.join("error.log")], port)
+    }
+
+    /// Apache httpd in the foreground with its usual processes (`-DFOREGROUND`, so mod_wsgi
+    /// starts its daemon processes), listening on 127.0.0.1:`port`, with the modules
+    /// `modules` (`(name, file)` in /usr/lib/apache2/modules) and `conf` included.
+    pub fn apache_with(conf: &Path, port: u16, modules: &[(&str, &str)]) -> Frontend {
+        let bin = find_bin("apache2")
+            .or_else(|| find_bin("httpd"))
+            .expect("apache2");
+        let dir = tmpdir("apache");
+        let d = path_str(&dir);
+        let load: String = [
+            ("mpm_event_module", "mod_mpm_event.so"),
+            ("authz_core_module", "mod_authz_core.so"),
+        ]
+        .iter()
+        .chain(modules)
+        .map(|(m, f)| format!("LoadModule {m} /usr/lib/apache2/modules/{f}\n"))
+        .collect();
+        let user = if is_root() {
+            "User www-data\nGroup www-data\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "ServerRoot \"{d}\"\n\
+             {load}\
+             {user}\
+             ServerName localhost\n\
+             PidFile \"{d}/apache2.pid\"\n\
+             DefaultRuntimeDir \"{d}\"\n\
+             ErrorLog \"{d}/error.log\"\n\
+             LogLevel info\n\
+             Listen 127.0.0.1:{port}\n\
+             Include \"{}\"\n",
+            path_str(conf)
+        );
+        std::fs::write(dir.join("apache2.conf"), text).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.args(["-DFOREGROUND", "-d", d, "-f", &format!("{d}/apache2.conf")]);
+        Frontend::spawn(
+            "apache",
+            cmd,
+            dir.clone(),
+            vec![dir.join("error.log")],
+            port,
+        )
     }
 
     /// lighttpd with a harness lighttpd.conf (port, document root, pid, logs) that includes
@@ -139,7 +228,13 @@ impl Frontend {
         std::fs::write(dir.join("lighttpd.conf"), conf).unwrap();
         let mut cmd = Command::new(bin);
         cmd.args(["-D", "-f", &format!("{d}/lighttpd.conf")]);
-        Frontend::spawn("lighttpd", cmd, dir.clone(), vec![dir.join("error.log")])
+        Frontend::spawn(
+            "lighttpd",
+            cmd,
+            dir.clone(),
+            vec![dir.join("error.log")],
+            FRONT_PORT,
+        )
     }
 
     /// Apache httpd in the foreground as one process (`-X`), with a harness config that loads
@@ -182,7 +277,13 @@ impl Frontend {
         std::fs::write(dir.join("apache2.conf"), conf).unwrap();
         let mut cmd = Command::new(bin);
         cmd.args(["-X", "-d", d, "-f", &format!("{d}/apache2.conf")]);
-        Frontend::spawn("apache", cmd, dir.clone(), vec![dir.join("error.log")])
+        Frontend::spawn(
+            "apache",
+            cmd,
+            dir.clone(),
+            vec![dir.join("error.log")],
+            FRONT_PORT,
+        )
     }
 
     pub fn start(kind: Kind, example_rel: &str) -> Frontend {
@@ -193,8 +294,14 @@ impl Frontend {
         }
     }
 
-    fn spawn(name: &'static str, mut cmd: Command, dir: PathBuf, mut logs: Vec<PathBuf>) -> Self {
-        assert_port_free(&format!("127.0.0.1:{FRONT_PORT}"));
+    fn spawn(
+        name: &'static str,
+        mut cmd: Command,
+        dir: PathBuf,
+        mut logs: Vec<PathBuf>,
+        port: u16,
+    ) -> Self {
+        assert_port_free(&format!("127.0.0.1:{port}"));
         let out = dir.join("stdout+stderr");
         let f = std::fs::File::create(&out).unwrap();
         logs.push(out);
@@ -208,7 +315,7 @@ impl Frontend {
             child: Some(child),
             name,
             dir,
-            port: FRONT_PORT,
+            port,
             logs,
         };
         fe.wait_ready();
