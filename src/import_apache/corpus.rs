@@ -116,60 +116,20 @@ fn corpus() {
 
 /// Every key written is one the gateway's config file knows.
 fn check_keys(dir: &Path, v: &toml::Value) {
-    const TOP: &[&str] = &[
-        "name",
-        "fastcgi",
-        "scgi",
-        "listen",
-        "socket-mode",
-        "listen-backlog",
-        "callable",
-        "application-group",
-        "python-home",
-        "python-path",
-        "threads",
-        "graceful-timeout",
-        "max-params-bytes",
-        "reload",
-        "processes",
-        "maximum-requests",
-        "restart-interval",
-        "inactivity-timeout",
-        "reload-on-rss",
-        "request-timeout",
-        "queue-timeout",
-        "preload",
-        "display-name",
-        "user",
-        "group",
-        "umask",
-        "socket-user",
-        "socket-group",
-        "mount",
-        "process-group",
-    ];
-    const MOUNT: &[&str] = &[
-        "prefix",
-        "script",
-        "directory",
-        "extension",
-        "callable",
-        "application-group",
-        "venv",
-        "python-path",
-        "reload",
-    ];
+    use crate::config::settings::{field_names, MountSpec, Settings};
+    let top = field_names::<Settings>();
+    let mount = field_names::<MountSpec>();
     let table = v.as_table().unwrap();
     for (k, group) in table {
-        assert!(TOP.contains(&k.as_str()), "{}: key {k}", dir.display());
+        assert!(top.contains(&k.as_str()), "{}: key {k}", dir.display());
         if k == "process-group" {
             for g in group.as_array().unwrap() {
                 for (gk, gv) in g.as_table().unwrap() {
-                    assert!(TOP.contains(&gk.as_str()), "{}: key {gk}", dir.display());
+                    assert!(top.contains(&gk.as_str()), "{}: key {gk}", dir.display());
                     if gk == "mount" {
                         for m in gv.as_array().unwrap() {
                             for mk in m.as_table().unwrap().keys() {
-                                assert!(MOUNT.contains(&mk.as_str()), "{}: {mk}", dir.display());
+                                assert!(mount.contains(&mk.as_str()), "{}: {mk}", dir.display());
                             }
                         }
                     }

@@ -84,7 +84,7 @@ pub const DAEMON_OPTIONS: &[DaemonOption] = &[
     opt("interrupt-timeout", &[Planned("interrupt-timeout", Secs)]),
     opt(
         "socket-timeout",
-        &[Planned("body-timeout", Secs), WebServer(Front::IoTimeout)],
+        &[Key("body-timeout", Secs), WebServer(Front::IoTimeout)],
     ),
     opt("connect-timeout", &[WebServer(Front::ConnectTimeout)]),
     opt(
@@ -495,7 +495,6 @@ mod tests {
             [
                 ("home", "chdir"),
                 ("interrupt-timeout", "interrupt-timeout"),
-                ("socket-timeout", "body-timeout"),
             ]
         );
     }
