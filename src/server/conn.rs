@@ -399,10 +399,11 @@ impl Conn {
         self.deadline.store(at, Ordering::Relaxed);
     }
 
-    /// Reads what the socket holds and decodes it (at most what the read buffer takes per
-    /// call, so one connection cannot hold a thread for long).
+    /// Reads what the socket holds (until it would block, or the connection wants no more
+    /// for now) and decodes it. How much one read round takes is bounded by the state: a head
+    /// by the input limit, a collected body by buffer-body, a running request's body by its
+    /// queue, lingering by its byte limit.
     fn read_input(self: &Arc<Self>, st: &mut ConnState, sh: &Arc<Shared>, ready: &mut Vec<Job>) {
-        let mut budget = MAX_PENDING_INPUT * 4;
         st.unread = false;
         loop {
             let Some(stream) = st.stream.clone() else {
@@ -462,9 +463,7 @@ impl Conn {
             if st.stream.is_none() {
                 return;
             }
-            budget = budget.saturating_sub(n);
-            if budget == 0 {
-                st.unread = true;
+            if st.lingering.is_some_and(|read| read > LINGER_MAX_BYTES) {
                 return;
             }
             if n < room {
@@ -567,10 +566,12 @@ impl Conn {
             return Some(pos);
         }
         self.refuse_bad_requests(st, sh);
-        // Requests whose body is complete (or as large as is buffered) run now.
+        // Requests whose body is complete run now; so do those whose body is larger than is
+        // buffered (announced, or as much as is buffered has arrived): they stream.
         let buffer = sh.config.buffer_body as u64;
         for r in &mut st.reqs {
-            let complete = r.body.eof || r.body.received >= buffer;
+            let larger = r.content_length.is_some_and(|len| len > buffer);
+            let complete = r.body.eof || larger || r.body.received >= buffer;
             if r.phase == Phase::Collecting && (complete || r.aborted) {
                 r.phase = Phase::Running;
                 let Some((head, Some(route))) = r.head.take() else {
@@ -721,8 +722,14 @@ impl Conn {
                         self.set_timer(st, sh, Some(Timer::Idle));
                     }
                 } else if input {
-                    // The web server is still sending this request's input: read it to its
-                    // end, then close (a close now would reset it mid-write).
+                    // The web server is still sending this request's input: the end of the
+                    // response goes out (a half close: it may stop sending and close), the
+                    // rest of the input is read and dropped until it ends or the web server
+                    // closes, then the connection closes (a close with unread input would
+                    // reset it, which nginx and Apache report as a failed request).
+                    if let Some(stream) = &st.stream {
+                        stream.shutdown_write();
+                    }
                     st.lingering = Some(0);
                     self.set_timer(st, sh, Some(Timer::Linger));
                 } else {

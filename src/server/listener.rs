@@ -269,6 +269,14 @@ impl Stream {
         }
     }
 
+    /// Shuts the sending direction: the peer reads the end of the stream.
+    pub fn shutdown_write(&self) {
+        let _already = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+
     /// Shuts both directions: a thread waiting on the socket wakes.
     pub fn shutdown(&self) {
         let _already = match self {

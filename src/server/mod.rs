@@ -202,8 +202,9 @@ struct Listeners {
     list: Vec<Listener>,
     /// In the epoll now.
     watched: bool,
-    /// Taken off because the connection limit was reached (logged once).
+    /// Taken off because the connection limit was reached.
     at_limit: bool,
+    limit_logged: bool,
 }
 
 struct Table {
@@ -284,6 +285,7 @@ impl Shared {
                 list: listeners,
                 watched: false,
                 at_limit: false,
+                limit_logged: false,
             }),
             queue: Mutex::new(VecDeque::new()),
             queue_fd,
@@ -417,11 +419,14 @@ impl Shared {
             if t.conns.len() >= self.config.max_connections {
                 let mut l = lock(&self.listeners);
                 if !l.at_limit {
-                    crate::warn!(
-                        "{} connections: the connection limit (max-connections) is reached; \
-                         new connections wait in the listen backlog",
-                        t.conns.len()
-                    );
+                    if !l.limit_logged {
+                        crate::warn!(
+                            "{} connections: the connection limit (max-connections) is \
+                             reached; new connections wait in the listen backlog (logged once)",
+                            t.conns.len()
+                        );
+                        l.limit_logged = true;
+                    }
                     l.at_limit = true;
                     let _ = self.set_listeners(&mut l, false);
                 }

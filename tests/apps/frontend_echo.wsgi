@@ -2,6 +2,8 @@
 #
 #   /big?mib=N   N MiB of deterministic bytes, yielded in 64 KiB chunks: chunk i is
 #                sha256(b'%d' % i) repeated 2048 times (the test computes the same).
+#   /unread?kib=N  answers N KiB (byte i is i % 251) without reading the request body (a
+#                redirect after a POST, an early 401, a webhook acknowledged at once).
 #   anything     reads the whole body and answers `KEY=value` lines: the request's
 #                SCRIPT_NAME, PATH_INFO, method, query, body length and sha256, some headers.
 import hashlib
@@ -24,9 +26,20 @@ def big(environ, start_response):
     return gen()
 
 
+def unread(environ, start_response):
+    q = parse_qs(environ.get('QUERY_STRING', ''))
+    n = int(q.get('kib', ['64'])[0]) * 1024
+    body = bytes(i % 251 for i in range(251)) * (n // 251 + 1)
+    start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                              ('Content-Length', str(n))])
+    return [body[:n]]
+
+
 def application(environ, start_response):
     if environ['PATH_INFO'] == '/big':
         return big(environ, start_response)
+    if environ['PATH_INFO'] == '/unread':
+        return unread(environ, start_response)
     h = hashlib.sha256()
     n = 0
     inp = environ['wsgi.input']

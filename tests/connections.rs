@@ -1,0 +1,471 @@
+//! Connections: a request's unread input is read to its end before its connection closes (a
+//! close with unread input resets a web server still writing it), stalled peers are closed
+//! after their timeout, limits are answered cleanly. The `front_*` tests run real nginx,
+//! lighttpd and Apache with the shipped example configs (the `frontends` test group); the
+//! others speak FastCGI and SCGI on raw sockets.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use protocol::fastcgi::{self, encode};
+use protocol::scgi;
+use support::frontends::*;
+use support::*;
+
+fn echo() -> String {
+    app("frontend_echo.wsgi")
+}
+
+/// What frontend_echo.wsgi's `/unread?kib=N` answers.
+fn unread_body(kib: usize) -> Vec<u8> {
+    (0..kib * 1024).map(|i| (i % 251) as u8).collect()
+}
+
+/// Lines of a web server's logs that show a connection reset or cut short by the gateway.
+fn resets(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("reset by peer")
+                || l.contains("broken pipe")
+                || l.contains("prematurely closed")
+                || l.contains("ah01075")
+                || l.contains("ah01067")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// POST bodies of 1 MiB and 10 MiB, 50 times each, to an app that never reads them, through
+/// `kind` with `example`: every response is 200 and whole, and the web server logged no
+/// reset.
+fn unread_bodies_through(kind: Kind, example: &str, flag: &str, addr: &str, prefix: &str) {
+    let mount = format!(
+        "{}={}",
+        if prefix.is_empty() { "/" } else { prefix },
+        echo()
+    );
+    let rig = Rig::start(
+        kind,
+        example,
+        &[flag, addr, "--threads", "4", "--mount", &mount],
+    );
+    let want = unread_body(64);
+    for mib in [1, 10] {
+        let body = pseudo_random(mib << 20, mib as u64);
+        for i in 0..50 {
+            let r = rig.request("POST", &format!("{prefix}/unread?kib=64"), &[], &body);
+            if r.status != 200 || r.body != want {
+                panic!(
+                    "{mib} MiB POST {i} through {}: status {}, {} of {} body bytes\n{}",
+                    rig.front.name,
+                    r.status,
+                    r.body.len(),
+                    want.len(),
+                    rig.logs()
+                );
+            }
+        }
+    }
+    let bad = resets(&rig.front.log_text());
+    assert!(
+        bad.is_empty(),
+        "{}: {bad:#?}\n{}",
+        rig.front.name,
+        rig.logs()
+    );
+    rig.assert_gateway_quiet();
+}
+
+#[test]
+fn front_nginx_fastcgi_unread_bodies() {
+    if !require(find_bin("nginx").is_some(), "nginx") {
+        return;
+    }
+    unread_bodies_through(
+        Kind::Nginx,
+        "nginx-examples/fastcgi.conf",
+        "--fastcgi",
+        GATEWAY_TCP,
+        "",
+    );
+}
+
+#[test]
+fn front_nginx_fastcgi_keepalive_unread_bodies() {
+    if !require(find_bin("nginx").is_some(), "nginx") {
+        return;
+    }
+    unread_bodies_through(
+        Kind::Nginx,
+        "nginx-examples/fastcgi-keepalive.conf",
+        "--fastcgi",
+        GATEWAY_UNIX,
+        "",
+    );
+}
+
+#[test]
+fn front_nginx_scgi_unread_bodies() {
+    if !require(find_bin("nginx").is_some(), "nginx") {
+        return;
+    }
+    unread_bodies_through(
+        Kind::Nginx,
+        "nginx-examples/scgi.conf",
+        "--scgi",
+        GATEWAY_TCP,
+        "",
+    );
+}
+
+#[test]
+fn front_lighttpd_fastcgi_unread_bodies() {
+    if !require(find_bin("lighttpd").is_some(), "lighttpd") {
+        return;
+    }
+    unread_bodies_through(
+        Kind::Lighttpd,
+        "lighttpd-examples/fastcgi.conf",
+        "--fastcgi",
+        GATEWAY_TCP,
+        "/app",
+    );
+}
+
+#[test]
+fn front_lighttpd_scgi_unread_bodies() {
+    if !require(find_bin("lighttpd").is_some(), "lighttpd") {
+        return;
+    }
+    unread_bodies_through(
+        Kind::Lighttpd,
+        "lighttpd-examples/scgi.conf",
+        "--scgi",
+        GATEWAY_TCP,
+        "",
+    );
+}
+
+fn have_apache() -> bool {
+    require(
+        find_bin("apache2").is_some()
+            && std::path::Path::new("/usr/lib/apache2/modules/mod_proxy_fcgi.so").is_file(),
+        "apache2 with mod_proxy_fcgi",
+    )
+}
+
+#[test]
+fn front_apache_fastcgi_unread_bodies() {
+    if !have_apache() {
+        return;
+    }
+    unread_bodies_through(
+        Kind::Apache,
+        "apache-examples/fastcgi.conf",
+        "--fastcgi",
+        GATEWAY_TCP,
+        "",
+    );
+}
+
+#[test]
+fn front_apache_scgi_unread_bodies() {
+    if !have_apache() {
+        return;
+    }
+    unread_bodies_through(
+        Kind::Apache,
+        "apache-examples/scgi.conf",
+        "--scgi",
+        GATEWAY_TCP,
+        "",
+    );
+}
+
+/// Apache's mod_proxy_fcgi closes the connection after each request and sends the empty
+/// STDIN record even without a body: 2,000 GETs and 2,000 small POSTs from 8 clients at
+/// once, every one 200, and no AH01075 (an error sending to the gateway).
+#[test]
+fn front_apache_fastcgi_many_small_requests() {
+    if !have_apache() {
+        return;
+    }
+    let mount = format!("/={}", echo());
+    let rig = Rig::start(
+        Kind::Apache,
+        "apache-examples/fastcgi.conf",
+        &[
+            "--fastcgi",
+            GATEWAY_TCP,
+            "--threads",
+            "4",
+            "--mount",
+            &mount,
+        ],
+    );
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8usize)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut failed = Vec::new();
+                    for i in 0..500usize {
+                        let (method, body) = if i % 2 == 0 {
+                            ("GET", Vec::new())
+                        } else {
+                            ("POST", pseudo_random(200 + i, (t * 1000 + i) as u64))
+                        };
+                        match http(FRONT_PORT, method, &format!("/c{t}/{i}"), &[], &body) {
+                            Ok(r) if r.status == 200 => {}
+                            Ok(r) => failed.push(format!("{method} {t}/{i}: {}", r.status)),
+                            Err(e) => failed.push(format!("{method} {t}/{i}: {e}")),
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(failures.is_empty(), "{failures:#?}\n{}", rig.logs());
+    let bad = resets(&rig.front.log_text());
+    assert!(bad.is_empty(), "{bad:#?}\n{}", rig.logs());
+    rig.assert_gateway_quiet();
+}
+
+// ---- raw sockets ----
+
+fn gateway(extra: &[&str]) -> Gateway {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let mut args = vec!["--mount", &mount, "--threads", "2"];
+    args.extend_from_slice(extra);
+    Gateway::start(&args)
+}
+
+/// FastCGI bytes of a request whose CONTENT_LENGTH is `len`, with only `sent` body bytes and
+/// no end of the body yet.
+fn fcgi_start(uri: &str, len: usize, sent: &[u8], keep: bool) -> Vec<u8> {
+    let mut wire = Vec::new();
+    let flags = if keep { fastcgi::KEEP_CONN } else { 0 };
+    encode::begin_request(1, fastcgi::RESPONDER, flags, &mut wire);
+    let params = cgi_params("POST", uri, len);
+    encode::params(
+        1,
+        params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        &mut wire,
+    );
+    encode::stream(fastcgi::STDIN, 1, sent, &mut wire);
+    wire
+}
+
+/// The FastCGI bytes of the rest of a body, and its end.
+fn fcgi_rest(rest: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    encode::stream(fastcgi::STDIN, 1, rest, &mut wire);
+    encode::stream_end(fastcgi::STDIN, 1, &mut wire);
+    wire
+}
+
+/// Reads until the peer closes: Ok when it closed cleanly (EOF), Err on a reset.
+fn read_to_close(s: &mut dyn Stream) -> Result<usize, String> {
+    let mut total = 0;
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+#[test]
+fn fastcgi_input_is_read_to_its_end_before_the_close() {
+    let gw = gateway(&[]);
+    let body = pseudo_random(4 << 20, 4);
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&fcgi_start(
+        "/t/write",
+        body.len(),
+        &body[..32 << 10],
+        false,
+    ))
+    .unwrap();
+    // The app answers without reading the body: the whole response arrives...
+    let r = fcgi_read_response(&mut *s, 1).unwrap();
+    assert_eq!(r.text(), "written directly then returned");
+    // ...and the rest of the input is still taken, then the connection closes cleanly.
+    s.write_all(&fcgi_rest(&body[32 << 10..]))
+        .expect("the gateway reads the rest of the input");
+    read_to_close(&mut *s).expect("a clean close, not a reset");
+    assert!(!gw.log_text().contains("[warn]"), "{}", gw.log_text());
+}
+
+#[test]
+fn scgi_input_is_read_to_its_end_before_the_close() {
+    let gw = gateway(&[]);
+    let body = pseudo_random(4 << 20, 5);
+    let params: Vec<_> = cgi_params("POST", "/t/write", body.len())
+        .into_iter()
+        .filter(|(n, _)| n != "CONTENT_LENGTH")
+        .collect();
+    let mut wire = Vec::new();
+    scgi::encode_request(
+        body.len() as u64,
+        params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        &mut wire,
+    );
+    wire.extend_from_slice(&body[..32 << 10]);
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&wire).unwrap();
+    // An SCGI response ends with the connection: read its head and its Content-Length.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head, used) = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the response");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(h) = protocol::cgi::parse_response_head(&got) {
+            break h.unwrap();
+        }
+    };
+    assert_eq!(head.status, 200);
+    // The app writes its body in three pieces, with no Content-Length: read them all.
+    let want = b"written directly then returned";
+    while got.len() - used < want.len() {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the whole response");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(&got[used..], want);
+    s.write_all(&body[32 << 10..])
+        .expect("the gateway reads the rest of the input");
+    read_to_close(&mut *s).expect("a clean close, not a reset");
+}
+
+#[test]
+fn a_peer_that_never_finishes_its_body_is_closed_after_the_linger_timeout() {
+    let gw = gateway(&["--linger-timeout", "1"]);
+    let body = pseudo_random(2 << 20, 6);
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&fcgi_start("/t/write", body.len(), &body[..1000], false))
+        .unwrap();
+    fcgi_read_response(&mut *s, 1).unwrap();
+    let answered = Instant::now();
+    // The response's end is a half close (the web server may stop sending and close)...
+    read_to_close(&mut *s).expect("the end of the response");
+    // ...while the gateway goes on reading what the peer sends, until the linger timeout.
+    let mut trickle = Vec::new();
+    encode::stream(fastcgi::STDIN, 1, b"12345678", &mut trickle);
+    let lingered = loop {
+        if s.write_all(&trickle).is_err() {
+            break answered.elapsed();
+        }
+        assert!(answered.elapsed() < TIMEOUT, "never closed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        lingered >= Duration::from_millis(900),
+        "closed {lingered:?} after the response, before the linger timeout"
+    );
+}
+
+#[test]
+fn a_body_over_max_body_bytes_gets_413_and_is_drained() {
+    let gw = gateway(&["--max-body-bytes", "100000"]);
+    let body = pseudo_random(300_000, 7);
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&fcgi_start("/t/upload", body.len(), &body[..1000], false))
+        .unwrap();
+    let r = fcgi_read_response(&mut *s, 1).unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("over 100000"), "{}", r.text());
+    s.write_all(&fcgi_rest(&body[1000..]))
+        .expect("drained, not reset");
+    read_to_close(&mut *s).expect("a clean close");
+    // Within the limit: served.
+    let r = fcgi(&gw.addr, "POST", "/t/upload", &body[..50_000]).unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_kept_connection_drops_an_unread_body_and_serves_the_next_request() {
+    let gw = gateway(&[]);
+    let body = pseudo_random(500_000, 8);
+    let mut s = connect(&gw.addr).unwrap();
+    for round in 0..3 {
+        let mut wire = fcgi_start("/t/write", body.len(), &body, true);
+        wire.extend(fcgi_rest(b""));
+        s.write_all(&wire).unwrap();
+        let r = fcgi_read_response(&mut *s, 1).unwrap();
+        assert_eq!(r.text(), "written directly then returned", "round {round}");
+    }
+    s.write_all(&fcgi_bytes(
+        1,
+        true,
+        &cgi_params("POST", "/t/upload", 5),
+        b"hello",
+    ))
+    .unwrap();
+    let r = fcgi_read_response(&mut *s, 1).unwrap();
+    assert!(r.text().contains("\"length\": 5"), "{}", r.text());
+}
+
+#[test]
+fn content_length_that_is_not_a_number_is_400() {
+    let gw = gateway(&[]);
+    for bad in ["-5", " 12", "1_000", "12a"] {
+        let mut params = cgi_params("POST", "/t/upload", 0);
+        for (n, v) in &mut params {
+            if n == "CONTENT_LENGTH" {
+                *v = bad.to_string();
+            }
+        }
+        let mut s = connect(&gw.addr).unwrap();
+        s.write_all(&fcgi_bytes(1, false, &params, b"")).unwrap();
+        let r = fcgi_read_response(&mut *s, 1).unwrap();
+        assert_eq!(r.status, 400, "CONTENT_LENGTH {bad:?}");
+    }
+}
+
+#[test]
+fn an_incomplete_head_is_closed_after_the_header_timeout() {
+    let gw = gateway(&["--header-timeout", "1"]);
+    let wire = fcgi_bytes(1, false, &cgi_params("GET", "/t/write", 0), b"");
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&wire[..20]).unwrap();
+    let started = Instant::now();
+    read_to_close(&mut *s).expect("closed");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    wait_for("the log line", || gw.log_text().contains("header timeout"));
+    // Others are served meanwhile and after.
+    assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+}
+
+#[test]
+fn at_the_connection_limit_new_connections_wait_in_the_backlog() {
+    let gw = gateway(&["--max-connections", "2"]);
+    let a = connect(&gw.addr).unwrap();
+    let b = connect(&gw.addr).unwrap();
+    wait_for("the limit to be logged", || {
+        gw.log_text()
+            .contains("the connection limit (max-connections) is reached")
+    });
+    let addr = gw.addr.clone();
+    let third = std::thread::spawn(move || fcgi(&addr, "GET", "/t/write", b""));
+    drop(a);
+    let r = third.join().unwrap().unwrap();
+    assert_eq!(r.status, 200);
+    drop(b);
+    assert_eq!(
+        gw.log_text().matches("connection limit").count(),
+        1,
+        "logged once\n{}",
+        gw.log_text()
+    );
+}
