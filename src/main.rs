@@ -62,7 +62,7 @@ fn serve(args: &config::Settings) -> ExitCode {
         if let Some(name) = &config.lifecycle.display_name {
             sys::set_process_title(name);
         }
-        return ExitCode::from(worker::run(&config, listeners, false));
+        return ExitCode::from(worker::run(&config, listeners, None));
     }
     supervisor::run(args, groups)
 }

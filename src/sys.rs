@@ -219,10 +219,11 @@ fn stop_signals() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
     set
 }
 
-/// Holds SIGTERM and SIGINT back (they stay pending) until `unblock_stop_signals`: around a
+/// Holds SIGTERM, SIGINT and SIGHUP back (they stay pending) until `unblock_stop_signals`: around a
 /// fork, so that a worker cannot lose a stop before it watches for one.
 pub fn block_stop_signals() {
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop_signals()), None);

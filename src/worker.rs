@@ -16,11 +16,21 @@ pub const EXIT_CONFIG: u8 = code::CONFIG as u8;
 pub const EXIT_LOAD: u8 = code::LOAD as u8;
 
 /// Serves on `listeners` until told to stop (or recycled); returns the exit code.
-pub fn run(config: &ProcessGroup, listeners: Vec<server::Listener>, multiprocess: bool) -> u8 {
+/// `supervisor`: the channel to the supervisor (worker processes under one).
+pub fn run(
+    config: &ProcessGroup,
+    listeners: Vec<server::Listener>,
+    supervisor: Option<std::os::unix::net::UnixStream>,
+) -> u8 {
+    let multiprocess = supervisor.is_some();
     // A stop asked for while the interpreter starts (seconds, for a big app) is remembered
     // and honoured as soon as the event loop runs.
     let stop_early = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
         if let Err(e) = signal_hook::flag::register(sig, stop_early.clone()) {
             warn!("cannot watch signal {sig}: {e}");
         }
@@ -98,6 +108,7 @@ pub fn run(config: &ProcessGroup, listeners: Vec<server::Listener>, multiprocess
         },
         shared_listeners: config.processes.unwrap_or(1) > 1,
         stop_early,
+        supervisor,
     };
     match server::serve(listeners, router, registry.clone(), server_config) {
         Err(e) => {

@@ -536,32 +536,6 @@ fn nginx_two_process_groups_with_their_own_python_home() {
     assert!(log.contains("worker legacy/0 started"), "{log}");
 }
 
-/// HTTP requests through nginx from `n` threads until stopped: (ok, failed, errors).
-fn http_load(
-    n: usize,
-    path: &'static str,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<std::thread::JoinHandle<(usize, Vec<String>)>> {
-    use std::sync::atomic::Ordering;
-    (0..n)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let (mut ok, mut errors) = (0, Vec::new());
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-                while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-                    match http(FRONT_PORT, "GET", path, &[], b"") {
-                        Ok(r) if r.status == 200 => ok += 1,
-                        Ok(r) => errors.push(format!("status {}", r.status)),
-                        Err(e) => errors.push(e),
-                    }
-                }
-                (ok, errors)
-            })
-        })
-        .collect()
-}
-
 /// The supervisor behind real nginx: a worker killed under load is respawned and only the
 /// requests it held fail; SIGHUP under load fails none.
 #[test]

@@ -203,7 +203,10 @@ fn maximum_requests_recycles_the_worker() {
     assert!(pids.iter().any(|&p| p != first));
     let log = gw.log_text();
     assert!(log.contains("recycling this worker: served"), "{log}");
-    assert!(log.contains("recycled; starting a new one"), "{log}");
+    assert!(
+        log.contains("recycles: its replacement starts now"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -331,7 +334,8 @@ fn inactivity_timeout_restart_interval_and_rss_limit_recycle() {
         let gw = Gateway::start(&["--processes", "1", flag, value, "--mount", &m]);
         wait_for(reason, || gw.log_text().contains(reason));
         wait_for("a replacement", || {
-            gw.log_text().contains("recycled; starting a new one")
+            gw.log_text()
+                .contains("recycles: its replacement starts now")
         });
     }
 }

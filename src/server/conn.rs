@@ -23,7 +23,7 @@ use protocol::cgi;
 
 use super::listener::Stream;
 use super::session::{Event, Frames, Rid, Session, FRAME_LIMIT};
-use super::{Interest, Job, Request, Shared};
+use super::{Drain, Interest, Job, Request, Shared};
 use crate::router::Route;
 
 /// Unparsed input one connection may hold (a whole FastCGI record, or an SCGI header block).
@@ -32,6 +32,9 @@ pub const MAX_PENDING_INPUT: usize = protocol::fastcgi::MAX_RECORD_LEN + 64 * 10
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 /// Body bytes queued for a running request before the connection is no longer read for it.
 pub const BODY_HIGH_WATER: usize = 1024 * 1024;
+/// How long a thread that accepted a connection waits for its first request to arrive before
+/// it leaves the connection to the epoll.
+const FIRST_BYTES_WAIT: Duration = Duration::from_millis(10);
 /// Input read and thrown away while lingering, at most.
 pub const LINGER_MAX_BYTES: u64 = 256 << 20;
 
@@ -276,10 +279,25 @@ impl Conn {
 
     /// A new connection: read what arrived with it and act on it. Requests ready to run are
     /// pushed to `ready`.
+    ///
+    /// A web server writes its request right after it connects; when it has not arrived yet,
+    /// the accepting thread waits for it a moment. Meanwhile it is busy, not waiting in the
+    /// epoll, so a worker process does not accept more connections than it has threads to
+    /// serve them (the kernel hands the others to a worker process with idle threads).
     pub fn start(self: &Arc<Self>, sh: &Arc<Shared>, ready: &mut Vec<Job>) {
         let mut st = self.lock();
         self.set_timer(&mut st, sh, Some(Timer::Header));
         self.read_input(&mut st, sh, ready);
+        if ready.is_empty() && st.heads == 0 && st.rbuf.len == 0 {
+            if let Some(stream) = st.stream.clone() {
+                drop(st);
+                let arrived = stream.poll(true, FIRST_BYTES_WAIT);
+                st = self.lock();
+                if arrived {
+                    self.read_input(&mut st, sh, ready);
+                }
+            }
+        }
         self.settle(&mut st, sh);
     }
 
@@ -367,9 +385,10 @@ impl Conn {
         }
     }
 
-    /// While stopping: closes the connection if it waits for nothing of the app (idle between
-    /// requests, or never sent a byte).
-    pub fn close_if_idle(self: &Arc<Self>, sh: &Arc<Shared>) {
+    /// While stopping: a kept connection idle between requests is closed (at once when the
+    /// whole gateway stops; after `after` while a replacement takes over: a web server that
+    /// still uses it is served, and the connection closes after that response).
+    pub fn close_if_idle(self: &Arc<Self>, sh: &Arc<Shared>, after: Option<Duration>) {
         let mut st = self.lock();
         let idle = st.stream.is_some()
             && st.reqs.is_empty()
@@ -377,8 +396,17 @@ impl Conn {
             && st.rbuf.len == 0
             && st.lingering.is_none()
             && st.timer == Some(Timer::Idle);
-        if idle {
-            self.close(&mut st, sh);
+        if !idle {
+            return;
+        }
+        match after {
+            None => self.close(&mut st, sh),
+            Some(after) => {
+                let at = sh.now_ms() + after.as_millis() as u64;
+                if self.deadline_ms() > at {
+                    self.deadline.store(at, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -714,7 +742,13 @@ impl Conn {
                     return;
                 }
             } else if st.heads > 0 {
-                if st.session.keeps_open() && !sh.stopping() {
+                // While the worker process drains, a kept connection closes right after a
+                // response: the end of the response and the close arrive together, and nginx
+                // drops a cached connection that is already closed when it puts it back
+                // (FastCGI has no way to tell the web server that a connection ends; nginx
+                // ignores `Connection: close` on FastCGI responses).
+                let keep = self.kept_after(st, sh);
+                if keep {
                     if input {
                         // An unread body is read and dropped before the next request.
                         self.set_timer(st, sh, Some(Timer::Linger));
@@ -751,6 +785,11 @@ impl Conn {
             }
             st.registered = true;
         }
+    }
+
+    /// Whether the connection is kept after its current requests.
+    fn kept_after(&self, st: &ConnState, sh: &Arc<Shared>) -> bool {
+        st.session.keeps_open() && sh.drain() != Drain::Hard && !st.closing
     }
 
     fn wants_read(&self, st: &ConnState, sh: &Arc<Shared>) -> bool {
@@ -888,6 +927,13 @@ impl Conn {
         if st.out_pos == st.out.len() && !st.writer {
             match write_frames(&stream, &frames) {
                 Ok(n) if n < frames.len() => frames.copy_rest(n, &mut st.out),
+                Ok(_) if end && st.reqs.len() == 1 && !self.kept_after(&st, sh) => {
+                    // The connection closes after this response: the close follows its end
+                    // at once (not after the app's clean-up), so that a web server that
+                    // reads the end reads the close with it (nginx then does not reuse a
+                    // kept connection that is closing).
+                    stream.shutdown_write();
+                }
                 Ok(_) => {}
                 Err(_) => {
                     self.peer_closed(&mut st, sh);

@@ -13,6 +13,21 @@ use super::{lock, rss_bytes, Job, Runner, Shared};
 
 /// How often the housekeeper looks at the timers.
 const TICK: Duration = Duration::from_millis(100);
+/// While a replacement takes over, kept connections are served this long (one that goes
+/// idle meanwhile is closed then); afterwards a kept connection closes after its next
+/// response, so that a worker process under load drains in bounded time.
+const DRAIN_KEPT: Duration = Duration::from_secs(2);
+
+/// Why a worker process stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The gateway stops (SIGTERM, SIGINT).
+    Now,
+    /// The supervisor started a replacement (SIGHUP: a reload).
+    Replaced,
+    /// It recycles itself (its supervisor starts the replacement).
+    Recycle,
+}
 
 /// Runs until the worker process may exit; returns the deadline for its threads to finish.
 pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Signals) -> Instant {
@@ -38,7 +53,7 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
     let mut thread = None;
     if sh.config.stop_early.load(Ordering::SeqCst) {
         crate::info!("stop asked for while starting: not accepting");
-        keeper.begin_stop();
+        keeper.begin_stop(Stop::Now);
     }
     let mut events = [EpollEvent::empty(); 4];
     loop {
@@ -52,12 +67,25 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
                 );
                 std::process::exit(1);
             }
+            let replaced = sig == signal_hook::consts::SIGHUP;
+            if replaced && sh.config.supervisor.is_none() {
+                crate::warn!(
+                    "SIGHUP: this gateway runs without a supervisor (--processes): it cannot \
+                     reload itself; restart it, or run it with --processes"
+                );
+                continue;
+            }
             crate::info!(
-                "{}: no longer accepting; waiting up to {:?} for in-flight requests",
+                "{}: {}; no longer accepting, waiting up to {:?} for in-flight requests",
                 crate::sys::signal_name(sig),
+                if replaced {
+                    "replaced by a new worker"
+                } else {
+                    "stopping"
+                },
                 sh.config.timeouts.graceful
             );
-            keeper.begin_stop();
+            keeper.begin_stop(if replaced { Stop::Replaced } else { Stop::Now });
         }
         keeper.expire_connections();
         keeper.expire_queue();
@@ -67,10 +95,13 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         if keeper.stop_since.is_none() {
             if let Some(reason) = keeper.recycle_reason() {
                 crate::info!("recycling this worker: {reason}");
-                keeper.begin_stop();
+                keeper.begin_stop(Stop::Recycle);
             }
         }
         if let Some(since) = keeper.stop_since {
+            if since.elapsed() >= DRAIN_KEPT && sh.replaced.swap(false, Ordering::SeqCst) {
+                crate::debug!("kept connections now close after their next response");
+            }
             keeper.close_idle();
             let done = lock(&sh.table).conns.is_empty()
                 && sh.running.load(Ordering::SeqCst) == 0
@@ -110,10 +141,18 @@ struct Keeper {
 
 impl Keeper {
     /// Stops accepting (the listeners close, so queued connections go to the other worker
-    /// processes) and lets in-flight requests finish.
-    fn begin_stop(&mut self) {
+    /// processes) and lets in-flight requests finish. A recycling worker tells its
+    /// supervisor first, which starts its replacement at once.
+    fn begin_stop(&mut self, stop: Stop) {
         if self.stop_since.is_some() {
             return;
+        }
+        self.sh.replaced.store(stop != Stop::Now, Ordering::SeqCst);
+        if stop == Stop::Recycle {
+            if let Some(supervisor) = &self.sh.config.supervisor {
+                use std::io::Write;
+                let _gone = (&*supervisor).write_all(b"r");
+            }
         }
         self.stop_since = Some(Instant::now());
         self.sh.stopping.store(true, Ordering::SeqCst);
@@ -195,7 +234,7 @@ impl Keeper {
         }
         crate::error!("Python stacks of this worker:\n{stacks}");
         crate::info!("recycling this worker: a request timed out");
-        self.begin_stop();
+        self.begin_stop(Stop::Recycle);
     }
 
     fn recycle_reason(&self) -> Option<String> {
@@ -227,15 +266,20 @@ impl Keeper {
         None
     }
 
-    /// While stopping: connections that wait for nothing of the app are closed.
+    /// While stopping: kept connections that wait for nothing of the app are closed (when a
+    /// replacement takes over, once they stayed idle a while).
     fn close_idle(&self) {
         let conns: Vec<_> = lock(&self.sh.table)
             .conns
             .iter()
             .map(|(_, c)| c.clone())
             .collect();
+        let after = match self.sh.drain() {
+            super::Drain::Soft => Some(DRAIN_KEPT),
+            _ => None,
+        };
         for c in conns {
-            c.close_if_idle(&self.sh);
+            c.close_if_idle(&self.sh, after);
         }
     }
 

@@ -71,6 +71,17 @@ impl Interest {
     }
 }
 
+/// Whether (and how) the worker process drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    No,
+    /// A replacement serves: a kept connection closes after its next response (or once it
+    /// stayed idle a while).
+    Soft,
+    /// The gateway stops: idle kept connections close at once.
+    Hard,
+}
+
 /// The time limits on the wire.
 #[derive(Debug, Clone)]
 pub struct Timeouts {
@@ -114,8 +125,11 @@ pub struct ServerConfig {
     /// Other worker processes share the listeners: while every thread is stuck, this one
     /// stops accepting so that they take the new connections.
     pub shared_listeners: bool,
-    /// Set by SIGTERM/SIGINT before the server ran (while the interpreter started).
+    /// Set by SIGTERM/SIGINT/SIGHUP before the server ran (while the interpreter started).
     pub stop_early: Arc<AtomicBool>,
+    /// Where to tell the supervisor that this worker process recycles (so that it starts
+    /// the replacement at once, while this one finishes its requests).
+    pub supervisor: Option<std::os::unix::net::UnixStream>,
 }
 
 /// A request on its way through a thread: its head and route, and its I/O on the
@@ -227,6 +241,9 @@ pub struct Shared {
     kick_fd: EventFd,
     clock: Instant,
     stopping: AtomicBool,
+    /// A replacement takes over (a reload or a recycle), rather than the whole gateway
+    /// stopping.
+    replaced: AtomicBool,
     /// Every thread may exit.
     finished: AtomicBool,
     /// Threads waiting in the epoll, and how many times one began to.
@@ -293,6 +310,7 @@ impl Shared {
             kick_fd,
             clock: Instant::now(),
             stopping: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             idle: AtomicUsize::new(0),
             idle_epoch: AtomicU64::new(0),
@@ -313,6 +331,14 @@ impl Shared {
 
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    pub fn drain(&self) -> Drain {
+        match (self.stopping(), self.replaced.load(Ordering::Relaxed)) {
+            (false, _) => Drain::No,
+            (true, true) => Drain::Soft,
+            (true, false) => Drain::Hard,
+        }
     }
 
     /// Registers a connection's socket with the shared epoll, edge-triggered for input and
@@ -539,8 +565,11 @@ pub fn serve<R: Runner>(
     config: ServerConfig,
 ) -> io::Result<bool> {
     let sh = Arc::new(Shared::new(listeners, router, config)?);
-    let signals =
-        crate::sys::Signals::new(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+    let signals = crate::sys::Signals::new(&[
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])?;
     let threads: Vec<_> = (0..sh.config.threads)
         .map(|i| {
             let (sh, runner) = (sh.clone(), runner.clone());

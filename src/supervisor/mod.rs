@@ -7,6 +7,8 @@
 pub mod policy;
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,8 @@ use policy::{Action, Exit, History, StopPlan, StopStep};
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// How soon to retry a fork that failed.
 const FORK_RETRY: Duration = Duration::from_secs(1);
+/// The epoll token of the signals (a worker's channel has its pid).
+const SIGNALS: u64 = 0;
 
 /// One worker position of the current configuration.
 #[derive(Default)]
@@ -58,15 +62,20 @@ impl GroupRun {
     }
 }
 
-/// Workers being stopped (all of them, or those of a previous configuration), and how far
-/// the stop went.
+/// Workers on their way out (those of a previous configuration, or one that recycles), and
+/// how far their stop went.
 struct Stopping {
     pids: Vec<i32>,
     plan: StopPlan,
+    /// How they are named in log lines.
+    what: &'static str,
 }
 
 struct Supervisor<'a> {
     args: &'a Settings,
+    epoll: Epoll,
+    /// The supervisor's end of each worker's channel (a worker that recycles says so at once).
+    channels: HashMap<i32, UnixStream>,
     groups: Vec<GroupRun>,
     /// The supervisor's signals (taken out in a forked worker).
     signals: Option<sys::Signals>,
@@ -82,7 +91,7 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
     let started = (|| -> std::io::Result<(Epoll, sys::Signals)> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let signals = sys::Signals::new(&[SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
-        epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNALS))?;
         Ok((epoll, signals))
     })();
     let (epoll, signals) = match started {
@@ -102,6 +111,8 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
     let n: usize = groups.iter().map(|g| g.slots.len()).sum();
     let mut sup = Supervisor {
         args,
+        epoll,
+        channels: HashMap::new(),
         groups,
         signals: Some(signals),
         current: HashMap::new(),
@@ -122,11 +133,20 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
             return ExitCode::from(policy::code::CONFIG as u8);
         }
         let timeout = sup.next_wake();
-        match epoll.wait(&mut events, sys::epoll_timeout(Some(timeout))) {
-            Ok(_) | Err(nix::Error::EINTR) => {}
+        let n = match sup
+            .epoll
+            .wait(&mut events, sys::epoll_timeout(Some(timeout)))
+        {
+            Ok(n) => n,
+            Err(nix::Error::EINTR) => 0,
             Err(e) => {
                 error!("supervisor: {e}");
                 return ExitCode::from(policy::code::INTERNAL as u8);
+            }
+        };
+        for ev in &events[..n] {
+            if ev.data() != SIGNALS {
+                sup.heard_from(ev.data() as i32);
             }
         }
         let pending = sup.signals.as_mut().map(sys::Signals::pending);
@@ -225,6 +245,8 @@ impl Supervisor<'_> {
 
     fn spawn(&mut self, g: usize, slot: usize) -> std::io::Result<i32> {
         let supervisor = sys::pid();
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
         // The worker unblocks them once it watches for them (worker::run).
         sys::block_stop_signals();
         let forked = sys::fork();
@@ -234,12 +256,20 @@ impl Supervisor<'_> {
         match forked? {
             Forked::Parent(pid) => {
                 info!("{} started (pid {pid})", self.worker_name(g, slot));
+                drop(theirs);
+                let ev = EpollEvent::new(EpollFlags::EPOLLIN, pid as u64);
+                if self.epoll.add(&ours, ev).is_ok() {
+                    self.channels.insert(pid, ours);
+                }
                 Ok(pid)
             }
             Forked::Child => {
                 // The supervisor's signal actions must not run here: dropping its delivery
-                // unregisters them (the worker registers its own).
+                // unregisters them (the worker registers its own). Its channels and epoll
+                // are its own too.
                 drop(self.signals.take());
+                drop(ours);
+                self.channels.clear();
                 if !sys::die_with_parent(supervisor) {
                     std::process::exit(policy::code::OK);
                 }
@@ -256,21 +286,66 @@ impl Supervisor<'_> {
                         }
                     }
                 }
-                let code = worker::run(&self.groups[g].config, listeners, true);
+                let code = worker::run(&self.groups[g].config, listeners, Some(theirs));
                 std::process::exit(i32::from(code));
             }
         }
     }
 
+    /// A worker's channel is readable: it recycles (its replacement starts now, while it
+    /// finishes its requests), or it is gone.
+    fn heard_from(&mut self, pid: i32) {
+        let mut buf = [0u8; 16];
+        let said = match self.channels.get(&pid) {
+            Some(ch) => (&*ch).read(&mut buf),
+            None => return,
+        };
+        match said {
+            Ok(n) if n > 0 && buf[..n].contains(&b'r') => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            _ => {
+                // The worker ended (its exit is reaped on its own).
+                if let Some(ch) = self.channels.remove(&pid) {
+                    let _ = self.epoll.delete(&ch);
+                }
+                return;
+            }
+        }
+        let Some((g, i)) = self.current.remove(&pid) else {
+            return;
+        };
+        let now = Instant::now();
+        let who = self.worker_name(g, i);
+        let slot = &mut self.groups[g].slots[i];
+        slot.pid = None;
+        slot.history = History::default();
+        if self.stopping.is_none() {
+            slot.due = Some(now);
+            info!(
+                "{who} (pid {pid}) recycles: its replacement starts now, it finishes its requests"
+            );
+        }
+        let graceful = self.groups[g].config.graceful_timeout;
+        self.retiring.push(Stopping {
+            pids: vec![pid],
+            plan: StopPlan::new(now, graceful),
+            what: "that recycled",
+        });
+    }
+
     /// Reaps every exited worker, logs how it ended and acts on it.
     fn reap(&mut self) {
         while let Some((pid, status)) = sys::try_wait_any() {
+            if let Some(ch) = self.channels.remove(&pid) {
+                let _ = self.epoll.delete(&ch);
+            }
             if let Some(batch) = self.retiring.iter_mut().find(|r| r.pids.contains(&pid)) {
                 batch.pids.retain(|&p| p != pid);
-                info!(
-                    "worker pid {pid} of the previous configuration ended ({})",
-                    policy::classify(status, false).describe()
-                );
+                let exit = match status {
+                    sys::Exit::Code(0) => "exited".to_string(),
+                    other => policy::classify(other, false).describe(),
+                };
+                info!("worker pid {pid} {} {exit}", batch.what);
                 self.retiring.retain(|r| !r.pids.is_empty());
                 continue;
             }
@@ -359,8 +434,9 @@ impl Supervisor<'_> {
             if let Some(step) = batch.plan.step(now) {
                 let signal = signal_of(step);
                 warn!(
-                    "worker(s) {:?} of the previous configuration still busy: sending {}",
+                    "worker(s) {:?} {} still busy: sending {}",
                     batch.pids,
+                    batch.what,
                     sys::signal_name(signal)
                 );
                 for &pid in &batch.pids {
@@ -420,15 +496,18 @@ impl Supervisor<'_> {
             groups.push(GroupRun::new(config, listeners, now));
         }
         drop(old);
+        // SIGHUP to a worker: it is replaced (it finishes its requests, and kept connections
+        // close only once the web server was told so).
         let pids: Vec<i32> = self.current.drain().map(|(pid, _)| pid).collect();
         for &pid in &pids {
-            sys::kill(pid, SIGTERM);
+            sys::kill(pid, SIGHUP);
         }
         let graceful = self.graceful_timeout();
         if !pids.is_empty() {
             self.retiring.push(Stopping {
                 pids,
                 plan: StopPlan::new(now, graceful),
+                what: "of the previous configuration",
             });
         }
         self.groups = groups;

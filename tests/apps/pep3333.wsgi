@@ -96,6 +96,12 @@ def application(environ, start_response):
     if path == '/slow':
         time.sleep(int(q.get('ms', '100')) / 1000)
         return reply(start_response, {'thread': threading.get_ident()})
+    if path == '/block':
+        # Says it runs (the marker file), then takes `ms` milliseconds.
+        with open(q['marker'], 'w') as f:
+            f.write('running')
+        time.sleep(int(q.get('ms', '1000')) / 1000)
+        return reply(start_response, {'pid': os.getpid()})
     if path == '/stream':
         start_response('200 OK', [('Content-Type', 'text/plain')])
         return slow_chunks(int(q.get('n', '3')), float(q.get('delay', '1')))

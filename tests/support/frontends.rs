@@ -593,3 +593,29 @@ pub fn unix_connections(path: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// HTTP requests through nginx from `n` threads until stopped: (ok, failed, errors).
+pub fn http_load(
+    n: usize,
+    path: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(usize, Vec<String>)>> {
+    use std::sync::atomic::Ordering;
+    (0..n)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut errors) = (0, Vec::new());
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                    match http(FRONT_PORT, "GET", path, &[], b"") {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        Ok(r) => errors.push(format!("status {}", r.status)),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                (ok, errors)
+            })
+        })
+        .collect()
+}
