@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use crate::python::{InterpId, MainThread, SubInterpreter, ThreadState};
 use crate::router::{AppGroup, Mount, Target};
-use crate::server::Job;
+use crate::server::{Interrupt, Job};
 use crate::wsgi::{self, Script, WsgiState};
 
 /// Which interpreter serves a script: the application group, resolved.
@@ -320,6 +320,7 @@ impl Interpreters {
             Some(s) => Script::File(s, generation),
             None => Script::Diagnostics,
         };
+        job.python.interp.store(interp.serial, Ordering::SeqCst);
         let ts = states.for_interpreter(&interp);
         let complete = interp.wsgi.handle(ts, job, target, &mount.callable);
         self.done_with(&interp, states);
@@ -610,5 +611,40 @@ impl crate::server::Runner for Interpreters {
 
     fn stacks(&self, thread: &mut ThreadStates) -> String {
         thread.main.with_gil(wsgi::dump_stacks)
+    }
+
+    fn stack_of(&self, thread: &mut ThreadStates, ident: u64) -> String {
+        thread.main.with_gil(|gil| wsgi::dump_stack_of(gil, ident))
+    }
+
+    fn interrupt(&self, thread: &mut ThreadStates, req: &Job, why: Interrupt) -> bool {
+        let serial = req.python.interp.load(Ordering::SeqCst);
+        let interp = if serial == 0 {
+            self.global.clone()
+        } else {
+            let found = lock(&self.subs)
+                .values()
+                .find(|i| i.serial == serial)
+                .cloned()
+                .or_else(|| {
+                    lock(&self.retired)
+                        .iter()
+                        .find(|i| i.serial == serial)
+                        .cloned()
+                });
+            match found {
+                Some(i) => i,
+                None => return false,
+            }
+        };
+        if interp.serial != 0 {
+            // Held like a request holds it, so that it is not ended meanwhile.
+            interp.inflight.fetch_add(1, Ordering::SeqCst);
+        }
+        let sent = thread
+            .for_interpreter(&interp)
+            .with_gil(|gil| interp.wsgi.interrupt(gil, req, why));
+        self.done_with(&interp, thread);
+        sent
     }
 }

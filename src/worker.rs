@@ -96,7 +96,11 @@ pub fn run(
         buffer_body: c.buffer_body,
         max_body_bytes: c.max_body_bytes,
         max_connections: c.max_connections,
-        cancel_on_disconnect: false,
+        cancel_on_disconnect: life.cancel_on_disconnect,
+        watch: server::Watch {
+            slowlog: life.slowlog_timeout,
+            interrupt: life.interrupt_timeout,
+        },
         recycle: server::Recycle {
             maximum_requests: life.maximum_requests.map(jitter),
             restart_after: life

@@ -73,6 +73,9 @@ pub struct Lifecycle {
     pub reload_on_rss_mib: Option<u64>,
     pub request_timeout: Option<Duration>,
     pub queue_timeout: Option<Duration>,
+    pub slowlog_timeout: Option<Duration>,
+    pub interrupt_timeout: Option<Duration>,
+    pub cancel_on_disconnect: bool,
     pub preload: bool,
     pub display_name: Option<String>,
     /// Who the worker processes run as (resolved ids), and their umask.

@@ -277,6 +277,20 @@ settings! {
     /// of running late.
     #[arg(long, value_name = "SECS")]
     queue_timeout: Option<Seconds>,
+    /// A request still running after this many seconds gets the Python stack of its thread
+    /// logged, once (php-fpm's request_slowlog_timeout); the request carries on.
+    #[arg(long, value_name = "SECS")]
+    slowlog_timeout: Option<Seconds>,
+    /// A request running longer than this many seconds gets wsgi_gateway.InterruptTimeout
+    /// raised in its thread: its finally blocks and close() run, the client gets 504 if no
+    /// response began, and the worker process lives on.
+    #[arg(long, value_name = "SECS")]
+    interrupt_timeout: Option<Seconds>,
+    /// When the web server aborts a request or closes its connection, raise
+    /// wsgi_gateway.Cancelled in the thread running it, even if it is not writing.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    cancel_on_disconnect: Option<bool>,
     /// Import every script when a worker process starts instead of on its first request.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]

@@ -81,7 +81,7 @@ pub const DAEMON_OPTIONS: &[DaemonOption] = &[
     opt("graceful-timeout", &[Key("graceful-timeout", Secs)]),
     opt("listen-backlog", &[Key("listen-backlog", Count)]),
     opt("socket-user", &[Key("socket-user", User)]),
-    opt("interrupt-timeout", &[Planned("interrupt-timeout", Secs)]),
+    opt("interrupt-timeout", &[Key("interrupt-timeout", Secs)]),
     opt(
         "socket-timeout",
         &[Key("body-timeout", Secs), WebServer(Front::IoTimeout)],
@@ -490,12 +490,6 @@ mod tests {
                 })
             })
             .collect();
-        assert_eq!(
-            planned,
-            [
-                ("home", "chdir"),
-                ("interrupt-timeout", "interrupt-timeout"),
-            ]
-        );
+        assert_eq!(planned, [("home", "chdir")]);
     }
 }

@@ -123,6 +123,13 @@ if 'threading' in sys.modules:
     sys.modules['threading']._shutdown()
 ";
 
+/// The calling thread's identifier as Python knows it (`threading.get_ident()`).
+#[allow(clippy::useless_conversion)] // c_ulong is 32 bits on some targets
+pub fn thread_ident() -> u64 {
+    // SAFETY: needs no GIL; it reads the calling thread's id.
+    u64::from(unsafe { ffi::PyThread_get_thread_ident() })
+}
+
 /// The thread state of the thread that initialised Python; used for set-up and finalisation.
 pub struct MainThread {
     ts: *mut ffi::PyThreadState,
@@ -573,6 +580,16 @@ impl<'py> Gil<'py> {
             ffi::PyThreadState_Swap(prev);
             Ok((SubInterpreter { interp, ts }, r))
         }
+    }
+
+    /// Raises `exc` (an exception class) asynchronously in the thread `ident` of this
+    /// interpreter, at its next bytecode; `None` clears a pending one. Returns whether a thread
+    /// was found.
+    pub fn set_async_exc(self, ident: u64, exc: Option<&Obj<'py>>) -> bool {
+        let exc = exc.map_or(ptr::null_mut(), |e| e.ptr.as_ptr());
+        // SAFETY: GIL held; `exc` is a live object (the call takes its own reference) or NULL.
+        let found = unsafe { ffi::PyThreadState_SetAsyncExc(ident as std::ffi::c_long, exc) };
+        found > 0
     }
 
     /// Releases the GIL while `f` runs (it must not touch Python), then takes it back.

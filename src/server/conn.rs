@@ -612,6 +612,7 @@ impl Conn {
                     head,
                     route,
                     received: r.received,
+                    python: Default::default(),
                 }));
             }
         }

@@ -89,6 +89,7 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         }
         keeper.expire_connections();
         keeper.expire_queue();
+        keeper.watch_running(runner, &mut thread);
         if let Some(limit) = sh.config.recycle.request_timeout {
             keeper.watch_requests(runner, &mut thread, limit);
         }
@@ -197,6 +198,71 @@ impl Keeper {
 
     /// request-timeout: a request running too long is logged with the Python stack of every
     /// thread, then the worker is recycled (its other requests get the graceful timeout).
+    /// The slow log, interrupt-timeout and cancel-on-disconnect: each acts once on a running
+    /// request and leaves the worker process alive.
+    fn watch_running<R: Runner>(&mut self, runner: &R, thread: &mut Option<R::Thread>) {
+        let sh = &self.sh;
+        let watch = sh.config.watch;
+        if watch.slowlog.is_none() && watch.interrupt.is_none() && !sh.config.cancel_on_disconnect {
+            return;
+        }
+        let running: Vec<(usize, Duration, Job)> = sh
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let slot = lock(s);
+                let (since, job) = slot.as_ref()?;
+                Some((i, since.elapsed(), job.clone()))
+            })
+            .collect();
+        for (i, ran, job) in running {
+            let py = &job.python;
+            let ident = py.ident.load(Ordering::SeqCst);
+            if ident == 0 || py.interrupted().is_some() {
+                continue;
+            }
+            if watch.slowlog.is_some_and(|t| ran >= t)
+                && !py.slow_logged.swap(true, Ordering::SeqCst)
+            {
+                let thread = thread.get_or_insert_with(|| runner.thread());
+                let stack = runner.stack_of(thread, ident);
+                crate::warn!(
+                    "{}: still running after {:.1}s on thread {i} (slowlog-timeout {}); its \
+                     Python stack:\n{stack}",
+                    super::request_label(&job),
+                    ran.as_secs_f64(),
+                    crate::config::settings::Seconds(watch.slowlog.unwrap_or_default())
+                );
+            }
+            let why = if watch.interrupt.is_some_and(|t| ran >= t) {
+                Some(super::Interrupt::Timeout)
+            } else if sh.config.cancel_on_disconnect && job.is_gone() {
+                Some(super::Interrupt::Cancelled)
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let thread = thread.get_or_insert_with(|| runner.thread());
+                if runner.interrupt(thread, &job, why) {
+                    match why {
+                        super::Interrupt::Timeout => crate::warn!(
+                            "{}: running for {:.1}s, over interrupt-timeout ({}): interrupted",
+                            super::request_label(&job),
+                            ran.as_secs_f64(),
+                            crate::config::settings::Seconds(watch.interrupt.unwrap_or_default())
+                        ),
+                        super::Interrupt::Cancelled => crate::info!(
+                            "{}: the client went away after {:.1}s: request cancelled",
+                            super::request_label(&job),
+                            ran.as_secs_f64()
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
     fn watch_requests<R: Runner>(
         &mut self,
         runner: &R,

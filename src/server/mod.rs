@@ -109,6 +109,15 @@ pub struct Recycle {
     pub request_timeout: Option<Duration>,
 }
 
+/// Limits on a running request that leave its worker process alive.
+#[derive(Default, Clone, Copy)]
+pub struct Watch {
+    /// Log the stack of a request still running after this long, once.
+    pub slowlog: Option<Duration>,
+    /// Raise an exception in a request still running after this long.
+    pub interrupt: Option<Duration>,
+}
+
 pub struct ServerConfig {
     pub limits: protocol::Limits,
     pub threads: usize,
@@ -121,6 +130,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Watch the connection while its request runs, and cancel the request when it closes.
     pub cancel_on_disconnect: bool,
+    pub watch: Watch,
     pub recycle: Recycle,
     /// Other worker processes share the listeners: while every thread is stuck, this one
     /// stops accepting so that they take the new connections.
@@ -143,6 +153,41 @@ pub struct Request {
     pub route: Route,
     /// When its head was complete.
     pub received: Instant,
+    /// Where its app runs, for the housekeeper to interrupt it.
+    pub python: InPython,
+}
+
+/// Why a running request is interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// It ran past interrupt-timeout.
+    Timeout = 1,
+    /// Its client went away (cancel-on-disconnect).
+    Cancelled = 2,
+}
+
+/// The Python thread running a request's app (set and cleared holding the GIL of its
+/// interpreter, so that an interrupt sent under that GIL reaches this request and no other).
+#[derive(Default)]
+pub struct InPython {
+    /// `threading.get_ident()` of the thread while the app runs; 0 otherwise.
+    pub ident: AtomicU64,
+    /// Which of the runner's interpreters runs it.
+    pub interp: AtomicU64,
+    /// The interrupt sent (0: none).
+    pub interrupted: std::sync::atomic::AtomicU8,
+    /// Its stack was logged by the slow log.
+    pub slow_logged: AtomicBool,
+}
+
+impl InPython {
+    pub fn interrupted(&self) -> Option<Interrupt> {
+        match self.interrupted.load(Ordering::SeqCst) {
+            1 => Some(Interrupt::Timeout),
+            2 => Some(Interrupt::Cancelled),
+            _ => None,
+        }
+    }
 }
 
 /// A request ready to run.
@@ -204,6 +249,11 @@ pub trait Runner: Send + Sync + 'static {
     fn idle(&self, _thread: &mut Self::Thread) {}
     /// The stacks of every thread, for a request over its time limit.
     fn stacks(&self, thread: &mut Self::Thread) -> String;
+    /// The stack of the Python thread `ident`.
+    fn stack_of(&self, thread: &mut Self::Thread, ident: u64) -> String;
+    /// Raises the interrupt's exception in the thread running `req`'s app; false when it no
+    /// longer runs Python.
+    fn interrupt(&self, thread: &mut Self::Thread, req: &Job, why: Interrupt) -> bool;
 }
 
 const QUEUE_TOKEN: u64 = u64::MAX;
@@ -505,7 +555,10 @@ impl Shared {
             }
         }
         self.running.fetch_add(1, Ordering::SeqCst);
-        let watched = self.config.recycle.request_timeout.is_some();
+        let watched = self.config.recycle.request_timeout.is_some()
+            || self.config.watch.slowlog.is_some()
+            || self.config.watch.interrupt.is_some()
+            || self.config.cancel_on_disconnect;
         if watched {
             *lock(&self.slots[index]) = Some((Instant::now(), job.clone()));
         }

@@ -30,6 +30,35 @@ class InvalidResponse(Exception):
     """The application broke PEP 3333 (status, headers, body type)."""
 
 
+class RequestInterrupted(BaseException):
+    """Raised by the gateway in the thread running a request, at its next Python bytecode.
+    A BaseException (like KeyboardInterrupt and SystemExit), so that the usual
+    `except Exception:` handlers of an app do not swallow it; `finally` blocks, context
+    managers and the response's close() run. Import it as `from wsgi_gateway import
+    RequestInterrupted` to clean up on it; re-raise it after."""
+
+
+class InterruptTimeout(RequestInterrupted):
+    """The request ran past interrupt-timeout: the client gets 504 if no response began."""
+
+
+class Cancelled(RequestInterrupted):
+    """The client went away (cancel-on-disconnect): nobody reads the response any more."""
+
+
+def _public_module():
+    """`wsgi_gateway`, importable by apps in every interpreter: the exceptions above."""
+    import types
+    module = types.ModuleType('wsgi_gateway', 'What a WSGI app can import from wsgi-gateway.')
+    module.RequestInterrupted = RequestInterrupted
+    module.InterruptTimeout = InterruptTimeout
+    module.Cancelled = Cancelled
+    sys.modules.setdefault('wsgi_gateway', module)
+
+
+_public_module()
+
+
 class Input:
     """wsgi.input: the request body as it arrives. It holds one piece of the body at a time
     (as the gateway hands it over), so reads of any size cost linear time."""
@@ -451,6 +480,20 @@ def run(app, environ, ctx):
     except ClientDisconnected as e:
         _gw_log(ctx, str(e))
         return False
+    except Cancelled:
+        _gw_log(ctx, 'cancelled: the client went away')
+        return False
+    except InterruptTimeout:
+        text = traceback.format_exc()
+        if response.sent:
+            _gw_log(ctx, 'interrupted (interrupt-timeout) after the response started; response '
+                    'cut off\n' + text)
+            return False
+        _gw_log(ctx, 'interrupted (interrupt-timeout): 504\n' + text)
+        body = b'Gateway Timeout: the application took too long\n'
+        _gw_send(ctx, b'Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n'
+                 b'Content-Length: %d\r\n\r\n' % len(body), body, True)
+        return True
     except BodyTimeout as e:
         if response.sent:
             _gw_log(ctx, '%s; response cut off' % e)

@@ -7,6 +7,7 @@ use rustc_hash::FxHashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use crate::interpreters::ScriptFile;
@@ -106,6 +107,9 @@ pub struct WsgiState {
     apps: Mutex<FxHashMap<u64, (u64, PyObj)>>,
     /// The type of what `load` gives for a script that failed to import.
     unloadable: PyObj,
+    /// The exceptions raised in a request's thread: interrupt-timeout, cancel-on-disconnect.
+    interrupt_timeout: PyObj,
+    cancelled: PyObj,
 }
 
 impl WsgiState {
@@ -177,6 +181,8 @@ impl WsgiState {
             load: PyObj::new(get("load")?),
             apps: Mutex::new(FxHashMap::default()),
             unloadable: PyObj::new(get("Unloadable")?),
+            interrupt_timeout: PyObj::new(get("InterruptTimeout")?),
+            cancelled: PyObj::new(get("Cancelled")?),
         })
     }
 
@@ -190,6 +196,8 @@ impl WsgiState {
             &self.diagnostics,
             &self.load,
             &self.unloadable,
+            &self.interrupt_timeout,
+            &self.cancelled,
         ] {
             obj.release(gil);
         }
@@ -249,7 +257,15 @@ impl WsgiState {
     /// whether the response is complete (false: cut off).
     pub fn handle(&self, ts: &ThreadState, job: &Job, script: Script<'_>, callable: &str) -> bool {
         ts.with_gil(|gil| {
+            let ident = crate::python::ffi::thread_ident();
+            job.python.ident.store(ident, Ordering::SeqCst);
             let result = self.call(gil, ts, job, script, callable);
+            if job.python.interrupted().is_some() {
+                // An interrupt that came too late to be raised is not left for the next
+                // request of this thread.
+                gil.set_async_exc(ident, None);
+            }
+            job.python.ident.store(0, Ordering::SeqCst);
             ts.end_request(gil);
             match result {
                 Ok(complete) => complete,
@@ -259,6 +275,21 @@ impl WsgiState {
                 }
             }
         })
+    }
+
+    /// Raises the interrupt's exception in the thread running `job`'s app, if it still runs
+    /// it (`gil` is this interpreter's).
+    pub fn interrupt(&self, gil: Gil<'_>, job: &Job, why: crate::server::Interrupt) -> bool {
+        let ident = job.python.ident.load(Ordering::SeqCst);
+        if ident == 0 {
+            return false;
+        }
+        job.python.interrupted.store(why as u8, Ordering::SeqCst);
+        let exc = match why {
+            crate::server::Interrupt::Timeout => &self.interrupt_timeout,
+            crate::server::Interrupt::Cancelled => &self.cancelled,
+        };
+        gil.set_async_exc(ident, Some(&exc.bind(gil)))
     }
 
     fn call(
@@ -379,10 +410,12 @@ pub fn check_scripts(gil: Gil<'_>, mounts: &[Mount]) -> Vec<String> {
 
 const DUMP_STACKS_PY: &str = "\
 import sys, threading, traceback
-def dump():
+def dump(only=None):
     names = {t.ident: t.name for t in threading.enumerate()}
     out = []
     for ident, frame in sys._current_frames().items():
+        if only is not None and ident != only:
+            continue
         stack = ''.join(traceback.format_stack(frame))
         out.append('thread %s (%s):\\n%s' % (ident, names.get(ident, 'worker'), stack))
     return '\\n'.join(out)
@@ -390,6 +423,15 @@ def dump():
 
 /// The Python stack of every thread of this process (all interpreters), as text.
 pub fn dump_stacks(gil: Gil<'_>) -> String {
+    dump(gil, None)
+}
+
+/// The Python stack of the thread `ident` (whatever its interpreter), as text.
+pub fn dump_stack_of(gil: Gil<'_>, ident: u64) -> String {
+    dump(gil, Some(ident))
+}
+
+fn dump(gil: Gil<'_>, only: Option<u64>) -> String {
     let dumped = gil
         .exec_module(
             "wsgi_gateway_stacks",
@@ -397,7 +439,10 @@ pub fn dump_stacks(gil: Gil<'_>) -> String {
             DUMP_STACKS_PY,
         )
         .and_then(|ns| match ns.dict_get("dump")? {
-            Some(f) => f.call(&[]),
+            Some(f) => match only {
+                None => f.call(&[]),
+                Some(ident) => f.call(&[&gil.int(ident as i64)?]),
+            },
             None => Ok(gil.none()),
         });
     match dumped {

@@ -102,6 +102,29 @@ def application(environ, start_response):
             f.write('running')
         time.sleep(int(q.get('ms', '1000')) / 1000)
         return reply(start_response, {'pid': os.getpid()})
+    if path == '/spin':
+        # Busy for `ms` milliseconds (Python bytecode all along, so an interrupt lands);
+        # `except Exception` must not swallow the gateway's interrupt, and `finally` runs.
+        with open(q['marker'], 'w') as f:
+            f.write('running')
+        deadline = time.monotonic() + int(q.get('ms', '1000')) / 1000
+        try:
+            n = 0
+            while time.monotonic() < deadline:
+                try:
+                    n += 1
+                except Exception:
+                    pass
+            return reply(start_response, {'pid': os.getpid(), 'spun': n})
+        finally:
+            with open(q['marker'], 'w') as f:
+                f.write('finally')
+    if path == '/interrupt-class':
+        import wsgi_gateway
+        return reply(start_response, {
+            'base': wsgi_gateway.RequestInterrupted.__mro__[1].__name__,
+            'names': sorted(n for n in dir(wsgi_gateway) if not n.startswith('_')),
+        })
     if path == '/stream':
         start_response('200 OK', [('Content-Type', 'text/plain')])
         return slow_chunks(int(q.get('n', '3')), float(q.get('delay', '1')))

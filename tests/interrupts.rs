@@ -1,0 +1,173 @@
+//! A running request is watched without killing its worker process: the slow log writes its
+//! stack once, interrupt-timeout raises an exception in its thread (its `finally` runs, the
+//! client gets 504, the same process serves on), and cancel-on-disconnect does the same when
+//! the client goes away.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+
+use support::*;
+
+fn spin_uri(marker: &Path, ms: u64) -> String {
+    format!("/t/spin?marker={}&ms={ms}", marker.display())
+}
+
+fn pid_of(r: &Response) -> u64 {
+    let text = r.text();
+    let at = text.find("\"pid\": ").expect("a pid in the body") + 7;
+    text[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn slowlog_logs_the_stack_once_and_the_request_completes() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--slowlog-timeout", "1", "--mount", &mount]);
+    let dir = tmpdir("slowlog");
+    let r = fcgi(&gw.addr, "GET", &spin_uri(&dir.join("m"), 2500), b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let log = gw.log_text();
+    assert_eq!(log.matches("(slowlog-timeout 1s)").count(), 1, "{log}");
+    assert!(log.contains("GET /t/spin"), "{log}");
+    // The stack is the request's thread, down to the app's loop.
+    assert!(log.contains("pep3333.wsgi"), "{log}");
+    assert!(!log.contains("interrupted"), "{log}");
+}
+
+#[test]
+fn interrupt_timeout_runs_finally_answers_504_and_the_worker_lives_on() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--interrupt-timeout",
+        "1",
+        "--threads",
+        "2",
+        "--mount",
+        &mount,
+    ]);
+    let dir = tmpdir("interrupt");
+    let marker = dir.join("m");
+    let first = fcgi(&gw.addr, "GET", "/t/spin?marker=/dev/null&ms=0", b"").unwrap();
+    assert_eq!(first.status, 200);
+    let r = fcgi(&gw.addr, "GET", &spin_uri(&marker, 30_000), b"").unwrap();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "finally");
+    let log = gw.log_text();
+    assert!(
+        log.contains("over interrupt-timeout (1s): interrupted"),
+        "{log}"
+    );
+    assert!(log.contains("InterruptTimeout"), "{log}");
+    // The same worker process serves the next requests, on every thread.
+    for _ in 0..4 {
+        let next = fcgi(&gw.addr, "GET", "/t/spin?marker=/dev/null&ms=0", b"").unwrap();
+        assert_eq!(next.status, 200, "{}", next.text());
+        assert_eq!(pid_of(&next), pid_of(&first));
+    }
+}
+
+#[test]
+fn the_interrupt_exceptions_are_importable_and_not_exceptions() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--mount", &mount]);
+    let r = fcgi(&gw.addr, "GET", "/t/interrupt-class", b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        r#"{"base": "BaseException", "names": ["Cancelled", "InterruptTimeout", "RequestInterrupted"]}"#
+    );
+}
+
+#[test]
+fn a_client_that_goes_away_cancels_its_request() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--cancel-on-disconnect", "--mount", &mount]);
+    let dir = tmpdir("cancel");
+    let marker = dir.join("m");
+    let mut s = connect(&gw.addr).unwrap();
+    let uri = spin_uri(&marker, 60_000);
+    s.write_all(&fcgi_bytes(1, false, &cgi_params("GET", &uri, 0), b""))
+        .unwrap();
+    wait_for("the request to run", || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "running")
+    });
+    drop(s);
+    // The app's `finally` runs soon after, not after its 60 s.
+    wait_for("the app's finally", || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "finally")
+    });
+    let log = gw.log_text();
+    assert!(log.contains("the client went away"), "{log}");
+    let next = fcgi(&gw.addr, "GET", "/t/spin?marker=/dev/null&ms=0", b"").unwrap();
+    assert_eq!(next.status, 200);
+}
+
+#[test]
+fn without_cancel_on_disconnect_the_request_runs_to_its_end() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--mount", &mount]);
+    let dir = tmpdir("no-cancel");
+    let marker = dir.join("m");
+    let mut s = connect(&gw.addr).unwrap();
+    let uri = spin_uri(&marker, 1500);
+    s.write_all(&fcgi_bytes(1, false, &cgi_params("GET", &uri, 0), b""))
+        .unwrap();
+    wait_for("the request to run", || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "running")
+    });
+    drop(s);
+    wait_for("the app's end", || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "finally")
+    });
+    assert!(!gw.log_text().contains("the client went away"));
+}
+
+/// Through nginx: the browser closes, nginx closes its connection to the gateway, and the
+/// request's thread gets `Cancelled`.
+#[test]
+fn front_nginx_client_gone_cancels_the_request() {
+    use support::frontends::*;
+    if !require(find_bin("nginx").is_some(), "nginx") {
+        return;
+    }
+    let script = app("pep3333.wsgi");
+    let mount = format!("/t={script}");
+    let rig = Rig::start(
+        Kind::Nginx,
+        "nginx-examples/fastcgi.conf",
+        &[
+            "--fastcgi",
+            GATEWAY_TCP,
+            "--cancel-on-disconnect",
+            "--mount",
+            &mount,
+        ],
+    );
+    let dir = tmpdir("cancel-nginx");
+    let marker = dir.join("m");
+    let mut s = connect(&format!("127.0.0.1:{FRONT_PORT}")).unwrap();
+    write!(
+        s,
+        "GET {} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        spin_uri(&marker, 60_000)
+    )
+    .unwrap();
+    wait_for("the request to run", || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "running")
+    });
+    drop(s);
+    wait_for("the app's finally", || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "finally")
+    });
+    assert!(
+        rig.gw.log_text().contains("the client went away"),
+        "{}",
+        rig.logs()
+    );
+}
