@@ -78,7 +78,11 @@ fn bind_all(config: &ProcessGroup) -> Result<Vec<server::Listener>, String> {
 /// Start-up lines: listeners, mounts, Python.
 fn describe(config: &ProcessGroup, listeners: &[server::Listener]) {
     for l in listeners {
-        info!("listening on {} ({})", l.spec.addr, l.spec.proto);
+        let allow = match (&l.spec.addr, &l.spec.allow) {
+            (server::Addr::Tcp(_), Some(list)) => format!("; clients allowed: {list}"),
+            _ => String::new(),
+        };
+        info!("listening on {} ({}){allow}", l.spec.addr, l.spec.proto);
     }
     for m in &config.mounts {
         let prefix = m.shown_prefix();

@@ -469,3 +469,66 @@ fn at_the_connection_limit_new_connections_wait_in_the_backlog() {
         gw.log_text()
     );
 }
+
+/// A client outside allow-from is closed at accept: no request of it reaches the app, and the
+/// log says so once (not once per connection).
+#[test]
+fn allow_from_closes_other_clients_at_accept() {
+    let dir = tmpdir("allow-from");
+    let marker = dir.join("ran");
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--allow-from", "10.0.0.0/8, 192.168.1.7", "--mount", &mount]);
+    let uri = format!("/t/block?marker={}&ms=0", marker.display());
+    for _ in 0..5 {
+        assert!(fcgi(&gw.addr, "GET", &uri, b"").is_err());
+    }
+    assert!(!marker.exists(), "a refused client's request ran");
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("refused a connection from 127.0.0.1").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("not in allow-from (10.0.0.0/8,192.168.1.7/32)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("clients allowed: 10.0.0.0/8,192.168.1.7/32"),
+        "{log}"
+    );
+}
+
+#[test]
+fn allow_from_lets_listed_clients_in() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--allow-from", "127.0.0.0/8", "--mount", &mount]);
+    assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+    assert!(!gw.log_text().contains("refused"));
+}
+
+/// The FastCGI spec's FCGI_WEB_SERVER_ADDRS works like allow-from; allow-from wins over it.
+#[test]
+fn fcgi_web_server_addrs_is_honoured() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start_with_env(
+        &["--mount", &mount],
+        &[("FCGI_WEB_SERVER_ADDRS", "10.1.2.3,10.1.2.4")],
+    );
+    assert!(fcgi(&gw.addr, "GET", "/t/write", b"").is_err());
+    assert!(gw
+        .log_text()
+        .contains("not in allow-from (10.1.2.3/32,10.1.2.4/32)"));
+    let gw = Gateway::start_with_env(
+        &["--allow-from", "127.0.0.1", "--mount", &mount],
+        &[("FCGI_WEB_SERVER_ADDRS", "10.1.2.3")],
+    );
+    assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+}
+
+#[test]
+fn a_bad_allow_list_is_refused_before_serving() {
+    let (code, err) = run_gateway(&["check", "--allow-from", "10.0.0.0/33"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("allow-from"), "{err}");
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::problem::{KeyPath, Origin, Problem, Source};
-use super::settings::{MountSpec, Seconds, Settings};
+use super::settings::{AllowList, MountSpec, Seconds, Settings};
 use super::{Connections, Lifecycle, ProcessGroup, Python};
 use crate::router::{AppGroup, Mount, Target};
 use crate::server::{Addr, ListenerSpec, Proto};
@@ -194,6 +194,7 @@ fn listeners(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<ListenerSpec> {
     let mode = s.socket_mode.map_or(DEFAULT_SOCKET_MODE, |m| m.0);
     let backlog = s.listen_backlog.unwrap_or(DEFAULT_BACKLOG);
     let owner = socket_owner(s, ctx);
+    let allow = allow_list(s, ctx);
     let mut specs = Vec::new();
     let default = [DEFAULT_LISTEN.parse().expect("a valid address")];
     let listen: &[_] = if s.has_listeners() {
@@ -214,12 +215,32 @@ fn listeners(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<ListenerSpec> {
                     mode,
                     backlog,
                     owner,
+                    allow: allow.clone(),
                 }),
                 Err(e) => ctx.problem(key, e),
             }
         }
     }
     specs
+}
+
+/// The TCP clients allowed: allow-from, else the FastCGI spec's FCGI_WEB_SERVER_ADDRS
+/// environment variable, else any.
+fn allow_list(s: &Settings, ctx: &mut Ctx<'_>) -> Option<AllowList> {
+    if let Some(list) = &s.allow_from {
+        return Some(list.clone());
+    }
+    let env = std::env::var("FCGI_WEB_SERVER_ADDRS").ok()?;
+    match env.parse::<AllowList>() {
+        Ok(list) => Some(list),
+        Err(e) => {
+            ctx.problem(
+                "allow-from",
+                format!("the environment's FCGI_WEB_SERVER_ADDRS={env:?}: {e}"),
+            );
+            None
+        }
+    }
 }
 
 /// Owner (uid, gid) of Unix socket files, from socket-user and socket-group.

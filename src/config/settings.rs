@@ -183,6 +183,11 @@ settings! {
     /// Group of Unix socket files (when started as root).
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
+    /// TCP clients allowed to connect: addresses or CIDR blocks, `,`-separated (php-fpm's
+    /// listen.allowed_clients) [default: FCGI_WEB_SERVER_ADDRS when set, else any]. Others are
+    /// closed at accept. Unix sockets are governed by their mode and owner.
+    #[arg(long, value_name = "CIDRS")]
+    allow_from: Option<AllowList>,
     /// Backlog of the listening sockets [default: 1024].
     #[arg(long, value_name = "N")]
     listen_backlog: Option<u32>,
@@ -442,6 +447,68 @@ impl<'de> Deserialize<'de> for PathList {
                     .map(|p| absolute(Path::new(p)))
                     .collect(),
             )),
+        }
+    }
+}
+
+/// Client addresses: CIDR blocks or single addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowList(pub Vec<ipnet::IpNet>);
+
+impl AllowList {
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl fmt::Display for AllowList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self.0.iter().map(|n| n.to_string()).collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+impl FromStr for AllowList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in s.split([',', ' ']).map(str::trim).filter(|i| !i.is_empty()) {
+            let net = match item.parse::<ipnet::IpNet>() {
+                Ok(n) => n,
+                Err(_) => match item.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ipnet::IpNet::from(ip),
+                    Err(_) => {
+                        return Err(format!(
+                            "{item:?} is neither an address nor a CIDR block (e.g. 10.0.0.0/8)"
+                        ))
+                    }
+                },
+            };
+            nets.push(net);
+        }
+        if nets.is_empty() {
+            return Err("an empty list would refuse everyone".into());
+        }
+        Ok(AllowList(nets))
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(String),
+            Many(Vec<String>),
+        }
+        match Form::deserialize(d)? {
+            Form::One(s) => s.parse().map_err(de::Error::custom),
+            Form::Many(v) => v.join(",").parse().map_err(de::Error::custom),
         }
     }
 }

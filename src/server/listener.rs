@@ -74,6 +74,8 @@ pub struct ListenerSpec {
     pub backlog: u32,
     /// Owner (uid, gid) for a Unix socket file, when set.
     pub owner: Option<(Option<u32>, Option<u32>)>,
+    /// TCP clients allowed to connect (None: any).
+    pub allow: Option<crate::config::settings::AllowList>,
 }
 
 enum Inner {
@@ -84,6 +86,9 @@ enum Inner {
 pub struct Listener {
     pub spec: ListenerSpec,
     inner: Inner,
+    /// Connections refused by the allow-list since the last log line, and when that was.
+    refused: u64,
+    refused_logged: Option<std::time::Instant>,
     /// Whether dropping this listener removes its Unix socket file (not in worker processes,
     /// which share the supervisor's socket).
     owner: bool,
@@ -123,6 +128,8 @@ impl Listener {
         Ok(Listener {
             spec,
             inner,
+            refused: 0,
+            refused_logged: None,
             owner: true,
         })
     }
@@ -164,15 +171,51 @@ impl Listener {
         }
     }
 
-    pub fn accept(&self) -> io::Result<Stream> {
+    /// The next connection; `None` when its client is not in the allow-list (it is closed
+    /// at once, before it can send a byte to the app).
+    pub fn accept(&mut self) -> io::Result<Option<Stream>> {
         match &self.inner {
             Inner::Tcp(l) => {
-                let (s, _) = l.accept()?;
+                let (s, peer) = l.accept()?;
+                if let Some(allow) = &self.spec.allow {
+                    if !allow.allows(peer.ip()) {
+                        drop(s);
+                        self.refused(peer);
+                        return Ok(None);
+                    }
+                }
                 let _ = s.set_nodelay(true);
-                Ok(Stream::Tcp(s))
+                Ok(Some(Stream::Tcp(s)))
             }
-            Inner::Unix(l) => Ok(Stream::Unix(l.accept()?.0)),
+            Inner::Unix(l) => Ok(Some(Stream::Unix(l.accept()?.0))),
         }
+    }
+
+    /// One log line per 10 s at most about refused clients.
+    fn refused(&mut self, peer: SocketAddr) {
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+        self.refused += 1;
+        if self.refused_logged.is_some_and(|t| t.elapsed() < EVERY) {
+            return;
+        }
+        let others = self.refused - 1;
+        crate::warn!(
+            "refused a connection from {} on {}: not in allow-from ({}){}",
+            peer.ip(),
+            self.spec.addr,
+            self.spec
+                .allow
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            if others > 0 {
+                format!("; {others} more refused since the last such line")
+            } else {
+                String::new()
+            }
+        );
+        self.refused = 0;
+        self.refused_logged = Some(std::time::Instant::now());
     }
 }
 
@@ -323,6 +366,7 @@ mod tests {
             mode: 0o660,
             backlog: 511,
             owner: None,
+            allow: None,
         };
         let err = Listener::bind(spec.clone()).err().unwrap();
         assert!(err.contains("not a socket"), "{err}");

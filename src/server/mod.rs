@@ -456,12 +456,13 @@ impl Shared {
     fn accept(self: &Arc<Self>, i: usize, ready: &mut Vec<Job>) {
         let (stream, proto) = {
             let mut l = lock(&self.listeners);
-            let Some(listener) = l.list.get(i) else {
+            let Some(listener) = l.list.get_mut(i) else {
                 return;
             };
             let proto = listener.spec.proto;
             match listener.accept() {
-                Ok(s) => (s, proto),
+                Ok(Some(s)) => (s, proto),
+                Ok(None) => return,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     // EMFILE and friends: the listener stays ready; an idle thread retries

@@ -93,15 +93,22 @@ impl Gateway {
 
     /// Starts the gateway without waiting for it to serve.
     pub fn start_unready(args: &[&str]) -> Gateway {
-        Self::spawn(args, true)
+        Self::spawn(args, true, &[])
     }
 
     /// Starts the gateway with exactly `args` (listeners from a config file), not waiting.
     pub fn start_as_is(args: &[&str]) -> Gateway {
-        Self::spawn(args, false)
+        Self::spawn(args, false, &[])
     }
 
-    fn spawn(args: &[&str], add_listener: bool) -> Gateway {
+    /// Like [`Gateway::start`], with variables added to its environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut gw = Self::spawn(args, true, env);
+        gw.wait_ready();
+        gw
+    }
+
+    fn spawn(args: &[&str], add_listener: bool, env: &[(&str, &str)]) -> Gateway {
         let has_listener = !add_listener
             || args
                 .iter()
@@ -121,6 +128,7 @@ impl Gateway {
         let log = dir.join("gateway.log");
         let child = Command::new(bin())
             .args(&argv)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
