@@ -39,6 +39,9 @@ fn connect(addr: &Addr, timeout: Duration) -> io::Result<Box<dyn Conn>> {
             s.set_write_timeout(Some(timeout))?;
             Box::new(s)
         }
+        Addr::Inherited { .. } => {
+            return Err(io::Error::other("connect to HOST:PORT or unix:PATH"));
+        }
     })
 }
 
@@ -47,7 +50,7 @@ pub fn params(args: &RequestArgs) -> Vec<(String, String)> {
     let (path, query) = args.path.split_once('?').unwrap_or((&args.path, ""));
     let (server, port) = match &args.addr {
         Addr::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
-        Addr::Unix(_) => ("localhost".to_string(), "80".to_string()),
+        Addr::Unix(_) | Addr::Inherited { .. } => ("localhost".to_string(), "80".to_string()),
     };
     let mut p = vec![
         ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),

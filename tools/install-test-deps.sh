@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the web servers the front-end tests run (nginx, lighttpd, Apache, and Apache's
-# mod_wsgi for the import-apache test), curl, and the pgrep/setpriv the supervisor and
-# preflight tests use, from Debian's packages, when any of them is missing. The tests start
-# their own server processes with their own configs: the distro services are neither needed
-# nor started here.
+# mod_wsgi for the import-apache test), curl, the pgrep/setpriv the supervisor and
+# preflight tests use, and the socket launchers spawn-fcgi and systemd-socket-activate, from
+# Debian's packages, when any of them is missing. The tests start their own server processes
+# with their own configs: the distro services are neither needed nor started here.
 set -euo pipefail
 
 have() {
@@ -11,7 +11,7 @@ have() {
 }
 
 missing=0
-for tool in nginx lighttpd apache2 curl pgrep setpriv; do
+for tool in nginx lighttpd apache2 curl pgrep setpriv spawn-fcgi systemd-socket-activate; do
     have "$tool" || missing=1
 done
 [ -f /usr/lib/apache2/modules/mod_wsgi.so ] || missing=1
@@ -22,7 +22,7 @@ if [ "$(id -u)" != 0 ]; then
 else
     SUDO=
 fi
-echo "install-test-deps: installing nginx lighttpd apache2 libapache2-mod-wsgi-py3 curl procps util-linux" >&2
+echo "install-test-deps: installing nginx lighttpd apache2 libapache2-mod-wsgi-py3 curl procps util-linux spawn-fcgi systemd" >&2
 export DEBIAN_FRONTEND=noninteractive
 # policy-rc.d 101: the packages' maintainer scripts must not start the distro services
 # (where there is an init system at all); the tests run their own server processes.
@@ -39,4 +39,4 @@ cleanup() {
 trap cleanup EXIT
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends nginx lighttpd apache2 libapache2-mod-wsgi-py3 \
-    curl procps util-linux
+    curl procps util-linux spawn-fcgi systemd

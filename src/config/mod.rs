@@ -138,12 +138,13 @@ pub fn load(cli: &Settings) -> Loaded {
         warnings: Vec::new(),
     };
     let mut groups = Vec::new();
+    let top = cli.clone().merge(file.clone());
     if file.process_group.is_empty() {
-        let merged = cli.clone().merge(file);
-        groups.push(resolve::process_group(&merged, "main", &mut ctx));
+        groups.push(resolve::process_group(&top, "main", &mut ctx));
     } else {
         process_groups(cli, &file, &mut ctx, &mut groups);
     }
+    resolve::inherited_listeners(&mut groups, &top, &mut ctx);
     Loaded {
         groups,
         problems: ctx.problems,

@@ -197,7 +197,8 @@ fn listeners(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<ListenerSpec> {
     let allow = allow_list(s, ctx);
     let mut specs = Vec::new();
     let default = [DEFAULT_LISTEN.parse().expect("a valid address")];
-    let listen: &[_] = if s.has_listeners() {
+    // Sockets the gateway was started with replace the default listener.
+    let listen: &[_] = if s.has_listeners() || !crate::server::inherited().is_empty() {
         &s.listen
     } else {
         &default
@@ -222,6 +223,29 @@ fn listeners(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<ListenerSpec> {
         }
     }
     specs
+}
+
+/// The sockets the gateway was started with: each goes to the process group named like it
+/// (LISTEN_FDNAMES), the others to the first group.
+pub fn inherited_listeners(groups: &mut [ProcessGroup], s: &Settings, ctx: &mut Ctx<'_>) {
+    let allow = allow_list(s, ctx);
+    for (index, sock) in crate::server::inherited().iter().enumerate() {
+        let named = groups
+            .iter()
+            .position(|g| sock.name.as_deref() == Some(g.name.as_str()));
+        let Some(group) = named.or((!groups.is_empty()).then_some(0)) else {
+            return;
+        };
+        let g = &mut groups[group];
+        g.listeners.push(ListenerSpec {
+            addr: Addr::Inherited { index, fd: sock.fd },
+            proto: sock.proto(),
+            mode: DEFAULT_SOCKET_MODE,
+            backlog: DEFAULT_BACKLOG,
+            owner: None,
+            allow: allow.clone(),
+        });
+    }
 }
 
 /// The TCP clients allowed: allow-from, else the FastCGI spec's FCGI_WEB_SERVER_ADDRS

@@ -6,14 +6,21 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-/// Where to listen: `HOST:PORT` or `unix:PATH`.
+/// Where to listen: `HOST:PORT` or `unix:PATH`, or a listening socket the gateway was
+/// started with (systemd socket activation, or standard input).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Addr {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    /// The inherited socket at this index of [`inherited`], with its descriptor number.
+    Inherited {
+        index: usize,
+        fd: i32,
+    },
 }
 
 impl Addr {
@@ -42,6 +49,106 @@ impl fmt::Display for Addr {
         match self {
             Addr::Tcp(a) => write!(f, "{a}"),
             Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+            Addr::Inherited { index, fd } => {
+                let what = inherited().get(*index).map_or("?", |i| i.origin.as_str());
+                write!(f, "fd {fd} ({what})")
+            }
+        }
+    }
+}
+
+/// A listening socket the gateway was started with.
+pub struct Inherited {
+    /// The descriptor number it had.
+    pub fd: i32,
+    /// Its LISTEN_FDNAMES name, if any.
+    pub name: Option<String>,
+    /// "systemd socket `NAME`" or "standard input".
+    pub origin: String,
+    socket: Mutex<Option<StdListener>>,
+}
+
+enum StdListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+static INHERITED: OnceLock<Vec<Inherited>> = OnceLock::new();
+
+/// The listening sockets passed to the gateway: by systemd (`LISTEN_FDS`, `LISTEN_PID`,
+/// `LISTEN_FDNAMES`), or as standard input (the FastCGI convention of lighttpd's `bin-path`,
+/// spawn-fcgi and mod_fcgid). Read once, at the first call.
+pub fn inherited() -> &'static [Inherited] {
+    INHERITED.get_or_init(adopt)
+}
+
+fn adopt() -> Vec<Inherited> {
+    let mut found = Vec::new();
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|n| n.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut fds = listenfd::ListenFd::from_env();
+    for i in 0..fds.len() {
+        let fd = 3 + i as i32;
+        let name = names.get(i).filter(|n| !n.is_empty()).cloned();
+        let socket = match fds.take_tcp_listener(i) {
+            Ok(Some(l)) => Some(StdListener::Tcp(l)),
+            _ => match fds.take_unix_listener(i) {
+                Ok(Some(l)) => Some(StdListener::Unix(l)),
+                _ => {
+                    crate::warn!("fd {fd} passed by systemd is not a listening stream socket");
+                    None
+                }
+            },
+        };
+        if let Some(socket) = socket {
+            found.push(Inherited {
+                fd,
+                origin: format!("systemd socket `{}`", name.as_deref().unwrap_or("unnamed")),
+                name,
+                socket: Mutex::new(Some(socket)),
+            });
+        }
+    }
+    if let Some(socket) = stdin_listener() {
+        found.push(Inherited {
+            fd: 0,
+            name: None,
+            origin: "standard input".into(),
+            socket: Mutex::new(Some(socket)),
+        });
+    }
+    found
+}
+
+/// Standard input, when it is a listening socket (a copy of it).
+fn stdin_listener() -> Option<StdListener> {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike};
+    use std::os::fd::AsRawFd;
+    let stdin = std::io::stdin();
+    let fd = stdin.as_fd();
+    if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+        return None;
+    }
+    let family = getsockname::<nix::sys::socket::SockaddrStorage>(fd.as_raw_fd())
+        .ok()?
+        .family();
+    let owned = fd.try_clone_to_owned().ok()?;
+    match family {
+        Some(AddressFamily::Unix) => Some(StdListener::Unix(owned.into())),
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => Some(StdListener::Tcp(owned.into())),
+        _ => None,
+    }
+}
+
+impl Inherited {
+    /// The protocol its name asks for: `fastcgi`, `scgi`, else told apart per connection.
+    pub fn proto(&self) -> Proto {
+        match self.name.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("fastcgi" | "fcgi") => Proto::FastCgi,
+            Some("scgi") => Proto::Scgi,
+            _ if self.fd == 0 => Proto::FastCgi,
+            _ => Proto::Auto,
         }
     }
 }
@@ -99,6 +206,24 @@ impl Listener {
     /// replaced only if it is a socket nobody listens on.
     pub fn bind(spec: ListenerSpec) -> Result<Listener, String> {
         let inner = match &spec.addr {
+            Addr::Inherited { index, .. } => {
+                let taken = inherited()
+                    .get(*index)
+                    .and_then(|i| i.socket.lock().unwrap_or_else(|e| e.into_inner()).take());
+                let socket = taken.ok_or_else(|| format!("{} is already in use", spec.addr))?;
+                match socket {
+                    StdListener::Tcp(l) => {
+                        l.set_nonblocking(true)
+                            .map_err(|e| format!("{}: {e}", spec.addr))?;
+                        Inner::Tcp(TcpListener::from_std(l))
+                    }
+                    StdListener::Unix(l) => {
+                        l.set_nonblocking(true)
+                            .map_err(|e| format!("{}: {e}", spec.addr))?;
+                        Inner::Unix(UnixListener::from_std(l))
+                    }
+                }
+            }
             Addr::Tcp(a) => {
                 let std =
                     bind_tcp(*a, spec.backlog).map_err(|e| format!("cannot listen on {a}: {e}"))?;
@@ -125,18 +250,20 @@ impl Listener {
                 Inner::Unix(UnixListener::from_std(l))
             }
         };
+        let owner = !matches!(spec.addr, Addr::Inherited { .. });
         Ok(Listener {
             spec,
             inner,
             refused: 0,
             refused_logged: None,
-            owner: true,
+            owner,
         })
     }
 
     /// For `wsgi-gateway check`: whether `bind` would succeed, without leaving a socket.
     pub fn check(spec: &ListenerSpec) -> Result<(), String> {
         match &spec.addr {
+            Addr::Inherited { .. } => Ok(()),
             Addr::Tcp(a) => std::net::TcpListener::bind(a)
                 .map(drop)
                 .map_err(|e| format!("cannot listen on {a}: {e}")),

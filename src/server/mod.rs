@@ -16,7 +16,7 @@ mod listener;
 pub mod session;
 
 pub use conn::{Io, WaitError};
-pub use listener::{Addr, Listener, ListenerSpec, Proto};
+pub use listener::{inherited, Addr, Listener, ListenerSpec, Proto};
 
 use std::collections::VecDeque;
 use std::io;
