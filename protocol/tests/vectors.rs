@@ -37,7 +37,8 @@ fn decode(chunks: &[&[u8]]) -> Vec<String> {
             lines
         }
         Some(protocol::Protocol::Scgi) => common::scgi_feed(chunks).unwrap(),
-        None => panic!("vector is neither FastCGI nor SCGI"),
+        Some(protocol::Protocol::Uwsgi) => common::uwsgi_feed(chunks).unwrap(),
+        None => panic!("vector is neither FastCGI, SCGI nor uwsgi"),
     }
 }
 
