@@ -12,6 +12,7 @@
 pub mod cgi;
 mod error;
 pub mod fastcgi;
+mod input;
 pub mod scgi;
 pub mod uwsgi;
 

@@ -13,9 +13,6 @@
 
 use std::ops::Range;
 
-use nom::number::streaming::{le_u16, le_u8};
-use nom::Parser;
-
 use crate::{DecodeError, Limits, RequestHead};
 
 pub use crate::scgi::{Decoded, Event};
@@ -111,24 +108,54 @@ impl Decoder {
     }
 }
 
-type NomResult<'a, T> = nom::IResult<&'a [u8], T, nom::error::Error<&'a [u8]>>;
+/// One var's key and value ranges relative to the input, and the bytes it took.
+type VarSpan = (Range<usize>, Range<usize>, usize);
 
-fn packet_header(input: &[u8]) -> NomResult<'_, PacketHeader> {
-    let (rest, (modifier1, datasize, modifier2)) = (le_u8, le_u16, le_u8).parse(input)?;
-    Ok((
-        rest,
-        PacketHeader {
-            modifier1,
-            datasize,
-            modifier2,
-        },
-    ))
+mod parse {
+    use nom::multi::length_data;
+    use nom::number::streaming::{le_u16, le_u8};
+    use nom::Parser;
+
+    use super::{PacketHeader, VarSpan};
+    use crate::input::{Bytes, PResult};
+
+    #[inline]
+    fn header(input: Bytes<'_>) -> PResult<'_, PacketHeader> {
+        let (rest, (modifier1, datasize, modifier2)) = (le_u8, le_u16, le_u8).parse(input)?;
+        Ok((
+            rest,
+            PacketHeader {
+                modifier1,
+                datasize,
+                modifier2,
+            },
+        ))
+    }
+
+    pub(super) fn packet_header(input: &[u8]) -> Option<PacketHeader> {
+        header(Bytes(input)).ok().map(|(_, h)| h)
+    }
+
+    /// A var: a u16-length-prefixed key, then a u16-length-prefixed value.
+    #[inline]
+    fn var(input: Bytes<'_>) -> PResult<'_, (Bytes<'_>, Bytes<'_>)> {
+        (length_data(le_u16), length_data(le_u16)).parse(input)
+    }
+
+    /// One var at the start of `input`, or `None` if the input ends inside it.
+    pub(super) fn parse_var(input: &[u8]) -> Option<VarSpan> {
+        let (rest, (key, value)) = var(Bytes(input)).ok()?;
+        let end = input.len() - rest.0.len();
+        let value_start = end - value.0.len();
+        let key_start = 2;
+        Some((key_start..key_start + key.0.len(), value_start..end, end))
+    }
 }
 
 /// Parses the 4-byte packet header at the start of `input`, `None` until all four bytes are
 /// there. The modifiers are not checked here.
 pub fn parse_packet_header(input: &[u8]) -> Option<PacketHeader> {
-    packet_header(input).ok().map(|(_, h)| h)
+    parse::packet_header(input)
 }
 
 /// Parses the packet (header and vars) at the start of `input` into a head: `Ok(None)` when it
@@ -162,33 +189,12 @@ pub fn parse_header(
     Ok(Some((head, end)))
 }
 
-/// One var's key and value ranges relative to the input, and the bytes it took.
-type VarSpan = (Range<usize>, Range<usize>, usize);
-
-fn string(input: &[u8]) -> NomResult<'_, Range<usize>> {
-    let (rest, len) = le_u16(input)?;
-    let len = usize::from(len);
-    if rest.len() < len {
-        return Err(nom::Err::Incomplete(nom::Needed::new(len - rest.len())));
-    }
-    Ok((&rest[len..], 2..2 + len))
-}
-
-/// One var at the start of `input`, or `None` if the input ends inside it.
-fn parse_var(input: &[u8]) -> Option<VarSpan> {
-    let (rest, key) = string(input).ok()?;
-    let key_end = input.len() - rest.len();
-    let (rest, value) = string(rest).ok()?;
-    let value = key_end + value.start..key_end + value.end;
-    Some((key, value, input.len() - rest.len()))
-}
-
 fn decode_vars(block: Vec<u8>, limits: &Limits) -> Result<RequestHead, DecodeError> {
     let mut pairs: Vec<(Range<u32>, Range<u32>)> = Vec::with_capacity(32);
     let mut content_length = 0;
     let mut pos = 0;
     while pos < block.len() {
-        let (key, value, used) = parse_var(&block[pos..]).ok_or(DecodeError::BadParams(
+        let (key, value, used) = parse::parse_var(&block[pos..]).ok_or(DecodeError::BadParams(
             "var truncated at the end of the packet",
         ))?;
         if key.is_empty() {
