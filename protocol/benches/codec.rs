@@ -7,13 +7,16 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use protocol::fastcgi::{self, encode, Config, Connection, Event};
-use protocol::{scgi, Limits};
+use protocol::{scgi, uwsgi, Limits};
 
 /// GET /app/hello?x=1 from nginx: BEGIN_REQUEST, one PARAMS record of 24 params, the empty
 /// PARAMS record and the empty STDIN record.
 const NGINX_FCGI_GET: &[u8] = include_bytes!("../tests/vectors/nginx-fcgi-get.bin");
 /// POST /app/form?z=3 from nginx over SCGI, with an 11-byte body.
 const NGINX_SCGI_POST: &[u8] = include_bytes!("../tests/vectors/nginx-scgi-post.bin");
+/// POST /app/upload?kind=blob from nginx over uwsgi: a 524-byte packet of 19 vars, then the
+/// 200 KiB body (not read by the head benchmark).
+const NGINX_UWSGI_POST: &[u8] = include_bytes!("../tests/vectors/nginx-uwsgi-post.bin");
 
 const BODY_LEN: usize = 1 << 20;
 /// The STDIN record size nginx uses.
@@ -128,5 +131,22 @@ fn scgi(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fastcgi, scgi);
+fn uwsgi(c: &mut Criterion) {
+    let mut group = c.benchmark_group("uwsgi");
+    let decode_head = |wire: &[u8]| {
+        let mut dec = uwsgi::Decoder::new(Limits::default());
+        match dec.decode(wire).unwrap().event {
+            Some(uwsgi::Event::Request { head }) => head,
+            other => panic!("expected a request head, got {other:?}"),
+        }
+    };
+    assert_eq!(decode_head(NGINX_UWSGI_POST).len(), 19);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decode_head_nginx_post", |b| {
+        b.iter(|| decode_head(black_box(NGINX_UWSGI_POST)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fastcgi, scgi, uwsgi);
 criterion_main!(benches);

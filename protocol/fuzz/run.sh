@@ -29,12 +29,13 @@ fi
 
 # Seeds: the captured web-server connections, behind the knob byte 0 (default settings).
 vectors=../tests/vectors
-mkdir -p corpus/fastcgi_connection corpus/scgi_request corpus/fastcgi_params
+mkdir -p corpus/fastcgi_connection corpus/scgi_request corpus/uwsgi_request corpus/fastcgi_params
 for f in "$vectors"/*.bin; do
     name=$(basename "$f" .bin)
     case $name in
     *-fcgi-*) dir=corpus/fastcgi_connection ;;
     *-scgi-*) dir=corpus/scgi_request ;;
+    *-uwsgi-*) dir=corpus/uwsgi_request ;;
     *) continue ;;
     esac
     [ -e "$dir/seed-$name" ] || { printf '\0'; cat "$f"; } >"$dir/seed-$name"

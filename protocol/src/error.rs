@@ -22,12 +22,16 @@ pub enum DecodeError {
     TooManyParams { limit: usize },
     /// A malformed SCGI netstring (length digits, leading zero, missing ':' or ',').
     BadNetstring(&'static str),
-    /// SCGI: CONTENT_LENGTH missing, not first, or not a decimal number.
+    /// SCGI: CONTENT_LENGTH missing, not first, or not a decimal number. uwsgi: CONTENT_LENGTH
+    /// present, not empty and not a decimal number.
     BadContentLength,
     /// SCGI: the `SCGI` header is missing or not `1`.
     MissingScgiHeader,
-    /// SCGI: the same header name appears twice.
+    /// SCGI: the same header name appears twice. uwsgi: CONTENT_LENGTH appears twice (other
+    /// names may repeat).
     DuplicateHeader,
+    /// uwsgi: a packet whose modifiers are not 0 and 0 (a WSGI request), the only kind served.
+    UnsupportedModifier { modifier1: u8, modifier2: u8 },
 }
 
 impl fmt::Display for DecodeError {
@@ -51,11 +55,24 @@ impl fmt::Display for DecodeError {
                 write!(f, "request has more than {limit} params")
             }
             DecodeError::BadNetstring(why) => write!(f, "malformed SCGI netstring: {why}"),
-            DecodeError::BadContentLength => {
-                write!(f, "SCGI CONTENT_LENGTH missing, not first or not a number")
-            }
+            DecodeError::BadContentLength => write!(
+                f,
+                "CONTENT_LENGTH is not a number (or, for SCGI, missing or not first)"
+            ),
             DecodeError::MissingScgiHeader => write!(f, "SCGI header 'SCGI: 1' missing"),
-            DecodeError::DuplicateHeader => write!(f, "SCGI header block repeats a name"),
+            DecodeError::DuplicateHeader => write!(
+                f,
+                "request head repeats a name (SCGI: any name; uwsgi: CONTENT_LENGTH)"
+            ),
+            DecodeError::UnsupportedModifier {
+                modifier1,
+                modifier2,
+            } => write!(
+                f,
+                "uwsgi packet with modifier1 {modifier1} and modifier2 {modifier2}: only 0 and 0 \
+                 (a WSGI request) are served; remove uwsgi_modifier1/uwsgi_modifier2 from the \
+                 web server's configuration"
+            ),
         }
     }
 }

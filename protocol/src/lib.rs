@@ -1,7 +1,7 @@
-//! Sans-IO codecs for the two gateway protocols web servers speak to application servers:
-//! FastCGI 1.0 ([`fastcgi`]) and SCGI ([`scgi`]).
+//! Sans-IO codecs for the gateway protocols web servers speak to application servers:
+//! FastCGI 1.0 ([`fastcgi`]), SCGI ([`scgi`]) and uwsgi ([`uwsgi`]).
 //!
-//! Bytes go in, events come out; nothing here owns a socket, a thread or a clock. Both decoders
+//! Bytes go in, events come out; nothing here owns a socket, a thread or a clock. All decoders
 //! produce the same protocol-neutral [`RequestHead`], so the rest of a server does not care
 //! which protocol a request arrived on. Short input is never an error: a decoder that needs more
 //! bytes consumes nothing and says so. Every buffer is bounded by a documented limit in
@@ -12,7 +12,9 @@
 pub mod cgi;
 mod error;
 pub mod fastcgi;
+mod input;
 pub mod scgi;
+pub mod uwsgi;
 
 pub use cgi::RequestHead;
 pub use error::DecodeError;
@@ -22,13 +24,22 @@ pub use error::DecodeError;
 pub enum Protocol {
     FastCgi,
     Scgi,
+    Uwsgi,
 }
 
-/// Tells FastCGI from SCGI by the first byte of a connection, so one listener can accept both:
-/// every FastCGI connection starts with a record header whose version byte is 1, every SCGI
-/// connection with the first (non-zero) digit of a netstring length. Anything else is garbage.
+/// Tells the protocols apart by the first byte of a connection, so one listener can accept
+/// all three:
+///
+/// | first byte | protocol | why |
+/// | --- | --- | --- |
+/// | `0` | uwsgi | the packet's modifier1, 0 for a WSGI request (the only kind served) |
+/// | `1` | FastCGI | the record header's version byte |
+/// | `b'1'..=b'9'` | SCGI | the first digit of the netstring length (no leading zero) |
+///
+/// Anything else is garbage (an HTTP request, a uwsgi packet for another modifier1).
 pub fn detect(first_byte: u8) -> Option<Protocol> {
     match first_byte {
+        uwsgi::MODIFIER1_WSGI => Some(Protocol::Uwsgi),
         fastcgi::VERSION_1 => Some(Protocol::FastCgi),
         b'1'..=b'9' => Some(Protocol::Scgi),
         _ => None,
@@ -40,7 +51,8 @@ pub fn detect(first_byte: u8) -> Option<Protocol> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `MAX_PARAMS_BYTES`: total size of one request's params block (FastCGI PARAMS stream with
-    /// its length prefixes, or the SCGI netstring payload). Default 1 MiB.
+    /// its length prefixes, the SCGI netstring payload, or the uwsgi vars block with its length
+    /// prefixes, which can never exceed 65535 bytes). Default 1 MiB.
     pub max_params_bytes: usize,
     /// `MAX_PARAMS_PAIRS`: number of name-value pairs in one request. Default 4096.
     pub max_params_pairs: usize,
@@ -74,6 +86,7 @@ mod tests {
         assert_eq!(detect(b'7'), Some(Protocol::Scgi));
         assert_eq!(detect(b'0'), None);
         assert_eq!(detect(b'G'), None);
-        assert_eq!(detect(0), None);
+        assert_eq!(detect(0), Some(Protocol::Uwsgi));
+        assert_eq!(detect(5), None);
     }
 }

@@ -1,11 +1,12 @@
-//! Property tests: encode→decode round trips, re-chunking invariance, and arbitrary input.
+//! Property tests: encode→decode round trips, re-chunking invariance, and arbitrary input, for
+//! FastCGI, SCGI and uwsgi.
 
 mod common;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 use protocol::fastcgi::{self, encode, params};
-use protocol::{scgi, Limits};
+use protocol::{scgi, uwsgi, Limits};
 
 fn name() -> impl Strategy<Value = Vec<u8>> {
     vec(1u8..=255, 1..200)
@@ -94,6 +95,107 @@ proptest! {
     }
 
     #[test]
+    fn uwsgi_vars_round_trip(
+        pairs in vec((vec(any::<u8>(), 1..60), vec(any::<u8>(), 0..300)), 0..40),
+        body_len in 0u64..10_000_000_000_000_000_000, // parse_decimal takes 19 digits
+    ) {
+        // Names may repeat (nginx repeats a header); only CONTENT_LENGTH is the encoder's.
+        let pairs: Vec<_> = pairs.into_iter().filter(|(n, _)| n != b"CONTENT_LENGTH").collect();
+        let mut wire = Vec::new();
+        uwsgi::encode_request(body_len, pairs.iter().map(|(n, v)| (&n[..], &v[..])), &mut wire);
+        let header = uwsgi::parse_packet_header(&wire).unwrap();
+        prop_assert_eq!(usize::from(header.datasize) + uwsgi::HEADER_LEN, wire.len());
+        let (head, used) = uwsgi::parse_header(&wire, &Limits::default()).unwrap().unwrap();
+        prop_assert_eq!(used, wire.len());
+        let back: Vec<(Vec<u8>, Vec<u8>)> = head.iter().skip(1).map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+        prop_assert_eq!(back, pairs);
+        prop_assert_eq!(head.content_length(), Some(Ok(body_len)));
+    }
+
+    #[test]
+    fn uwsgi_request_round_trips_in_any_chunking(
+        pairs in vec((vec(any::<u8>(), 1..30), vec(any::<u8>(), 0..50)), 0..20),
+        body in vec(any::<u8>(), 0..5_000),
+        cuts in vec(any::<usize>(), 0..12),
+    ) {
+        let pairs: Vec<_> = pairs.into_iter().filter(|(n, _)| n != b"CONTENT_LENGTH").collect();
+        let mut wire = Vec::new();
+        uwsgi::encode_request(body.len() as u64, pairs.iter().map(|(n, v)| (&n[..], &v[..])), &mut wire);
+        wire.extend_from_slice(&body);
+        let whole = common::uwsgi_feed(&[&wire]).unwrap();
+        // The request line, CONTENT_LENGTH, the pairs and the body line.
+        prop_assert_eq!(whole.len(), pairs.len() + 3);
+        prop_assert_eq!(&whole[whole.len() - 1], &format!("stdin 0 {} {}", body.len(), common::sha256_hex(&body)));
+        prop_assert_eq!(common::uwsgi_feed(&split_at(&wire, &cuts)).unwrap(), whole);
+    }
+
+    #[test]
+    fn uwsgi_request_split_in_two_at_every_offset(
+        pairs in vec((vec(any::<u8>(), 1..12), vec(any::<u8>(), 0..12)), 0..6),
+        body in vec(any::<u8>(), 0..40),
+    ) {
+        let pairs: Vec<_> = pairs.into_iter().filter(|(n, _)| n != b"CONTENT_LENGTH").collect();
+        let mut wire = Vec::new();
+        uwsgi::encode_request(body.len() as u64, pairs.iter().map(|(n, v)| (&n[..], &v[..])), &mut wire);
+        wire.extend_from_slice(&body);
+        let whole = common::uwsgi_feed(&[&wire]).unwrap();
+        for at in 0..=wire.len() {
+            let (a, b) = wire.split_at(at);
+            prop_assert_eq!(&common::uwsgi_feed(&[a, b]).unwrap(), &whole, "split at {}", at);
+        }
+    }
+
+    #[test]
+    fn uwsgi_garbage_gives_the_same_outcome_in_any_chunking(
+        data in vec(any::<u8>(), 0..600),
+        cuts in vec(any::<usize>(), 0..12),
+        small in any::<bool>(),
+    ) {
+        // A plausible start (modifiers 0, a datasize within the data) so that the vars parser,
+        // not only the header check, sees the garbage.
+        let mut data = data;
+        if data.len() >= 4 {
+            let size = (data.len() - 4) as u16;
+            data[0] = 0;
+            data[1..3].copy_from_slice(&size.to_le_bytes());
+            data[3] = 0;
+        }
+        let limits = if small {
+            Limits { max_params_bytes: 64, max_params_pairs: 3, ..Limits::default() }
+        } else {
+            Limits::default()
+        };
+        let run = |chunks: &[&[u8]]| {
+            let mut dec = uwsgi::Decoder::new(limits);
+            let mut buf = Vec::new();
+            let mut events = Vec::new();
+            for chunk in chunks {
+                buf.extend_from_slice(chunk);
+                let mut start = 0;
+                loop {
+                    match dec.decode(&buf[start..]) {
+                        Err(e) => return (events, Err(e)),
+                        Ok(d) => {
+                            assert!(d.consumed <= buf.len() - start);
+                            if d.consumed == 0 && d.event.is_none() {
+                                break;
+                            }
+                            start += d.consumed;
+                            if let Some(uwsgi::Event::Request { head }) = d.event {
+                                assert!(head.len() <= limits.max_params_pairs);
+                                events.push(format!("{head:?}"));
+                            }
+                        }
+                    }
+                }
+                buf.drain(..start);
+            }
+            (events, Ok(buf.len()))
+        };
+        prop_assert_eq!(run(&split_at(&data, &cuts)), run(&[&data]));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_or_over_consume(data in vec(any::<u8>(), 0..2_000), fcgi_start in any::<bool>()) {
         let mut data = data;
         if fcgi_start && !data.is_empty() {
@@ -108,6 +210,13 @@ proptest! {
             input = &input[d.consumed..];
         }
         let mut dec = scgi::Decoder::new(Limits::default());
+        let mut input = &data[..];
+        while let Ok(d) = dec.decode(input) {
+            prop_assert!(d.consumed <= input.len());
+            if d.consumed == 0 && d.event.is_none() { break; }
+            input = &input[d.consumed..];
+        }
+        let mut dec = uwsgi::Decoder::new(Limits::default());
         let mut input = &data[..];
         while let Ok(d) = dec.decode(input) {
             prop_assert!(d.consumed <= input.len());

@@ -2,44 +2,47 @@
 
 use std::ops::Range;
 
+use nom::bytes::streaming::take;
 use nom::number::streaming::{be_u32, be_u8};
+use nom::Parser;
 
+use crate::input::{Bytes, PResult};
 use crate::{DecodeError, Limits, RequestHead};
-
-type NomResult<'a, T> = nom::IResult<&'a [u8], T, nom::error::Error<&'a [u8]>>;
-
-fn length(input: &[u8]) -> NomResult<'_, u32> {
-    let (_, first) = be_u8(input)?;
-    if first & 0x80 == 0 {
-        Ok((&input[1..], u32::from(first)))
-    } else {
-        let (rest, long) = be_u32(input)?;
-        Ok((rest, long & 0x7fff_ffff))
-    }
-}
 
 /// One decoded pair: name and value ranges relative to the input, and the bytes it took.
 pub type PairSpan = (Range<usize>, Range<usize>, usize);
 
+/// A length: one byte below 128, else four (big-endian, top bit set, 31 bits kept).
+#[inline]
+fn length(input: Bytes<'_>) -> PResult<'_, u32> {
+    match input.0.first() {
+        Some(first) if first & 0x80 == 0 => be_u8.map(u32::from).parse(input),
+        _ => be_u32.map(|n| n & 0x7fff_ffff).parse(input),
+    }
+}
+
+/// A pair: both lengths, then the name and the value.
+#[inline]
+fn pair(input: Bytes<'_>) -> PResult<'_, (Bytes<'_>, Bytes<'_>)> {
+    let (rest, (name_len, value_len)) = (length, length).parse(input)?;
+    (take(name_len), take(value_len)).parse(rest)
+}
+
 /// Decodes one pair at the start of `input`: `Ok(None)` if it is incomplete.
 pub fn parse_pair(input: &[u8]) -> Result<Option<PairSpan>, DecodeError> {
-    let lengths = length(input).and_then(|(rest, n)| length(rest).map(|(rest, v)| (rest, n, v)));
-    let (rest, name_len, value_len) = match lengths {
-        Ok(parsed) => parsed,
-        Err(nom::Err::Incomplete(_)) => return Ok(None),
-        Err(_) => return Err(DecodeError::BadParams("bad length")),
-    };
-    let start = input.len() - rest.len();
-    let name_end = start
-        .checked_add(name_len as usize)
-        .ok_or(DecodeError::BadParams("length overflow"))?;
-    let value_end = name_end
-        .checked_add(value_len as usize)
-        .ok_or(DecodeError::BadParams("length overflow"))?;
-    if value_end > input.len() {
-        return Ok(None);
+    match pair(Bytes(input)) {
+        Ok((rest, (name, value))) => {
+            let end = input.len() - rest.0.len();
+            let value_start = end - value.0.len();
+            let name_start = value_start - name.0.len();
+            Ok(Some((name_start..value_start, value_start..end, end)))
+        }
+        Err(nom::Err::Incomplete(_)) => Ok(None),
+        // Lengths and counted bytes: short input is the only way to fail.
+        Err(nom::Err::Error(()) | nom::Err::Failure(())) => {
+            Err(DecodeError::BadParams("bad length"))
+        }
     }
-    Ok(Some((start..name_end, name_end..value_end, value_end)))
 }
 
 /// Decodes a complete PARAMS stream (all records' content concatenated) into a request head,

@@ -1,9 +1,11 @@
 //! Record framing: the 8-byte header, content and padding.
 
+use nom::bytes::streaming::take;
 use nom::number::streaming::{be_u16, be_u8};
 use nom::Parser;
 
 use super::{HEADER_LEN, VERSION_1};
+use crate::input::{Bytes, PResult};
 use crate::DecodeError;
 
 /// A record header (the version is checked while parsing and not kept).
@@ -29,46 +31,53 @@ pub struct Record<'a> {
     pub content: &'a [u8],
 }
 
-type NomResult<'a, T> = nom::IResult<&'a [u8], T, nom::error::Error<&'a [u8]>>;
-
-fn header(input: &[u8]) -> NomResult<'_, (u8, Header)> {
-    let (rest, (version, record_type, request_id, content_len, padding_len, _reserved)) =
+#[inline]
+fn header(input: Bytes<'_>) -> PResult<'_, Header> {
+    let (rest, (_version, record_type, request_id, content_len, padding_len, _reserved)) =
         (be_u8, be_u8, be_u16, be_u16, be_u8, be_u8).parse(input)?;
     Ok((
         rest,
-        (
-            version,
-            Header {
-                record_type,
-                request_id,
-                content_len,
-                padding_len,
-            },
-        ),
+        Header {
+            record_type,
+            request_id,
+            content_len,
+            padding_len,
+        },
     ))
 }
 
-/// Parses one record at the start of `input`. `Ok(None)` means the record is not complete yet
-/// (nothing is consumed); otherwise the record and the bytes it took, padding included. The
-/// version byte is checked as soon as it is present.
+/// A record: its header, `content_len` bytes of content and `padding_len` of padding.
+#[inline]
+fn record(input: Bytes<'_>) -> PResult<'_, Record<'_>> {
+    let (rest, header) = header(input)?;
+    let (rest, (content, _padding)) =
+        (take(header.content_len), take(header.padding_len)).parse(rest)?;
+    Ok((
+        rest,
+        Record {
+            header,
+            content: content.0,
+        },
+    ))
+}
+
+/// Parses one record at the start of `input`. `Ok(None)` means the record is not complete
+/// yet (nothing is consumed); otherwise the record and the bytes it took, padding included.
+/// The version byte is checked as soon as it is present.
 pub fn parse_record(input: &[u8]) -> Result<Option<(Record<'_>, usize)>, DecodeError> {
     if let Some(&v) = input.first() {
         if v != VERSION_1 {
             return Err(DecodeError::BadVersion(v));
         }
     }
-    let (_, (_, header)) = match header(input) {
-        Ok(parsed) => parsed,
-        Err(nom::Err::Incomplete(_)) => return Ok(None),
-        // Eight bytes always parse as a header.
-        Err(_) => unreachable!("fixed-size header cannot fail"),
-    };
-    let total = header.record_len();
-    if input.len() < total {
-        return Ok(None);
+    match record(Bytes(input)) {
+        Ok((rest, record)) => Ok(Some((record, input.len() - rest.0.len()))),
+        Err(nom::Err::Incomplete(_)) => Ok(None),
+        // Fixed-size fields and counted bytes: short input is the only way to fail.
+        Err(nom::Err::Error(()) | nom::Err::Failure(())) => {
+            unreachable!("a record cannot fail to parse")
+        }
     }
-    let content = &input[HEADER_LEN..HEADER_LEN + header.content_len as usize];
-    Ok(Some((Record { header, content }, total)))
 }
 
 #[cfg(test)]

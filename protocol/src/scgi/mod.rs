@@ -106,76 +106,117 @@ pub fn parse_header_block(
     input: &[u8],
     limits: &Limits,
 ) -> Result<Option<(RequestHead, usize)>, DecodeError> {
-    // Enough digits for the largest allowed length, and not one more.
-    let max_digits = limits.max_params_bytes.max(1).ilog10() as usize + 1;
-    // The error for a bad prefix must not depend on how much of it has arrived: a byte that is
-    // not a digit is reported as such whether the input stops right after it or goes on.
-    let Some(colon) = input.iter().take(max_digits + 1).position(|&b| b == b':') else {
-        let window = &input[..input.len().min(max_digits + 1)];
-        if !window.iter().all(u8::is_ascii_digit) {
-            return Err(DecodeError::BadNetstring("length is not a decimal number"));
-        }
-        if input.len() > max_digits {
-            return Err(DecodeError::ParamsTooLarge {
-                limit: limits.max_params_bytes,
-            });
-        }
+    let Some((block, consumed)) = parse::netstring(input, limits)? else {
         return Ok(None);
     };
-    let digits = &input[..colon];
-    let len = parse_decimal(digits)
-        .ok_or(DecodeError::BadNetstring("length is not a decimal number"))? as usize;
-    if digits.len() > 1 && digits[0] == b'0' {
-        return Err(DecodeError::BadNetstring("length has a leading zero"));
-    }
-    if len > limits.max_params_bytes {
-        return Err(DecodeError::ParamsTooLarge {
-            limit: limits.max_params_bytes,
-        });
-    }
-    let end = colon + 1 + len;
-    if input.len() <= end {
-        return Ok(None);
-    }
-    if input[end] != b',' {
-        return Err(DecodeError::BadNetstring(
-            "missing ',' after the header block",
-        ));
-    }
-    let block = input[colon + 1..end].to_vec();
-    let head = decode_pairs(block, limits)?;
-    Ok(Some((head, end + 1)))
+    let pairs = parse::pairs(block, limits)?;
+    let block = block.to_vec();
+    check_head(block, pairs).map(|head| Some((head, consumed)))
 }
 
-fn decode_pairs(block: Vec<u8>, limits: &Limits) -> Result<RequestHead, DecodeError> {
-    if block.last().is_some_and(|&b| b != 0) {
-        return Err(DecodeError::BadParams("header block does not end with NUL"));
-    }
-    let mut pairs: Vec<(Range<u32>, Range<u32>)> = Vec::with_capacity(32);
-    let mut pos = 0;
-    while pos < block.len() {
-        let field = |start: usize| {
-            block[start..]
-                .iter()
-                .position(|&b| b == 0)
-                .map(|n| start..start + n)
+mod parse {
+    use std::ops::Range;
+
+    use nom::bytes::streaming::{take, take_while_m_n};
+    use nom::bytes::take_till;
+    use nom::character::{char, streaming};
+    use nom::Parser;
+
+    use crate::cgi::parse_decimal;
+    use crate::input::{Bytes, PResult};
+    use crate::{DecodeError, Limits};
+
+    /// A pair's name and value as ranges into its block.
+    pub(super) type PairRanges = (Range<u32>, Range<u32>);
+
+    const NOT_A_NUMBER: DecodeError = DecodeError::BadNetstring("length is not a decimal number");
+
+    /// The netstring at the start of `input`: its payload and the bytes it took, `None` when
+    /// incomplete. The error for a bad prefix does not depend on how much of it has arrived: a
+    /// byte that is not a digit is reported as such whether the input stops right after it or
+    /// goes on, and more digits than the largest allowed length has are "too large" as soon as
+    /// the first extra one is there.
+    pub(super) fn netstring<'a>(
+        input: &'a [u8],
+        limits: &Limits,
+    ) -> Result<Option<(&'a [u8], usize)>, DecodeError> {
+        let max_digits = limits.max_params_bytes.max(1).ilog10() as usize + 1;
+        let too_large = DecodeError::ParamsTooLarge {
+            limit: limits.max_params_bytes,
         };
-        let name = field(pos).ok_or(DecodeError::BadParams("unterminated name"))?;
-        let value = field(name.end + 1).ok_or(DecodeError::BadParams("name without a value"))?;
-        if name.is_empty() {
-            return Err(DecodeError::BadParams("empty name"));
+        let mut digits = take_while_m_n::<_, _, ()>(0, max_digits, |b: u8| b.is_ascii_digit());
+        let (rest, digits) = match digits.parse(Bytes(input)) {
+            Ok(parsed) => parsed,
+            Err(nom::Err::Incomplete(_)) => return Ok(None),
+            Err(_) => unreachable!("zero digits are enough"),
+        };
+        let rest = match streaming::char::<_, ()>(':').parse(rest) {
+            Ok((rest, _)) => rest,
+            Err(nom::Err::Incomplete(_)) => return Ok(None),
+            // The longest allowed length and a digit more: too large. Anything else: garbage.
+            Err(_) if digits.0.len() == max_digits && rest.0[0].is_ascii_digit() => {
+                return Err(too_large)
+            }
+            Err(_) => return Err(NOT_A_NUMBER),
+        };
+        let len = parse_decimal(digits.0).ok_or(NOT_A_NUMBER)? as usize;
+        if digits.0.len() > 1 && digits.0[0] == b'0' {
+            return Err(DecodeError::BadNetstring("length has a leading zero"));
         }
-        if pairs.len() == limits.max_params_pairs {
-            return Err(DecodeError::TooManyParams {
-                limit: limits.max_params_pairs,
-            });
+        if len > limits.max_params_bytes {
+            return Err(too_large);
         }
-        pos = value.end + 1;
-        pairs.push((
-            name.start as u32..name.end as u32,
-            value.start as u32..value.end as u32,
-        ));
+        match (take::<_, _, ()>(len), streaming::char(',')).parse(rest) {
+            Ok((rest, (block, _))) => Ok(Some((block.0, input.len() - rest.0.len()))),
+            Err(nom::Err::Incomplete(_)) => Ok(None),
+            Err(_) => Err(DecodeError::BadNetstring(
+                "missing ',' after the header block",
+            )),
+        }
     }
+
+    /// A NUL-terminated string of a complete block.
+    #[inline]
+    fn field(input: Bytes<'_>) -> PResult<'_, Bytes<'_>> {
+        let (rest, (text, _)) = (take_till(|b| b == 0), char('\0')).parse_complete(input)?;
+        Ok((rest, text))
+    }
+
+    /// The name-value pairs of a header block, as ranges into it.
+    pub(super) fn pairs(block: &[u8], limits: &Limits) -> Result<Vec<PairRanges>, DecodeError> {
+        if block.last().is_some_and(|&b| b != 0) {
+            return Err(DecodeError::BadParams("header block does not end with NUL"));
+        }
+        let mut pairs = Vec::with_capacity(32);
+        let mut rest = Bytes(block);
+        while !rest.0.is_empty() {
+            let pos = block.len() - rest.0.len();
+            let (after_name, name) =
+                field(rest).map_err(|_| DecodeError::BadParams("unterminated name"))?;
+            let (after_value, value) =
+                field(after_name).map_err(|_| DecodeError::BadParams("name without a value"))?;
+            if name.0.is_empty() {
+                return Err(DecodeError::BadParams("empty name"));
+            }
+            if pairs.len() == limits.max_params_pairs {
+                return Err(DecodeError::TooManyParams {
+                    limit: limits.max_params_pairs,
+                });
+            }
+            let name_end = pos + name.0.len();
+            let value_start = name_end + 1;
+            pairs.push((
+                pos as u32..name_end as u32,
+                value_start as u32..(value_start + value.0.len()) as u32,
+            ));
+            rest = after_value;
+        }
+        Ok(pairs)
+    }
+}
+
+/// The checks on a whole head: CONTENT_LENGTH first and decimal, `SCGI: 1`, no name twice.
+fn check_head(block: Vec<u8>, pairs: Vec<parse::PairRanges>) -> Result<RequestHead, DecodeError> {
     let name_of = |r: &Range<u32>| &block[r.start as usize..r.end as usize];
     match pairs.first() {
         Some((n, v)) if name_of(n) == b"CONTENT_LENGTH" && parse_decimal(name_of(v)).is_some() => {}

@@ -2,7 +2,7 @@
 //! needed, drop what was consumed — and renders events as comparable lines.
 #![allow(dead_code)]
 
-use protocol::{fastcgi, scgi, DecodeError, Limits, RequestHead};
+use protocol::{fastcgi, scgi, uwsgi, DecodeError, Limits, RequestHead};
 use sha2::{Digest, Sha256};
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -116,6 +116,20 @@ pub fn fastcgi_feed(chunks: &[&[u8]]) -> Result<(Vec<String>, Vec<u8>), DecodeEr
 /// Feeds SCGI input in the given chunks; returns the rendered events.
 pub fn scgi_feed(chunks: &[&[u8]]) -> Result<Vec<String>, DecodeError> {
     let mut dec = scgi::Decoder::new(Limits::default());
+    feed_one_request(chunks, |input| dec.decode(input))
+}
+
+/// Feeds uwsgi input in the given chunks; returns the rendered events (like SCGI's).
+pub fn uwsgi_feed(chunks: &[&[u8]]) -> Result<Vec<String>, DecodeError> {
+    let mut dec = uwsgi::Decoder::new(Limits::default());
+    feed_one_request(chunks, |input| dec.decode(input))
+}
+
+/// The read loop shared by the one-request-per-connection decoders (SCGI and uwsgi).
+fn feed_one_request(
+    chunks: &[&[u8]],
+    mut decode: impl for<'a> FnMut(&'a [u8]) -> Result<scgi::Decoded<'a>, DecodeError>,
+) -> Result<Vec<String>, DecodeError> {
     let mut buf: Vec<u8> = Vec::new();
     let mut lines = Vec::new();
     let mut body = Vec::new();
@@ -123,7 +137,7 @@ pub fn scgi_feed(chunks: &[&[u8]]) -> Result<Vec<String>, DecodeError> {
         buf.extend_from_slice(chunk);
         let mut start = 0;
         loop {
-            let d = dec.decode(&buf[start..])?;
+            let d = decode(&buf[start..])?;
             assert!(d.consumed <= buf.len() - start, "over-consumed");
             if d.consumed == 0 && d.event.is_none() {
                 break;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Capture backend for FastCGI / SCGI test vectors (python3 stdlib only).
+"""Capture backend for FastCGI / SCGI / uwsgi test vectors (python3 stdlib only).
 
 Server mode: listen on one or more 127.0.0.1 ports; every byte received on a
 connection is appended (and flushed) to OUTDIR/<name>.bin.  The backend
@@ -11,6 +11,10 @@ answers just enough for the web server to be satisfied:
     BEGIN_REQUEST had FCGI_KEEP_CONN set.
   * scgi: read the netstring header and CONTENT_LENGTH body bytes, reply and
     close.
+  * uwsgi: read the packet (4-byte header and vars) and CONTENT_LENGTH body
+    bytes (none when CONTENT_LENGTH is absent or empty), reply with an HTTP
+    status line head, then keep recording for up to a second in case the web
+    server sends more than it announced, and close.
 
 When a connection ends, the recorded bytes are decoded independently (by the
 decoder below, which works on the whole byte string, not on the live
@@ -22,7 +26,7 @@ as an error).
 
 Usage:
   capture.py serve OUTDIR MODE:PORT:NAME [MODE:PORT:NAME ...]
-  capture.py decode MODE FILE.bin          # print the .expect text
+  capture.py decode MODE FILE.bin          # print the .expect text (fcgi|scgi|uwsgi)
   capture.py records FILE.bin              # list FastCGI records (debug)
 """
 
@@ -54,6 +58,8 @@ TYPE_NAMES = {
 }
 
 RESPONSE = b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nok\n"
+# uwsgi responses are raw HTTP.
+HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nok\n"
 
 
 # ---------------------------------------------------------------- encoding
@@ -222,8 +228,60 @@ def decode_scgi(data):
     return lines
 
 
+def parse_uwsgi_packet(data):
+    """Return (modifier1, modifier2, pairs, body_offset), or None if incomplete."""
+    if len(data) < 4:
+        return None
+    mod1, size, mod2 = struct.unpack_from("<BHB", data, 0)
+    end = 4 + size
+    if len(data) < end:
+        return None
+    pairs = []
+    pos = 4
+    while pos < end:
+        if pos + 2 > end:
+            raise DecodeError("truncated key length at offset %d" % pos)
+        (klen,) = struct.unpack_from("<H", data, pos)
+        key = data[pos + 2:pos + 2 + klen]
+        pos += 2 + klen
+        if pos + 2 > end:
+            raise DecodeError("truncated value length at offset %d" % pos)
+        (vlen,) = struct.unpack_from("<H", data, pos)
+        value = data[pos + 2:pos + 2 + vlen]
+        pos += 2 + vlen
+        if pos > end:
+            raise DecodeError("var runs past the packet at offset %d" % pos)
+        pairs.append((key, value))
+    return mod1, mod2, pairs, end
+
+
+def uwsgi_content_length(pairs):
+    values = [v for n, v in pairs if n == b"CONTENT_LENGTH"]
+    if len(values) > 1:
+        raise DecodeError("CONTENT_LENGTH repeated")
+    return int(values[0]) if values and values[0] else 0
+
+
+def decode_uwsgi(data):
+    parsed = parse_uwsgi_packet(data)
+    if parsed is None:
+        raise DecodeError("incomplete uwsgi packet")
+    mod1, mod2, pairs, off = parsed
+    if (mod1, mod2) != (0, 0):
+        raise DecodeError("modifiers %d/%d" % (mod1, mod2))
+    clen = uwsgi_content_length(pairs)
+    body = data[off:off + clen]
+    if len(body) != clen:
+        raise DecodeError("truncated uwsgi body")
+    lines = request_lines(0, 1, 0, pairs)
+    lines.append(stdin_line(0, body))
+    if len(data) > off + clen:
+        lines.append("trailing %d" % (len(data) - off - clen))
+    return lines
+
+
 def decode(mode, data):
-    return decode_fcgi(data) if mode == "fcgi" else decode_scgi(data)
+    return {"fcgi": decode_fcgi, "scgi": decode_scgi, "uwsgi": decode_uwsgi}[mode](data)
 
 
 # ---------------------------------------------------------------- live server
@@ -298,10 +356,36 @@ class Conn:
             self.record(chunk)
         self.sock.sendall(RESPONSE)
 
+    def run_uwsgi(self):
+        while True:
+            parsed = parse_uwsgi_packet(bytes(self.data))
+            if parsed is not None:
+                need = parsed[3] + uwsgi_content_length(parsed[2])
+                if len(self.data) >= need:
+                    break
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return
+            self.record(chunk)
+        self.sock.sendall(HTTP_RESPONSE)
+        # Anything the web server sends past what it announced is recorded too.
+        self.sock.shutdown(socket.SHUT_WR)
+        self.sock.settimeout(1.0)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return
+                self.record(chunk)
+        except socket.timeout:
+            pass
+
     def run(self):
         try:
             if self.mode == "fcgi":
                 self.run_fcgi()
+            elif self.mode == "uwsgi":
+                self.run_uwsgi()
             else:
                 self.run_scgi()
         except Exception as e:  # keep the capture even on surprises
@@ -338,7 +422,7 @@ def serve(outdir, specs):
 
     for spec in specs:
         mode, port, name = spec.split(":", 2)
-        if mode not in ("fcgi", "scgi"):
+        if mode not in ("fcgi", "scgi", "uwsgi"):
             raise SystemExit("bad mode %r" % mode)
         lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate the FastCGI / SCGI wire-byte test vectors in this directory.
+# Regenerate the FastCGI / SCGI wire-byte test vectors in this directory, then the uwsgi
+# ones (capture-uwsgi.sh).
 #
 # Requires nginx, lighttpd, apache2, curl and python3 on PATH (this script
 # installs nothing; on Debian: apt-get install nginx lighttpd apache2 curl).  Everything runs by hand on 127.0.0.1 (ports 19100-19199) with
@@ -328,3 +329,6 @@ for v in "${VECTORS[@]}"; do
 done
 echo "capture.sh: wrote ${#VECTORS[@]} vectors to $HERE"
 echo "capture.sh: $(nginx -v 2>&1); $(lighttpd -v 2>&1 | head -n1); $(apache2 -v | head -n1)"
+
+# The uwsgi vectors (nginx uwsgi_pass, Apache mod_proxy_uwsgi) have a script of their own.
+bash "$HERE/capture-uwsgi.sh"
