@@ -44,7 +44,7 @@ fn wrong_version_and_garbage_close_the_connection() {
     let gw = gateway(&[]);
     let mut wrong = fcgi_bytes(1, false, &cgi_params("GET", "/t/write", 0), b"");
     wrong[0] = 2;
-    // The first byte 2 is neither protocol on an auto-detecting listener.
+    // The first byte 2 is no protocol on an auto-detecting listener.
     assert!(expect_closed(&gw, &wrong).is_empty());
     // A FastCGI record with a bad version later in the stream.
     let mut later = fcgi_bytes(1, false, &cgi_params("GET", "/t/write", 0), b"");
@@ -55,7 +55,7 @@ fn wrong_version_and_garbage_close_the_connection() {
     assert!(expect_closed(&gw, &[0xff; 64]).is_empty());
     still_serves(&gw);
     assert!(
-        gw.log_text().contains("neither FastCGI nor SCGI"),
+        gw.log_text().contains("neither FastCGI, SCGI nor uwsgi"),
         "{}",
         gw.log_text()
     );

@@ -532,3 +532,43 @@ fn a_bad_allow_list_is_refused_before_serving() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("allow-from"), "{err}");
 }
+
+/// One `--listen` socket tells FastCGI, SCGI and uwsgi apart by their first byte.
+#[test]
+fn one_listener_serves_all_three_protocols() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--mount", &mount]);
+    for _ in 0..3 {
+        let f = fcgi(&gw.addr, "GET", "/t/write", b"").unwrap();
+        let s = scgi(&gw.addr, "GET", "/t/write", b"").unwrap();
+        let u = uwsgi(&gw.addr, "POST", "/t/upload", b"0123456789").unwrap();
+        assert_eq!((f.status, s.status, u.status), (200, 200, 200));
+        assert_eq!(f.body, s.body);
+        assert!(u.text().contains("10"), "{}", u.text());
+    }
+    assert!(gw.log_text().contains("(FastCGI+SCGI+uwsgi)"));
+}
+
+/// uwsgi packets for other modifiers (not a WSGI request) are refused: the connection is
+/// closed, the log says why, and the next request is served.
+#[test]
+fn uwsgi_other_modifiers_are_refused_cleanly() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--uwsgi",
+        &format!("127.0.0.1:{}", free_port()),
+        "--mount",
+        &mount,
+    ]);
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&[5, 4, 0, 0, 1, 0, b'a', 0]).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(out.is_empty(), "{out:?}");
+    wait_for("the refusal in the log", || {
+        gw.log_text().contains("modifier")
+    });
+    let r = uwsgi(&gw.addr, "GET", "/t/write", b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "written directly then returned");
+}

@@ -289,6 +289,29 @@ fn nginx_scgi_root_and_submount() {
 }
 
 #[test]
+fn nginx_uwsgi_root_and_submount() {
+    if !have("nginx") {
+        return;
+    }
+    let mut a = echo_both_mounts("--uwsgi", GATEWAY_TCP);
+    a.extend(["--uwsgi".to_string(), "127.0.0.1:9001".to_string()]);
+    let rig = Rig::start(Kind::Nginx, "nginx-examples/uwsgi.conf", &args(&a));
+    check_route(&rig, "/", "", "/");
+    check_route(&rig, "/hello/x", "", "/hello/x");
+    check_route(&rig, "/app/", "/app", "/");
+    check_route(&rig, "/app/hello/x", "/app", "/hello/x");
+    check_route(&rig, "/application", "", "/application");
+    check_post(&rig, "/upload", 256 * 1024 + 3);
+    check_post_chunked(&rig, "/app/upload", 300 * 1024 + 5);
+    // nginx redirects /app to /app/ for a location ending in a slash.
+    assert_eq!(rig.get("/app").status, 301);
+    let body = pseudo_random(10 << 20, 43);
+    let r = rig.ok("POST", "/app/upload", &[], &body);
+    assert_eq!(Echo::parse(&r).get("BODY_SHA256"), sha256_hex(&body));
+    rig.assert_gateway_quiet();
+}
+
+#[test]
 fn nginx_fastcgi_10mib_upload_is_hash_exact() {
     if !have("nginx") {
         return;
@@ -399,6 +422,18 @@ fn apache_fastcgi_root_and_submount() {
 }
 
 #[test]
+fn apache_uwsgi_root_and_submount() {
+    if !have_apache() {
+        return;
+    }
+    let a = echo_both_mounts("--uwsgi", GATEWAY_TCP);
+    let rig = Rig::start(Kind::Apache, "apache-examples/uwsgi.conf", &args(&a));
+    check_root_and_submount(&rig, false);
+    check_authorization_passes(&rig);
+    rig.assert_gateway_quiet();
+}
+
+#[test]
 fn apache_scgi_root_and_submount() {
     if !have_apache() {
         return;
@@ -434,12 +469,37 @@ fn venv_app_at_root_and_sub(venv: &std::path::Path, script: &str) -> Vec<String>
 
 #[test]
 fn flask_behind_nginx_fastcgi() {
+    flask_behind("nginx-examples/fastcgi.conf", &["--fastcgi", GATEWAY_TCP]);
+}
+
+#[test]
+fn flask_behind_nginx_uwsgi() {
+    flask_behind("nginx-examples/uwsgi.conf", UWSGI_BOTH);
+}
+
+#[test]
+fn django_behind_nginx_fastcgi() {
+    django_behind("nginx-examples/fastcgi.conf", &["--fastcgi", GATEWAY_TCP]);
+}
+
+#[test]
+fn django_behind_nginx_uwsgi() {
+    django_behind("nginx-examples/uwsgi.conf", UWSGI_BOTH);
+}
+
+/// nginx-examples/uwsgi.conf passes / to 127.0.0.1:9000 and /app/ to 127.0.0.1:9001: one
+/// gateway listens on both.
+const UWSGI_BOTH: &[&str] = &["--uwsgi", GATEWAY_TCP, "--uwsgi", "127.0.0.1:9001"];
+
+/// The Flask app at `/` and `/sub` behind nginx with `example`.
+fn flask_behind(example: &str, listeners: &[&str]) {
     let venv = test_venv();
     if !have("nginx") || !require(venv.is_some(), "test venv (tools/make-test-venv.sh)") {
         return;
     }
-    let a = venv_app_at_root_and_sub(&venv.unwrap(), &app("flask_app.wsgi"));
-    let rig = Rig::start(Kind::Nginx, "nginx-examples/fastcgi.conf", &args(&a));
+    let mut a = venv_app_at_root_and_sub(&venv.unwrap(), &app("flask_app.wsgi"));
+    a.splice(0..2, listeners.iter().map(|s| s.to_string()));
+    let rig = Rig::start(Kind::Nginx, example, &args(&a));
     assert_eq!(
         rig.ok("GET", "/", &[], b"").text(),
         "flask index script_root=\n"
@@ -461,14 +521,15 @@ fn flask_behind_nginx_fastcgi() {
     rig.assert_gateway_quiet();
 }
 
-#[test]
-fn django_behind_nginx_fastcgi() {
+/// The Django project at `/` and `/sub` behind nginx with `example`.
+fn django_behind(example: &str, listeners: &[&str]) {
     let venv = test_venv();
     if !have("nginx") || !require(venv.is_some(), "test venv (tools/make-test-venv.sh)") {
         return;
     }
-    let a = venv_app_at_root_and_sub(&venv.unwrap(), &app("django_project/project.wsgi"));
-    let rig = Rig::start(Kind::Nginx, "nginx-examples/fastcgi.conf", &args(&a));
+    let mut a = venv_app_at_root_and_sub(&venv.unwrap(), &app("django_project/project.wsgi"));
+    a.splice(0..2, listeners.iter().map(|s| s.to_string()));
+    let rig = Rig::start(Kind::Nginx, example, &args(&a));
     assert_eq!(
         rig.ok("GET", "/", &[], b"").text(),
         "django index script_name=\n"

@@ -197,7 +197,7 @@ fn process_groups(
             continue;
         }
         if !table.has_listeners() {
-            ctx.group_problem("has no listener (fastcgi, scgi or listen)");
+            ctx.group_problem("has no listener (fastcgi, scgi, uwsgi or listen)");
             continue;
         }
         let merged = cli

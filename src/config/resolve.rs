@@ -206,6 +206,7 @@ fn listeners(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<ListenerSpec> {
     for (key, addrs, proto) in [
         ("fastcgi", &s.fastcgi[..], Proto::FastCgi),
         ("scgi", &s.scgi[..], Proto::Scgi),
+        ("uwsgi", &s.uwsgi[..], Proto::Uwsgi),
         ("listen", listen, Proto::Auto),
     ] {
         for a in addrs {

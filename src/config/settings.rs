@@ -169,8 +169,13 @@ settings! {
     #[arg(long, value_name = "ADDR")]
     #[serde(default)]
     scgi: Vec<ListenAddr>,
-    /// Listen for FastCGI and SCGI (told apart by the first byte) on HOST:PORT or unix:PATH
-    /// (repeatable). Without any listener: 127.0.0.1:9000.
+    /// Listen for uwsgi (nginx's uwsgi_pass, Apache's mod_proxy_uwsgi) on HOST:PORT or
+    /// unix:PATH (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    #[serde(default)]
+    uwsgi: Vec<ListenAddr>,
+    /// Listen for FastCGI, SCGI and uwsgi (told apart by the first byte) on HOST:PORT or
+    /// unix:PATH (repeatable). Without any listener: 127.0.0.1:9000.
     #[arg(long, value_name = "ADDR")]
     #[serde(default)]
     listen: Vec<ListenAddr>,
@@ -328,6 +333,7 @@ impl Settings {
             name: None,
             fastcgi: Vec::new(),
             scgi: Vec::new(),
+            uwsgi: Vec::new(),
             listen: Vec::new(),
             mount: Vec::new(),
             process_group: Vec::new(),
@@ -337,7 +343,10 @@ impl Settings {
 
     /// Whether any listener is given.
     pub fn has_listeners(&self) -> bool {
-        !(self.fastcgi.is_empty() && self.scgi.is_empty() && self.listen.is_empty())
+        !(self.fastcgi.is_empty()
+            && self.scgi.is_empty()
+            && self.uwsgi.is_empty()
+            && self.listen.is_empty())
     }
 }
 

@@ -928,11 +928,15 @@ impl Conn {
         if st.out_pos == st.out.len() && !st.writer {
             match write_frames(&stream, &frames) {
                 Ok(n) if n < frames.len() => frames.copy_rest(n, &mut st.out),
-                Ok(_) if end && st.reqs.len() == 1 && !self.kept_after(&st, sh) => {
-                    // The connection closes after this response: the close follows its end
-                    // at once (not after the app's clean-up), so that a web server that
-                    // reads the end reads the close with it (nginx then does not reuse a
-                    // kept connection that is closing).
+                Ok(_)
+                    if end
+                        && st.reqs.len() == 1
+                        && st.session.keeps_open()
+                        && !self.kept_after(&st, sh) =>
+                {
+                    // A kept connection closes after this response (the worker drains): the
+                    // close follows its end at once (not after the app's clean-up), so that
+                    // nginx reads the close with the end and does not reuse the connection.
                     stream.shutdown_write();
                 }
                 Ok(_) => {}

@@ -60,14 +60,19 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         let _ = own.wait(&mut events, crate::sys::epoll_timeout(Some(TICK)));
         let _ = sh.kick_fd.read();
         for sig in signals.pending() {
+            let replaced = sig == signal_hook::consts::SIGHUP;
             if keeper.stop_since.is_some() {
+                if replaced {
+                    // Already draining (recycling, or replaced by an earlier reload): a
+                    // reload changes nothing for this worker.
+                    continue;
+                }
                 crate::warn!(
                     "second signal {}: stopping now",
                     crate::sys::signal_name(sig)
                 );
                 std::process::exit(1);
             }
-            let replaced = sig == signal_hook::consts::SIGHUP;
             if replaced && sh.config.supervisor.is_none() {
                 crate::warn!(
                     "SIGHUP: this gateway runs without a supervisor (--processes): it cannot \

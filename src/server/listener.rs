@@ -142,11 +142,13 @@ fn stdin_listener() -> Option<StdListener> {
 }
 
 impl Inherited {
-    /// The protocol its name asks for: `fastcgi`, `scgi`, else told apart per connection.
+    /// The protocol its name asks for: `fastcgi`, `scgi`, `uwsgi`, else told apart per
+    /// connection.
     pub fn proto(&self) -> Proto {
         match self.name.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some("fastcgi" | "fcgi") => Proto::FastCgi,
             Some("scgi") => Proto::Scgi,
+            Some("uwsgi") => Proto::Uwsgi,
             _ if self.fd == 0 => Proto::FastCgi,
             _ => Proto::Auto,
         }
@@ -158,7 +160,8 @@ impl Inherited {
 pub enum Proto {
     FastCgi,
     Scgi,
-    /// Either, told apart by the first byte of each connection.
+    Uwsgi,
+    /// Any of them, told apart by the first byte of each connection.
     Auto,
 }
 
@@ -167,7 +170,8 @@ impl fmt::Display for Proto {
         f.write_str(match self {
             Proto::FastCgi => "FastCGI",
             Proto::Scgi => "SCGI",
-            Proto::Auto => "FastCGI+SCGI",
+            Proto::Uwsgi => "uwsgi",
+            Proto::Auto => "FastCGI+SCGI+uwsgi",
         })
     }
 }

@@ -478,6 +478,7 @@ impl Shared {
             match proto {
                 Proto::FastCgi => Some(Protocol::FastCgi),
                 Proto::Scgi => Some(Protocol::Scgi),
+                Proto::Uwsgi => Some(Protocol::Uwsgi),
                 Proto::Auto => None,
             },
             self.config.limits,

@@ -1,15 +1,17 @@
 //! One connection's protocol state, whatever the protocol: bytes in, events out, and the
-//! framing of responses. This is the only place that knows FastCGI records or SCGI's
-//! close-to-end; the rest of the server speaks of requests, body bytes and ends.
+//! framing of responses. This is the only place that knows FastCGI records, SCGI's
+//! close-to-end or uwsgi's HTTP status line; the rest of the server speaks of requests, body
+//! bytes and ends.
 //!
 //! Sans-IO like the protocol crate: nothing here touches a socket or a clock.
 
 use std::io::IoSlice;
 
 use protocol::fastcgi::{self, encode};
-use protocol::{scgi, Limits, Protocol, RequestHead};
+use protocol::{scgi, uwsgi, Limits, Protocol, RequestHead};
 
-/// A request's id on its connection: the FastCGI request id; 0 for SCGI's one request.
+/// A request's id on its connection: the FastCGI request id; 0 for SCGI's and uwsgi's one
+/// request.
 pub type Rid = u16;
 
 /// What the web server sent, as the server acts on it.
@@ -34,6 +36,7 @@ enum Kind {
     Detect,
     FastCgi(fastcgi::Connection),
     Scgi(scgi::Decoder),
+    Uwsgi(uwsgi::Decoder),
 }
 
 /// The protocol state of one connection.
@@ -61,6 +64,7 @@ impl Session {
         match p {
             Protocol::FastCgi => Kind::FastCgi(fastcgi::Connection::new(self.fcgi.clone())),
             Protocol::Scgi => Kind::Scgi(scgi::Decoder::new(self.limits)),
+            Protocol::Uwsgi => Kind::Uwsgi(uwsgi::Decoder::new(self.limits)),
         }
     }
 
@@ -80,7 +84,7 @@ impl Session {
                 Some(p) => self.kind = self.kind_for(p),
                 None => {
                     return Err(ProtocolError(format!(
-                        "neither FastCGI nor SCGI (first byte 0x{first:02x})"
+                        "neither FastCGI, SCGI nor uwsgi (first byte 0x{first:02x})"
                     )))
                 }
             }
@@ -103,6 +107,15 @@ impl Session {
                 Ok((d.consumed, event))
             }
             Kind::Scgi(dec) => {
+                let d = dec.decode(input).map_err(err)?;
+                let event = d.event.map(|e| match e {
+                    scgi::Event::Request { head } => Event::Request { rid: 0, head },
+                    scgi::Event::Body(data) => Event::Body { rid: 0, data },
+                    scgi::Event::End => Event::BodyEnd { rid: 0 },
+                });
+                Ok((d.consumed, event))
+            }
+            Kind::Uwsgi(dec) => {
                 let d = dec.decode(input).map_err(err)?;
                 let event = d.event.map(|e| match e {
                     scgi::Event::Request { head } => Event::Request { rid: 0, head },
@@ -157,6 +170,22 @@ impl Session {
                     conn.finish(rid);
                 }
             }
+            Kind::Uwsgi(_) => {
+                // uwsgi responses are HTTP: the CGI head's `Status: ` becomes the status line
+                // (every head the gateway frames starts with it).
+                match head.strip_prefix(b"Status: ".as_slice()) {
+                    Some(rest) => {
+                        frames.own(b"HTTP/1.1 ");
+                        frames.data(rest);
+                    }
+                    None if head.is_empty() => {}
+                    None => {
+                        frames.own(b"HTTP/1.1 200 OK\r\n");
+                        frames.data(head);
+                    }
+                }
+                frames.data(body);
+            }
             Kind::Scgi(_) | Kind::Detect => {
                 frames.data(head);
                 frames.data(body);
@@ -179,15 +208,16 @@ impl Session {
             Kind::Detect => true,
             Kind::FastCgi(conn) => conn.input_pending(),
             Kind::Scgi(dec) => !dec.is_done(),
+            Kind::Uwsgi(dec) => !dec.is_done(),
         }
     }
 
     /// Whether the connection stays open once its requests are answered: FastCGI with
-    /// KEEP_CONN; never SCGI (its response ends with the connection).
+    /// KEEP_CONN; never SCGI or uwsgi (a response ends with the connection).
     pub fn keeps_open(&self) -> bool {
         match &self.kind {
             Kind::FastCgi(conn) => conn.keep_conn(),
-            Kind::Scgi(_) | Kind::Detect => false,
+            Kind::Scgi(_) | Kind::Uwsgi(_) | Kind::Detect => false,
         }
     }
 }

@@ -82,7 +82,12 @@ impl Frontend {
     pub fn nginx(example_rel: &str) -> Frontend {
         let bin = find_bin("nginx").expect("nginx");
         let dir = tmpdir("nginx");
-        for f in ["fastcgi_params", "scgi_params", "mime.types"] {
+        for f in [
+            "fastcgi_params",
+            "scgi_params",
+            "uwsgi_params",
+            "mime.types",
+        ] {
             std::os::unix::fs::symlink(Path::new("/etc/nginx").join(f), dir.join(f)).unwrap();
         }
         let d = path_str(&dir);
@@ -252,6 +257,7 @@ impl Frontend {
             ("proxy_module", "mod_proxy.so"),
             ("proxy_fcgi_module", "mod_proxy_fcgi.so"),
             ("proxy_scgi_module", "mod_proxy_scgi.so"),
+            ("proxy_uwsgi_module", "mod_proxy_uwsgi.so"),
         ]
         .iter()
         .map(|(m, f)| format!("LoadModule {m} {modules}/{f}\n"))

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::fastcgi::{self, encode};
-use protocol::{cgi, scgi};
+use protocol::{cgi, scgi, uwsgi};
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -112,11 +112,11 @@ impl Gateway {
         let has_listener = !add_listener
             || args
                 .iter()
-                .any(|a| ["--fastcgi", "--scgi", "--listen"].contains(a));
+                .any(|a| ["--fastcgi", "--scgi", "--uwsgi", "--listen"].contains(a));
         let mut argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let addr = if has_listener {
             args.iter()
-                .position(|a| ["--fastcgi", "--scgi", "--listen"].contains(a))
+                .position(|a| ["--fastcgi", "--scgi", "--uwsgi", "--listen"].contains(a))
                 .map(|i| args[i + 1].to_string())
                 .unwrap_or_default()
         } else {
@@ -383,6 +383,27 @@ pub fn scgi(addr: &str, method: &str, uri: &str, body: &[u8]) -> Result<Response
     let mut out = Vec::new();
     s.read_to_end(&mut out).map_err(|e| e.to_string())?;
     parse_cgi(&out)
+}
+
+/// One uwsgi request on a new connection (as nginx's `uwsgi_pass` sends it); the response
+/// is HTTP.
+pub fn uwsgi(addr: &str, method: &str, uri: &str, body: &[u8]) -> Result<Response, String> {
+    let params: Vec<_> = cgi_params(method, uri, body.len())
+        .into_iter()
+        .filter(|(n, _)| n != "CONTENT_LENGTH")
+        .collect();
+    let mut wire = Vec::new();
+    uwsgi::encode_request(
+        body.len() as u64,
+        params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        &mut wire,
+    );
+    wire.extend_from_slice(body);
+    let mut s = connect(addr).map_err(|e| e.to_string())?;
+    s.write_all(&wire).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    parse_http(&out)
 }
 
 /// One HTTP/1.1 request (Connection: close) to a front end on loopback.
