@@ -601,7 +601,6 @@ fn nginx_two_process_groups_with_their_own_python_home() {
 /// requests it held fail; SIGHUP under load fails none.
 #[test]
 fn nginx_worker_kill_and_sighup_under_load() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     if !require(have("nginx"), "nginx") {
         return;
     }
@@ -623,9 +622,8 @@ fn nginx_worker_kill_and_sighup_under_load() {
     rig.ok("GET", "/slow?ms=1", &[], b"");
 
     // kill -9 of a worker under load.
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let load = http_load(4, "/slow?ms=20", stop.clone());
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let load = http_load(4, "/slow?ms=20");
+    load.wait_served(20);
     let before = child_pids(rig.gw.pid());
     let victim = *before.iter().next().unwrap();
     let _ = std::process::Command::new("kill")
@@ -635,22 +633,14 @@ fn nginx_worker_kill_and_sighup_under_load() {
         let now = child_pids(rig.gw.pid());
         now.len() == 2 && !now.contains(&victim)
     });
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    let (ok, errors): (usize, Vec<String>) = load.into_iter().map(|t| t.join().unwrap()).fold(
-        (0, Vec::new()),
-        |(o, mut e), (ok, errs)| {
-            e.extend(errs);
-            (o + ok, e)
-        },
-    );
+    load.wait_served(20);
+    let (ok, errors) = load.finish();
     assert!(ok > 20, "ok={ok}");
     assert!(errors.len() <= 4, "{errors:?}\n{}", rig.logs());
 
     // SIGHUP under load: not one failed request.
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let load = http_load(4, "/slow?ms=10", stop.clone());
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let load = http_load(4, "/slow?ms=10");
+    load.wait_served(20);
     let serving = child_pids(rig.gw.pid());
     let _ = std::process::Command::new("kill")
         .args(["-HUP", &rig.gw.pid().to_string()])
@@ -659,15 +649,8 @@ fn nginx_worker_kill_and_sighup_under_load() {
         let now = child_pids(rig.gw.pid());
         now.len() == 2 && now.is_disjoint(&serving)
     });
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    let (ok, errors): (usize, Vec<String>) = load.into_iter().map(|t| t.join().unwrap()).fold(
-        (0, Vec::new()),
-        |(o, mut e), (ok, errs)| {
-            e.extend(errs);
-            (o + ok, e)
-        },
-    );
+    load.wait_served(20);
+    let (ok, errors) = load.finish();
     assert!(ok > 20, "ok={ok}");
     assert!(errors.is_empty(), "{errors:?}\n{}", rig.logs());
 }

@@ -7,8 +7,6 @@
 mod support;
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::frontends::*;
@@ -184,8 +182,7 @@ fn reloads_under_load(example: &str, flag: &str, addr: &str, secs: u64) {
     );
     wait_for("two workers", || child_pids(rig.gw.pid()).len() == 2);
     rig.ok("GET", "/write", &[], b"");
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = http_load(8, "/write", stop.clone());
+    let load = http_load(8, "/write");
     let started = Instant::now();
     let mut reloads = 0;
     while started.elapsed() < Duration::from_secs(secs) {
@@ -195,14 +192,7 @@ fn reloads_under_load(example: &str, flag: &str, addr: &str, secs: u64) {
             .status();
         reloads += 1;
     }
-    stop.store(true, Ordering::SeqCst);
-    let (ok, errors) = load.into_iter().map(|t| t.join().unwrap()).fold(
-        (0, Vec::new()),
-        |(o, mut e), (ok, errs): (usize, Vec<String>)| {
-            e.extend(errs);
-            (o + ok, e)
-        },
-    );
+    let (ok, errors) = load.finish();
     let log = rig.gw.log_text();
     let recycled = log.matches("recycling this worker: served").count();
     assert!(

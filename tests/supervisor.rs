@@ -70,6 +70,14 @@ impl Load {
         }
     }
 
+    /// Waits until `n` more requests were answered 200 (the load makes progress).
+    fn wait_served(&self, n: usize) {
+        let target = self.ok.load(Ordering::SeqCst) + n;
+        wait_for("the load to be served", || {
+            self.ok.load(Ordering::SeqCst) >= target
+        });
+    }
+
     fn finish(self) -> (usize, usize, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         let errors = self
@@ -96,7 +104,7 @@ fn killed_worker_is_respawned_and_only_its_requests_fail() {
     wait_for("two workers", || child_pids(gw.pid()).len() == 2);
     let before = child_pids(gw.pid());
     let load = Load::start(&gw.addr, 4, "/t/slow?ms=20");
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_served(20);
     let victim = *before.iter().next().unwrap();
     let _ = std::process::Command::new("kill")
         .args(["-9", &victim.to_string()])
@@ -105,7 +113,7 @@ fn killed_worker_is_respawned_and_only_its_requests_fail() {
         let now = child_pids(gw.pid());
         now.len() == 2 && !now.contains(&victim)
     });
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_served(20);
     let (ok, failed, errors) = load.finish();
     assert!(ok > 20, "ok={ok}");
     // Only the requests the killed worker held can fail: each load thread has one at a time.
@@ -145,7 +153,7 @@ fn sighup_replaces_workers_without_failed_requests_and_applies_the_new_config() 
     assert_eq!(fcgi(&gw.addr, "GET", "/u/write", b"").unwrap().status, 404);
 
     let load = Load::start(&gw.addr, 4, "/t/slow?ms=10");
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_served(20);
     write_config(&format!(
         "\n[[mount]]\nprefix = \"/u\"\nscript = \"{}\"\n",
         app("pep3333.wsgi")
@@ -157,7 +165,7 @@ fn sighup_replaces_workers_without_failed_requests_and_applies_the_new_config() 
         let now = child_pids(gw.pid());
         now.len() == 2 && now.is_disjoint(&before)
     });
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_served(20);
     let (ok, failed, errors) = load.finish();
     assert_eq!(failed, 0, "{errors:?}\n{}", gw.log_text());
     assert!(ok > 20);
@@ -255,8 +263,10 @@ fn sigterm_stops_workers_gracefully() {
     let mut gw = Gateway::start(&["--processes", "2", "--mount", &m]);
     wait_for("two workers", || child_pids(gw.pid()).len() == 2);
     let addr = gw.addr.clone();
-    let slow = std::thread::spawn(move || fcgi(&addr, "GET", "/t/slow?ms=1000", b""));
-    std::thread::sleep(Duration::from_millis(300));
+    let marker = tmpdir("sigterm").join("running");
+    let uri = format!("/t/block?marker={}&ms=1000", marker.display());
+    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
+    wait_for("the request to run", || marker.exists());
     let status = gw.stop("TERM");
     assert!(status.success(), "{status}\n{}", gw.log_text());
     assert_eq!(slow.join().unwrap().unwrap().status, 200);
@@ -305,8 +315,10 @@ fn queue_timeout_answers_503_instead_of_running_late() {
     let m = mount();
     let gw = Gateway::start(&["--threads", "1", "--queue-timeout", "1", "--mount", &m]);
     let addr = gw.addr.clone();
-    let slow = std::thread::spawn(move || fcgi(&addr, "GET", "/t/slow?ms=2500", b""));
-    std::thread::sleep(Duration::from_millis(300));
+    let marker = tmpdir("queue-timeout-503").join("running");
+    let uri = format!("/t/block?marker={}&ms=2500", marker.display());
+    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
+    wait_for("the request to run", || marker.exists());
     let late = fcgi(&gw.addr, "GET", "/t/write", b"").unwrap();
     assert_eq!(late.status, 503, "{}", late.text());
     assert_eq!(slow.join().unwrap().unwrap().status, 200);

@@ -566,8 +566,10 @@ fn unix_socket_listener_with_mode() {
 fn sigterm_lets_in_flight_requests_finish() {
     let mut gw = gateway(&[]);
     let addr = gw.addr.clone();
-    let slow = std::thread::spawn(move || fcgi(&addr, "GET", "/t/slow?ms=1000", b""));
-    std::thread::sleep(Duration::from_millis(300));
+    let marker = tmpdir("sigterm-in-flight").join("running");
+    let uri = format!("/t/block?marker={}&ms=1000", marker.display());
+    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
+    wait_for("the request to run", || marker.exists());
     let status = gw.stop("TERM");
     assert!(status.success(), "{status}\n{}", gw.log_text());
     assert_eq!(slow.join().unwrap().unwrap().status, 200);

@@ -600,28 +600,60 @@ pub fn unix_connections(path: &str) -> Vec<String> {
         .collect()
 }
 
-/// HTTP requests through nginx from `n` threads until stopped: (ok, failed, errors).
-pub fn http_load(
-    n: usize,
-    path: &'static str,
+/// HTTP load through the front end: `n` clients sending GET `path` one after the other until
+/// `finish` (at most 60 s).
+pub struct HttpLoad {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<std::thread::JoinHandle<(usize, Vec<String>)>> {
-    use std::sync::atomic::Ordering;
-    (0..n)
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+pub fn http_load(n: usize, path: &'static str) -> HttpLoad {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let threads = (0..n)
         .map(|_| {
-            let stop = stop.clone();
+            let (stop, ok) = (stop.clone(), ok.clone());
             std::thread::spawn(move || {
-                let (mut ok, mut errors) = (0, Vec::new());
+                let mut errors = Vec::new();
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
                 while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
                     match http(FRONT_PORT, "GET", path, &[], b"") {
-                        Ok(r) if r.status == 200 => ok += 1,
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
                         Ok(r) => errors.push(format!("status {}", r.status)),
                         Err(e) => errors.push(e),
                     }
                 }
-                (ok, errors)
+                errors
             })
         })
-        .collect()
+        .collect();
+    HttpLoad { stop, ok, threads }
+}
+
+impl HttpLoad {
+    /// Waits until `n` more requests were answered 200.
+    pub fn wait_served(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let target = self.ok.load(Ordering::SeqCst) + n;
+        super::wait_for("the load to be served", || {
+            self.ok.load(Ordering::SeqCst) >= target
+        });
+    }
+
+    /// Stops the clients: the requests answered 200, and the failures.
+    pub fn finish(self) -> (usize, Vec<String>) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        let errors = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        (self.ok.load(Ordering::SeqCst), errors)
+    }
 }
