@@ -2,7 +2,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::ProcessGroup;
 use crate::{error, info, interpreters, python, router, server, warn};
@@ -161,8 +161,7 @@ fn recheck_as_user(config: &ProcessGroup) -> Result<(), String> {
 
 /// maximum-requests ±10%, different in each process, so workers do not recycle together.
 fn jitter(n: u64) -> u64 {
-    let seed = u64::from(std::process::id())
-        ^ Instant::now().elapsed().subsec_nanos() as u64
+    let seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() as u64);

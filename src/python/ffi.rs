@@ -210,7 +210,12 @@ impl SubInterpreter {
             let prev = ffi::PyThreadState_Get();
             ffi::PyThreadState_Swap(self.ts);
             before(Gil(PhantomData));
-            ffi::PyRun_SimpleString(ADOPT_MAIN_THREAD.as_ptr());
+            // -1 when it raised (the traceback is printed to stderr, i.e. the log); ending
+            // the interpreter goes on either way: threading's shutdown is only a courtesy to
+            // its non-daemon threads.
+            if ffi::PyRun_SimpleString(ADOPT_MAIN_THREAD.as_ptr()) != 0 {
+                crate::warn!("a sub-interpreter's threading shutdown raised; ending it anyway");
+            }
             let head = ffi::PyInterpreterState_ThreadHead(self.interp.0);
             let alone = head == self.ts && ffi::PyThreadState_Next(head).is_null();
             if alone {
@@ -354,9 +359,11 @@ impl Clone for Obj<'_> {
     }
 }
 
-/// A reference kept across GIL sessions (per-interpreter caches). It is only usable through a
-/// [`Gil`] of the interpreter that made it, and is released explicitly ([`PyObj::release`],
-/// before its interpreter ends), never by `Drop`.
+/// A reference kept across GIL sessions (per-interpreter caches). It must be bound only with
+/// a [`Gil`] taken in the interpreter that made it: the type does not check this (a `Gil` does
+/// not name its interpreter); each interpreter's objects are kept in that interpreter's own
+/// state (`WsgiState`), and bound only by the thread states of that interpreter. Released
+/// explicitly ([`PyObj::release`], before its interpreter ends), never by `Drop`.
 pub struct PyObj(AtomicPtr<ffi::PyObject>);
 
 // SAFETY: the pointer is only dereferenced through `bind` and `release`, which require a Gil.
