@@ -572,3 +572,29 @@ fn uwsgi_other_modifiers_are_refused_cleanly() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "written directly then returned");
 }
+
+/// A world-writable Unix socket is served, with a warning naming the safe way.
+#[test]
+fn a_world_writable_socket_is_warned_about() {
+    let dir = tmpdir("mode-666");
+    let sock = format!("unix:{}", dir.join("gw.sock").display());
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--fastcgi",
+        &sock,
+        "--socket-mode",
+        "666",
+        "--mount",
+        &mount,
+    ]);
+    assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+    let log = gw.log_text();
+    assert!(
+        log.contains("socket-mode 666 lets any local user connect"),
+        "{log}"
+    );
+    assert!(
+        log.contains("socket-user (or socket-group) with mode 660"),
+        "{log}"
+    );
+}

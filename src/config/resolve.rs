@@ -192,6 +192,20 @@ fn connections(s: &Settings, ctx: &mut Ctx<'_>) -> Connections {
 
 fn listeners(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<ListenerSpec> {
     let mode = s.socket_mode.map_or(DEFAULT_SOCKET_MODE, |m| m.0);
+    let unix = s
+        .fastcgi
+        .iter()
+        .chain(&s.scgi)
+        .chain(&s.uwsgi)
+        .chain(&s.listen)
+        .any(|a| a.0.starts_with("unix:"));
+    if unix && mode & 0o002 != 0 {
+        ctx.warnings.push(format!(
+            "socket-mode {mode:o} lets any local user connect to the Unix sockets and send any \
+             CGI param (REMOTE_USER, HTTPS...) that the app then believes; give the web \
+             server's user the socket instead: socket-user (or socket-group) with mode 660"
+        ));
+    }
     let backlog = s.listen_backlog.unwrap_or(DEFAULT_BACKLOG);
     let owner = socket_owner(s, ctx);
     let allow = allow_list(s, ctx);

@@ -519,7 +519,8 @@ def run(app, environ, ctx):
     finally:
         if errors._pending:
             errors.flush()
-        if result is not None:
+        # A list (the common case) has no close(): skip the failing attribute lookup.
+        if result is not None and result.__class__ is not list:
             close = getattr(result, 'close', None)
             if close is not None:
                 try:
