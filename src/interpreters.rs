@@ -307,7 +307,7 @@ impl Interpreters {
         let interp = match self.interpreter(&key, mount, states) {
             Ok(i) => i,
             Err(e) => {
-                crate::error!("{}: {e}", self.label(&key));
+                crate::request_log!(error, job.log_fields(), "{}: {e}", self.label(&key));
                 job.respond(
                     500,
                     "Internal Server Error: the application's interpreter could not be made; \

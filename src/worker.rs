@@ -35,6 +35,11 @@ pub fn run(
             warn!("cannot watch signal {sig}: {e}");
         }
     }
+    // SIGUSR1 (logrotate) reopens the log files, whenever it comes.
+    let reopen_logs = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen_logs.clone()) {
+        warn!("cannot watch signal SIGUSR1: {e}");
+    }
     // A supervisor forks with them blocked, so that none is lost before this point.
     crate::sys::unblock_stop_signals();
     if let Some(mask) = config.lifecycle.umask {
@@ -109,6 +114,7 @@ pub fn run(
         shared_listeners: config.processes.unwrap_or(1) > 1,
         stop_early,
         supervisor,
+        reopen_logs,
     };
     match server::serve(listeners, router, registry.clone(), server_config) {
         Err(e) => {

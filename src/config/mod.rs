@@ -95,14 +95,16 @@ impl Lifecycle {
 /// problem is left out), and every problem found.
 pub struct Loaded {
     pub groups: Vec<ProcessGroup>,
+    /// The log settings of the whole gateway.
+    pub logging: crate::log::Config,
     pub problems: Vec<Problem>,
 }
 
 impl Loaded {
-    /// The process groups, or every problem.
-    pub fn into_result(self) -> Result<Vec<ProcessGroup>, Vec<Problem>> {
+    /// The process groups and the log settings, or every problem.
+    pub fn into_result(self) -> Result<(Vec<ProcessGroup>, crate::log::Config), Vec<Problem>> {
         if self.problems.is_empty() {
-            Ok(self.groups)
+            Ok((self.groups, self.logging))
         } else {
             Err(self.problems)
         }
@@ -118,6 +120,7 @@ pub fn load(cli: &Settings) -> Loaded {
             None => {
                 return Loaded {
                     groups: Vec::new(),
+                    logging: crate::log::Config::default(),
                     problems,
                 }
             }
@@ -135,14 +138,18 @@ pub fn load(cli: &Settings) -> Loaded {
         warnings: Vec::new(),
     };
     let mut groups = Vec::new();
+    let logging;
     if file.process_group.is_empty() {
         let merged = cli.clone().merge(file);
+        logging = resolve::logging(&merged);
         groups.push(resolve::process_group(&merged, "main", &mut ctx));
     } else {
+        logging = resolve::logging(&cli.clone().merge(file.inherited()));
         process_groups(cli, &file, &mut ctx, &mut groups);
     }
     Loaded {
         groups,
+        logging,
         problems: ctx.problems,
     }
 }
@@ -195,6 +202,18 @@ fn process_groups(
         if !table.has_listeners() {
             ctx.group_problem("has no listener (fastcgi, scgi or listen)");
             continue;
+        }
+        for (key, set) in [
+            ("log-level", table.log_level.is_some()),
+            ("log-format", table.log_format.is_some()),
+            ("log-file", table.log_file.is_some()),
+        ] {
+            if set {
+                ctx.problem(
+                    key,
+                    "is one for the whole gateway: set it at the top level of the file",
+                );
+            }
         }
         let merged = cli
             .clone()
@@ -326,7 +345,7 @@ mod tests {
              prefix = \"/d\"\ndirectory = \".\"\n",
         );
         cli.threads = Some(5);
-        let g = load(&cli).into_result().unwrap().remove(0);
+        let g = load(&cli).into_result().unwrap().0.remove(0);
         assert_eq!(g.threads, 5, "the flag wins");
         assert_eq!(g.listeners.len(), 1);
         assert_eq!(g.mounts.len(), 2);
@@ -360,6 +379,28 @@ mod tests {
             problems
                 .iter()
                 .any(|p| p.starts_with(&at(6)) && p.contains("mount /a: script")),
+            "{problems:#?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn log_settings_resolve_and_are_checked() {
+        let (cli, dir) = dir_with(
+            "log-level = \"warn\"\nlog-format = \"json\"\nlog-file = \"gw.log\"\n\n\
+             [[process-group]]\nname = \"a\"\nfastcgi = [\"127.0.0.1:9997\"]\n\
+             log-level = \"debug\"\n",
+        );
+        let loaded = load(&cli);
+        let file = dir.join("gw.toml");
+        assert_eq!(loaded.logging.level, crate::log::Level::Warn);
+        assert_eq!(loaded.logging.format, crate::log::Format::Json);
+        assert_eq!(loaded.logging.file, Some(dir.join("gw.log")));
+        let problems: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with(&format!("config file {}, line 8: ", file.display()))
+                && problems[0].contains("log-level: is one for the whole gateway"),
             "{problems:#?}"
         );
         std::fs::remove_dir_all(dir).unwrap();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::problem::{KeyPath, Origin, Problem, Source};
 use super::settings::{MountSpec, Seconds, Settings};
 use super::{Connections, Lifecycle, ProcessGroup, Python};
+use crate::log;
 use crate::router::{AppGroup, Mount, Target};
 use crate::server::{Addr, ListenerSpec, Proto};
 use crate::sys;
@@ -188,6 +189,15 @@ fn connections(s: &Settings, ctx: &mut Ctx<'_>) -> Connections {
         }
     }
     c
+}
+
+/// The log of the whole gateway: level, format, file.
+pub fn logging(s: &Settings) -> log::Config {
+    log::Config {
+        level: s.log_level.unwrap_or_default(),
+        format: s.log_format.unwrap_or_default(),
+        file: s.log_file.as_ref().map(|p| p.path().to_path_buf()),
+    }
 }
 
 fn listeners(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<ListenerSpec> {

@@ -293,6 +293,19 @@ settings! {
     /// umask of the worker processes, in octal (e.g. 022).
     #[arg(long, value_name = "MASK")]
     umask: Option<Octal>,
+    /// The least severe log lines written: error, warn, info or debug [default: info]. The
+    /// WSGI_GATEWAY_LOG environment variable (RUST_LOG syntax, e.g.
+    /// `wsgi_gateway::server=debug`) is read over it. For the whole gateway.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<crate::log::Level>,
+    /// Log lines as text, or as json (one object per line, fields not text) [default: text].
+    /// For the whole gateway.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<crate::log::Format>,
+    /// Write the log (and whatever else goes to stderr) to this file instead of stderr;
+    /// SIGUSR1 reopens it (logrotate). For the whole gateway.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<ConfigPath>,
     /// Process groups (config file only): `[[process-group]]` tables with their own
     /// listeners, mounts, python-home and limits; each takes the top-level settings it does
     /// not set.
@@ -395,6 +408,19 @@ impl<'de> Deserialize<'de> for ListenAddr {
         String::deserialize(d)?.parse().map_err(de::Error::custom)
     }
 }
+
+/// Values written as a word (`info`, `json`...): parsed by their `FromStr`.
+macro_rules! deserialize_from_str {
+    ($($ty:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?.parse().map_err(de::Error::custom)
+            }
+        }
+    )*};
+}
+
+deserialize_from_str!(crate::log::Level, crate::log::Format);
 
 /// Directories for sys.path: a `:`-separated string or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -177,6 +177,8 @@ pub struct ReqState {
     /// The web server aborted it, or the connection is gone.
     aborted: bool,
     received: Instant,
+    /// Its number in the worker process (its id in log lines).
+    seq: u64,
 }
 
 /// The connection's state, under its lock.
@@ -358,24 +360,21 @@ impl Conn {
             Some(Timer::Body) => {
                 // A request whose body stalled before it ran: 408, and its input is not
                 // waited for.
-                crate::warn!(
-                    "a request body made no progress for {:?} (body timeout): 408",
-                    timeouts.body
-                );
-                let rids: Vec<Rid> = st
+                let stalled: Vec<ReqState> = st
                     .reqs
-                    .iter()
-                    .filter(|r| r.phase == Phase::Collecting)
-                    .map(|r| r.rid)
+                    .extract_if(.., |r| r.phase == Phase::Collecting)
                     .collect();
-                for rid in rids {
-                    st.reqs.retain(|r| r.rid != rid);
-                    respond(
-                        &mut st,
-                        rid,
-                        408,
-                        "Request Timeout: the request body stalled\n",
-                    );
+                for r in stalled {
+                    let text = "Request Timeout: the request body stalled\n";
+                    if let Some((head, route)) = &r.head {
+                        crate::request_log!(
+                            warn,
+                            sh.log_fields(head, route.as_ref(), r.seq, None),
+                            "a request body made no progress for {:?} (body timeout): 408",
+                            timeouts.body
+                        );
+                    }
+                    respond(&mut st, r.rid, 408, text);
                 }
                 // The web server is not sending: closing once the 408 is out, without
                 // lingering, is right.
@@ -612,6 +611,7 @@ impl Conn {
                     head,
                     route,
                     received: r.received,
+                    seq: r.seq,
                 }));
             }
         }
@@ -655,12 +655,18 @@ impl Conn {
             };
             match refusal {
                 Some((status, text)) => {
-                    let rid = r.rid;
-                    if status != 404 {
-                        crate::warn!("request refused before the app runs: {status} {text}");
+                    let r = st.reqs.remove(i);
+                    if let Some((head, route)) = &r.head {
+                        if status != 404 {
+                            crate::request_log!(
+                                warn,
+                                sh.log_fields(head, route.as_ref(), r.seq, None),
+                                "request refused before the app runs: {status} {}",
+                                text.trim_end()
+                            );
+                        }
                     }
-                    st.reqs.remove(i);
-                    respond(st, rid, status, &text);
+                    respond(st, r.rid, status, &text);
                 }
                 None => i += 1,
             }
@@ -883,6 +889,7 @@ impl ReqState {
             ended: false,
             aborted: false,
             received: Instant::now(),
+            seq: sh.seq.fetch_add(1, Ordering::Relaxed) + 1,
         }
     }
 }

@@ -60,6 +60,10 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         let _ = own.wait(&mut events, crate::sys::epoll_timeout(Some(TICK)));
         let _ = sh.kick_fd.read();
         for sig in signals.pending() {
+            if sig == signal_hook::consts::SIGUSR1 {
+                // The flag set by the same signal reopens the logs, below.
+                continue;
+            }
             if keeper.stop_since.is_some() {
                 crate::warn!(
                     "second signal {}: stopping now",
@@ -86,6 +90,9 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
                 sh.config.timeouts.graceful
             );
             keeper.begin_stop(if replaced { Stop::Replaced } else { Stop::Now });
+        }
+        if sh.config.reopen_logs.swap(false, Ordering::SeqCst) {
+            crate::log::reopen();
         }
         keeper.expire_connections();
         keeper.expire_queue();
@@ -224,7 +231,10 @@ impl Keeper {
         let thread = thread.get_or_insert_with(|| runner.thread());
         let stacks = runner.stacks(thread);
         for (i, running, job) in &overdue {
-            crate::error!(
+            crate::request_log!(
+                error,
+                self.sh
+                    .log_fields(&job.head, Some(&job.route), job.seq, Some(*i)),
                 "{}: running for {:.1}s on thread {i}, over request-timeout ({}); recycling \
                  this worker",
                 super::request_label(job),

@@ -31,6 +31,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use protocol::{fastcgi, Protocol, RequestHead};
 use slab::Slab;
 
+use crate::log::RequestFields;
 use crate::router::{Route, Router};
 use conn::Conn;
 use session::Session;
@@ -130,6 +131,8 @@ pub struct ServerConfig {
     /// Where to tell the supervisor that this worker process recycles (so that it starts
     /// the replacement at once, while this one finishes its requests).
     pub supervisor: Option<std::os::unix::net::UnixStream>,
+    /// Set by SIGUSR1 (also before the server ran): the log file is to be opened again.
+    pub reopen_logs: Arc<AtomicBool>,
 }
 
 /// A request on its way through a thread: its head and route, and its I/O on the
@@ -143,6 +146,8 @@ pub struct Request {
     pub route: Route,
     /// When its head was complete.
     pub received: Instant,
+    /// Its number in this worker process.
+    pub seq: u64,
 }
 
 /// A request ready to run.
@@ -190,6 +195,22 @@ impl Request {
     fn finish(&self, complete: bool) {
         self.conn.finish(&self.server, self.id, complete);
     }
+
+    /// The fields of log lines about this request.
+    pub fn log_fields(&self) -> RequestFields {
+        self.server
+            .log_fields(&self.head, Some(&self.route), self.seq, thread_index())
+    }
+}
+
+thread_local! {
+    /// The number of the request thread this is (`None` on other threads).
+    static THREAD_INDEX: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The number of the request thread this is, if it is one.
+pub fn thread_index() -> Option<usize> {
+    THREAD_INDEX.with(|t| t.get())
 }
 
 /// What runs requests: the Python side, seen from the server.
@@ -253,6 +274,9 @@ pub struct Shared {
     running: AtomicUsize,
     served: AtomicU64,
     last_request_ms: AtomicU64,
+    /// Requests numbered so far (their ids in log lines).
+    seq: AtomicU64,
+    pid: u32,
     /// What each thread runs, for the request-timeout watchdog.
     slots: Vec<Mutex<Option<(Instant, Job)>>>,
 }
@@ -317,6 +341,8 @@ impl Shared {
             running: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            pid: std::process::id(),
             slots: (0..threads).map(|_| Mutex::new(None)).collect(),
             config,
         };
@@ -525,7 +551,9 @@ impl Shared {
 
     /// queue-timeout: 503 for a request that waited too long for a thread.
     fn refuse_late(&self, job: &Job, waited: Duration, limit: Duration) {
-        crate::warn!(
+        crate::request_log!(
+            warn,
+            self.log_fields(&job.head, Some(&job.route), job.seq, None),
             "{}: waited {:.1}s for a free thread (queue-timeout {}): 503",
             request_label(job),
             waited.as_secs_f64(),
@@ -537,17 +565,53 @@ impl Shared {
         );
         job.finish(true);
     }
+
+    /// The mount prefix and application group name of a route (empty for none).
+    fn mount_names(&self, route: Option<&Route>) -> (&str, &str) {
+        match route {
+            Some(r) => {
+                let m = self.router.mount(r.mount);
+                (m.shown_prefix(), m.group.name())
+            }
+            None => ("", ""),
+        }
+    }
+
+    /// The fields of log lines about a request.
+    fn log_fields(
+        &self,
+        head: &RequestHead,
+        route: Option<&Route>,
+        seq: u64,
+        thread: Option<usize>,
+    ) -> RequestFields {
+        let (mount, app_group) = self.mount_names(route);
+        let (method, uri) = method_and_uri(head, route);
+        RequestFields {
+            id: crate::log::request_id(head, self.pid, seq),
+            method: String::from_utf8_lossy(method).into_owned(),
+            uri: String::from_utf8_lossy(&uri).into_owned(),
+            mount: mount.to_string(),
+            app_group: app_group.to_string(),
+            thread: thread.map(|t| t as u64),
+        }
+    }
+}
+
+/// A request's method and URI (REQUEST_URI, else the path the route was found for).
+fn method_and_uri<'a>(head: &'a RequestHead, route: Option<&Route>) -> (&'a [u8], Vec<u8>) {
+    let method = head.get(b"REQUEST_METHOD").unwrap_or(b"GET");
+    let uri = head.get(b"REQUEST_URI").unwrap_or_default();
+    let uri = match route {
+        Some(r) if uri.is_empty() => [&r.script_name[..], &r.path_info[..]].concat(),
+        _ => uri.to_vec(),
+    };
+    (method, uri)
 }
 
 /// `METHOD URI` of a request, for log lines.
 pub fn request_label(req: &Request) -> String {
-    let method = req.head.get(b"REQUEST_METHOD").unwrap_or(b"GET");
-    let uri = req.head.get(b"REQUEST_URI").unwrap_or_default();
-    let uri = if uri.is_empty() {
-        [&req.route.script_name[..], &req.route.path_info[..]].concat()
-    } else {
-        uri.to_vec()
-    };
+    let (method, uri) = method_and_uri(&req.head, Some(&req.route));
     format!(
         "{} {}",
         String::from_utf8_lossy(method),
@@ -569,6 +633,7 @@ pub fn serve<R: Runner>(
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
     ])?;
     let threads: Vec<_> = (0..sh.config.threads)
         .map(|i| {
@@ -600,6 +665,7 @@ pub fn serve<R: Runner>(
 }
 
 fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
+    THREAD_INDEX.with(|t| t.set(Some(index)));
     let mut thread = runner.thread();
     let mut ready: Vec<Job> = Vec::new();
     let mut events = [EpollEvent::empty(); 1];
