@@ -40,6 +40,8 @@ pub struct ProcessGroup {
     pub limits: protocol::Limits,
     pub connections: Connections,
     pub lifecycle: Lifecycle,
+    /// Its worker processes' access log, when there is one.
+    pub access_log: Option<crate::log::access::Config>,
     /// Things worth saying at start-up and in `check` that do not stop the gateway.
     pub warnings: Vec<String>,
 }
@@ -387,23 +389,45 @@ mod tests {
     #[test]
     fn log_settings_resolve_and_are_checked() {
         let (cli, dir) = dir_with(
-            "log-level = \"warn\"\nlog-format = \"json\"\nlog-file = \"gw.log\"\n\n\
+            "log-level = \"warn\"\nlog-format = \"json\"\nlog-file = \"gw.log\"\n\
+             access-log = \"-\"\naccess-log-format = \"$status $nope\"\n\n\
              [[process-group]]\nname = \"a\"\nfastcgi = [\"127.0.0.1:9997\"]\n\
-             log-level = \"debug\"\n",
+             log-level = \"debug\"\naccess-log = \"a.log\"\naccess-log-format = \"json\"\n",
         );
         let loaded = load(&cli);
         let file = dir.join("gw.toml");
         assert_eq!(loaded.logging.level, crate::log::Level::Warn);
         assert_eq!(loaded.logging.format, crate::log::Format::Json);
         assert_eq!(loaded.logging.file, Some(dir.join("gw.log")));
+        let a = &loaded.groups[0];
+        let access = a.access_log.as_ref().expect("an access log");
+        assert_eq!(
+            access.dest,
+            crate::log::access::Dest::File(dir.join("a.log"))
+        );
+        assert_eq!(access.format, crate::log::access::Format::Json);
         let problems: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert!(
-            problems[0].starts_with(&format!("config file {}, line 8: ", file.display()))
+            problems[0].starts_with(&format!("config file {}, line 10: ", file.display()))
                 && problems[0].contains("log-level: is one for the whole gateway"),
             "{problems:#?}"
         );
+        // The top level's template is checked where a group uses it.
+        let (cli, dir2) = dir_with("access-log = \"-\"\naccess-log-format = \"$status $nope\"\n");
+        let problems: Vec<String> = load(&cli).problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            problems.len() == 1 && problems[0].contains("line 2") && problems[0].contains("$nope"),
+            "{problems:#?}"
+        );
+        assert!(load(&Settings {
+            log_level: Some(crate::log::Level::Debug),
+            ..Settings::default()
+        })
+        .problems
+        .is_empty());
         std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(dir2).unwrap();
     }
 
     #[test]

@@ -306,6 +306,14 @@ settings! {
     /// SIGUSR1 reopens it (logrotate). For the whole gateway.
     #[arg(long, value_name = "PATH")]
     log_file: Option<ConfigPath>,
+    /// Write an access log, one line per request, to this file (reopened on SIGUSR1), or to
+    /// the standard output with `-` [default: none].
+    #[arg(long, value_name = "PATH|-")]
+    access_log: Option<LogDest>,
+    /// The access log's lines: combined, json, or a template of $fields like nginx's
+    /// log_format, e.g. '$remote_addr "$request" $status $duration_us' [default: combined].
+    #[arg(long, value_name = "FORMAT")]
+    access_log_format: Option<String>,
     /// Process groups (config file only): `[[process-group]]` tables with their own
     /// listeners, mounts, python-home and limits; each takes the top-level settings it does
     /// not set.
@@ -409,6 +417,24 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
+/// Where a log goes: `-` (the standard output) or a file (a relative path in a config file
+/// is relative to the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDest {
+    Stdout,
+    File(ConfigPath),
+}
+
+impl FromStr for LogDest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "-" => Ok(LogDest::Stdout),
+            path => path.parse().map(LogDest::File),
+        }
+    }
+}
+
 /// Values written as a word (`info`, `json`...): parsed by their `FromStr`.
 macro_rules! deserialize_from_str {
     ($($ty:ty),*) => {$(
@@ -420,7 +446,7 @@ macro_rules! deserialize_from_str {
     )*};
 }
 
-deserialize_from_str!(crate::log::Level, crate::log::Format);
+deserialize_from_str!(LogDest, crate::log::Level, crate::log::Format);
 
 /// Directories for sys.path: a `:`-separated string or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -4,8 +4,9 @@
 //! so that whatever else writes there (Python's `print`, a crash message) lands in it too;
 //! SIGUSR1 opens the file again (logrotate). The level filter is tracing-subscriber's
 //! `EnvFilter`: `--log-level` is the default directive, `WSGI_GATEWAY_LOG` (RUST_LOG syntax)
-//! is read over it.
+//! is read over it. The access log is [`access`].
 
+pub mod access;
 mod line;
 
 use std::os::fd::OwnedFd;

@@ -179,6 +179,21 @@ pub struct ReqState {
     received: Instant,
     /// Its number in the worker process (its id in log lines).
     seq: u64,
+    /// The response's status, once its head went out (0 before).
+    status: u16,
+    /// Response body bytes taken for the connection.
+    sent: u64,
+}
+
+/// How a request ended, for the access log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The response's status; 0 when none went out.
+    pub status: u16,
+    /// Response body bytes.
+    pub sent: u64,
+    /// Request body bytes.
+    pub received: u64,
 }
 
 /// The connection's state, under its lock.
@@ -373,6 +388,7 @@ impl Conn {
                             "a request body made no progress for {:?} (body timeout): 408",
                             timeouts.body
                         );
+                        sh.log_refusal(&r, head, route.as_ref(), 408, text);
                     }
                     respond(&mut st, r.rid, 408, text);
                 }
@@ -611,6 +627,7 @@ impl Conn {
                     head,
                     route,
                     received: r.received,
+                    ready: Instant::now(),
                     seq: r.seq,
                 }));
             }
@@ -665,6 +682,7 @@ impl Conn {
                                 text.trim_end()
                             );
                         }
+                        sh.log_refusal(&r, head, route.as_ref(), status, &text);
                     }
                     respond(st, r.rid, status, &text);
                 }
@@ -856,6 +874,15 @@ fn respond(st: &mut ConnState, rid: Rid, status: u16, text: &str) {
     frames.copy_rest(0, &mut st.out);
 }
 
+/// The status of a CGI response head (`Status: 200 OK` first, as the gateway's Python half
+/// writes it; 200 without one, as CGI says).
+fn status_of(head: &[u8]) -> u16 {
+    head.strip_prefix(b"Status: ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse().ok())
+        .unwrap_or(200)
+}
+
 /// The reason phrase of the statuses the gateway makes.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -890,7 +917,37 @@ impl ReqState {
             aborted: false,
             received: Instant::now(),
             seq: sh.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            status: 0,
+            sent: 0,
         }
+    }
+}
+
+impl Shared {
+    /// The access log line of a request the gateway answered before any app ran.
+    fn log_refusal(
+        &self,
+        r: &ReqState,
+        head: &protocol::RequestHead,
+        route: Option<&Route>,
+        status: u16,
+        text: &str,
+    ) {
+        let Some(log) = &self.config.access_log else {
+            return;
+        };
+        let (mount, app_group) = self.mount_names(route);
+        log.log(&crate::log::access::Entry {
+            head,
+            mount,
+            app_group,
+            status,
+            body_bytes_sent: text.len() as u64,
+            body_bytes_received: r.body.received,
+            duration: r.received.elapsed(),
+            queued: Duration::ZERO,
+            seq: r.seq,
+        });
     }
 }
 
@@ -926,9 +983,11 @@ impl Conn {
         let end = done && take == body.len();
         let mut frames = Frames::new();
         st.session.frame(rid, head, &body[..take], end, &mut frames);
-        if end {
-            if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
-                r.ended = true;
+        if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
+            r.ended |= end;
+            r.sent += take as u64;
+            if !head.is_empty() {
+                r.status = status_of(head);
             }
         }
         if st.out_pos == st.out.len() && !st.writer {
@@ -1080,13 +1139,18 @@ impl Conn {
 
     /// The app is done with request `id`: a response whose end did not go out is ended
     /// (`complete`), or cut off by closing the connection, so that the web server sees it
-    /// truncated. Its unread body is read and thrown away.
-    pub fn finish(self: &Arc<Self>, sh: &Arc<Shared>, id: u64, complete: bool) {
+    /// truncated. Its unread body is read and thrown away. Returns how the request ended.
+    pub fn finish(self: &Arc<Self>, sh: &Arc<Shared>, id: u64, complete: bool) -> Outcome {
         let mut st = self.lock();
         let Some(i) = st.reqs.iter().position(|r| r.id == id) else {
-            return;
+            return Outcome::default();
         };
         let r = st.reqs.remove(i);
+        let outcome = Outcome {
+            status: r.status,
+            sent: r.sent,
+            received: r.body.received,
+        };
         if st.stream.is_some() && !r.ended {
             if complete || r.aborted {
                 let mut frames = Frames::new();
@@ -1095,10 +1159,11 @@ impl Conn {
             } else {
                 st.session.forget(r.rid);
                 self.close(&mut st, sh);
-                return;
+                return outcome;
             }
         }
         self.settle(&mut st, sh);
+        outcome
     }
 
     /// Whether the client of request `id` went away (or the web server aborted it).
@@ -1125,6 +1190,8 @@ impl Conn {
             return;
         }
         r.ended = true;
+        r.status = status;
+        r.sent = text.len() as u64;
         let rid = r.rid;
         respond(&mut st, rid, status, text);
         self.settle(&mut st, sh);

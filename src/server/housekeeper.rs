@@ -93,6 +93,9 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         }
         if sh.config.reopen_logs.swap(false, Ordering::SeqCst) {
             crate::log::reopen();
+            if let Some(access) = &sh.config.access_log {
+                access.reopen();
+            }
         }
         keeper.expire_connections();
         keeper.expire_queue();

@@ -15,7 +15,7 @@ mod housekeeper;
 mod listener;
 pub mod session;
 
-pub use conn::{Io, WaitError};
+pub use conn::{Io, Outcome, WaitError};
 pub use listener::{Addr, Listener, ListenerSpec, Proto};
 
 use std::collections::VecDeque;
@@ -31,6 +31,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use protocol::{fastcgi, Protocol, RequestHead};
 use slab::Slab;
 
+use crate::log::access::{AccessLog, Entry};
 use crate::log::RequestFields;
 use crate::router::{Route, Router};
 use conn::Conn;
@@ -131,8 +132,10 @@ pub struct ServerConfig {
     /// Where to tell the supervisor that this worker process recycles (so that it starts
     /// the replacement at once, while this one finishes its requests).
     pub supervisor: Option<std::os::unix::net::UnixStream>,
-    /// Set by SIGUSR1 (also before the server ran): the log file is to be opened again.
+    /// Set by SIGUSR1 (also before the server ran): the log files are to be opened again.
     pub reopen_logs: Arc<AtomicBool>,
+    /// The access log, when there is one.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// A request on its way through a thread: its head and route, and its I/O on the
@@ -146,6 +149,8 @@ pub struct Request {
     pub route: Route,
     /// When its head was complete.
     pub received: Instant,
+    /// When it was handed over to run (it may wait for a thread after that).
+    pub ready: Instant,
     /// Its number in this worker process.
     pub seq: u64,
 }
@@ -192,8 +197,8 @@ impl Request {
     }
 
     /// The app is done: see [`Conn::finish`].
-    fn finish(&self, complete: bool) {
-        self.conn.finish(&self.server, self.id, complete);
+    fn finish(&self, complete: bool) -> Outcome {
+        self.conn.finish(&self.server, self.id, complete)
     }
 
     /// The fields of log lines about this request.
@@ -535,11 +540,15 @@ impl Shared {
         if watched {
             *lock(&self.slots[index]) = Some((Instant::now(), job.clone()));
         }
+        let started = Instant::now();
         let complete = catch_unwind(AssertUnwindSafe(|| runner.run(thread, &job)));
         if watched {
             *lock(&self.slots[index]) = None;
         }
-        job.finish(complete.unwrap_or(false));
+        let outcome = job.finish(complete.unwrap_or(false));
+        if let Some(log) = &self.config.access_log {
+            self.log_access(log, &job, outcome, started);
+        }
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         if self.config.recycle.maximum_requests == Some(served) {
             // Recycling starts now, not at the housekeeper's next tick.
@@ -563,7 +572,27 @@ impl Shared {
             503,
             "Service Unavailable: every thread is busy; try again later\n",
         );
-        job.finish(true);
+        let outcome = job.finish(true);
+        if let Some(log) = &self.config.access_log {
+            self.log_access(log, job, outcome, Instant::now());
+        }
+    }
+
+    /// The access log line of a request that ran (or waited too long): `started` is when a
+    /// thread took it.
+    fn log_access(&self, log: &AccessLog, job: &Request, outcome: Outcome, started: Instant) {
+        let (mount, app_group) = self.mount_names(Some(&job.route));
+        log.log(&Entry {
+            head: &job.head,
+            mount,
+            app_group,
+            status: outcome.status,
+            body_bytes_sent: outcome.sent,
+            body_bytes_received: outcome.received,
+            duration: job.received.elapsed(),
+            queued: started.saturating_duration_since(job.ready),
+            seq: job.seq,
+        });
     }
 
     /// The mount prefix and application group name of a route (empty for none).
