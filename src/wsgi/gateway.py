@@ -180,6 +180,7 @@ class LogStream(io.TextIOBase):
     def __init__(self):
         # The partial line of each thread.
         self._pending = threading.local()
+        self.buffer = LogBuffer(self)
 
     def writable(self):
         return True
@@ -216,6 +217,23 @@ class LogStream(io.TextIOBase):
     @property
     def encoding(self):
         return 'utf-8'
+
+
+class LogBuffer:
+    """sys.stdout.buffer and sys.stderr.buffer: bytes (UTF-8) to the same log."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self._stream.write(bytes(b).decode('utf-8', 'replace'))
+        return len(b)
+
+    def flush(self):
+        self._stream.flush()
 
 
 class FileWrapper:
