@@ -52,6 +52,9 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
     };
     let mut thread = None;
     if sh.config.stop_early.load(Ordering::SeqCst) {
+        // A signal that came after the pipe was set up both set the flag and is in the
+        // pipe: the same stop, not a second one (which would stop the process at once).
+        let _same = signals.pending();
         crate::info!("stop asked for while starting: not accepting");
         keeper.begin_stop(Stop::Now);
     }
