@@ -307,7 +307,7 @@ impl Interpreters {
         let interp = match self.interpreter(&key, mount, states) {
             Ok(i) => i,
             Err(e) => {
-                crate::error!("{}: {e}", self.label(&key));
+                crate::request_log!(error, job.log_fields(), "{}: {e}", self.label(&key));
                 job.respond(
                     500,
                     "Internal Server Error: the application's interpreter could not be made; \
@@ -396,6 +396,43 @@ impl Interpreters {
                 path.display()
             ),
         }
+    }
+
+    /// The interpreter running `req` (None once it is gone).
+    fn interpreter_of(&self, req: &Job) -> Option<Arc<Interpreter>> {
+        let serial = req.python.interp.load(Ordering::SeqCst);
+        if serial == 0 {
+            return Some(self.global.clone());
+        }
+        lock(&self.subs)
+            .values()
+            .find(|i| i.serial == serial)
+            .cloned()
+            .or_else(|| {
+                lock(&self.retired)
+                    .iter()
+                    .find(|i| i.serial == serial)
+                    .cloned()
+            })
+    }
+
+    /// Runs `f` holding the GIL in the interpreter running `req`, with this thread's state
+    /// there. Python 3.11's GIL asks its holder to let go through the waiter's interpreter: a
+    /// request spinning in a sub-interpreter yields only to a waiter in that interpreter.
+    fn in_interpreter_of<R>(
+        &self,
+        thread: &mut ThreadStates,
+        req: &Job,
+        f: impl FnOnce(crate::python::Gil<'_>) -> R,
+    ) -> Option<R> {
+        let interp = self.interpreter_of(req)?;
+        if interp.serial != 0 {
+            // Held like a request holds it, so that it is not ended meanwhile.
+            interp.inflight.fetch_add(1, Ordering::SeqCst);
+        }
+        let r = thread.for_interpreter(&interp).with_gil(f);
+        self.done_with(&interp, thread);
+        Some(r)
     }
 
     /// A request (or preload) in `interp` ended.
@@ -609,42 +646,21 @@ impl crate::server::Runner for Interpreters {
         self.release_retired(thread);
     }
 
-    fn stacks(&self, thread: &mut ThreadStates) -> String {
-        thread.main.with_gil(wsgi::dump_stacks)
+    fn stacks(&self, thread: &mut ThreadStates, req: &Job) -> String {
+        self.in_interpreter_of(thread, req, wsgi::dump_stacks)
+            .unwrap_or_else(|| thread.main.with_gil(wsgi::dump_stacks))
     }
 
-    fn stack_of(&self, thread: &mut ThreadStates, ident: u64) -> String {
-        thread.main.with_gil(|gil| wsgi::dump_stack_of(gil, ident))
+    fn stack_of(&self, thread: &mut ThreadStates, req: &Job, ident: u64) -> String {
+        self.in_interpreter_of(thread, req, |gil| wsgi::dump_stack_of(gil, ident))
+            .unwrap_or_default()
     }
 
     fn interrupt(&self, thread: &mut ThreadStates, req: &Job, why: Interrupt) -> bool {
-        let serial = req.python.interp.load(Ordering::SeqCst);
-        let interp = if serial == 0 {
-            self.global.clone()
-        } else {
-            let found = lock(&self.subs)
-                .values()
-                .find(|i| i.serial == serial)
-                .cloned()
-                .or_else(|| {
-                    lock(&self.retired)
-                        .iter()
-                        .find(|i| i.serial == serial)
-                        .cloned()
-                });
-            match found {
-                Some(i) => i,
-                None => return false,
-            }
+        let Some(interp) = self.interpreter_of(req) else {
+            return false;
         };
-        if interp.serial != 0 {
-            // Held like a request holds it, so that it is not ended meanwhile.
-            interp.inflight.fetch_add(1, Ordering::SeqCst);
-        }
-        let sent = thread
-            .for_interpreter(&interp)
-            .with_gil(|gil| interp.wsgi.interrupt(gil, req, why));
-        self.done_with(&interp, thread);
-        sent
+        self.in_interpreter_of(thread, req, |gil| interp.wsgi.interrupt(gil, req, why))
+            .unwrap_or(false)
     }
 }

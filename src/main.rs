@@ -27,6 +27,7 @@ use config::ProcessGroup;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    log::init();
     match cli.command {
         Some(Command::Request(args)) => request(args),
         Some(Command::Check(args)) => check(&args),
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &config::Settings) -> ExitCode {
-    let configs = match config::load(args).into_result() {
+    let (configs, logging) = match config::load(args).into_result() {
         Ok(c) => c,
         Err(problems) => {
             for p in problems {
@@ -45,6 +46,10 @@ fn serve(args: &config::Settings) -> ExitCode {
             return ExitCode::from(worker::EXIT_CONFIG);
         }
     };
+    if let Err(e) = log::configure(&logging) {
+        error!("{e}");
+        return ExitCode::from(worker::EXIT_CONFIG);
+    }
     let mut groups = Vec::new();
     for config in configs {
         let listeners = match bind_all(&config) {

@@ -33,6 +33,18 @@ pub enum AppGroup {
 
 impl AppGroup {
     pub const GLOBAL: &'static str = "%{GLOBAL}";
+    /// mod_wsgi's name for the default (a sub-interpreter of the mount's own), as log lines
+    /// show it.
+    pub const RESOURCE: &'static str = "%{RESOURCE}";
+
+    /// The group's name in log lines: `%{GLOBAL}`, `%{RESOURCE}` or the shared name.
+    pub fn name(&self) -> &str {
+        match self {
+            AppGroup::Global => Self::GLOBAL,
+            AppGroup::Own => Self::RESOURCE,
+            AppGroup::Named(n) => n,
+        }
+    }
 
     /// `%{GLOBAL}`, or any other name (a shared sub-interpreter); empty means the default.
     pub fn parse(name: &str) -> AppGroup {
@@ -115,6 +127,11 @@ impl Router {
         let mut order: Vec<usize> = (0..mounts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(mounts[i].prefix.len()));
         Router { mounts, order }
+    }
+
+    /// Mount number `i` (a [`Route`]'s `mount`).
+    pub fn mount(&self, i: usize) -> &Mount {
+        &self.mounts[i]
     }
 
     /// The longest mount prefix matching the request path on a segment boundary. `None` when

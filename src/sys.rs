@@ -140,6 +140,17 @@ pub fn set_process_title(title: &str) {
     })();
 }
 
+/// A copy of this process's stderr descriptor (to point fd 2 back at it later).
+pub fn dup_stderr() -> io::Result<std::os::fd::OwnedFd> {
+    nix::unistd::dup(io::stderr().as_fd()).map_err(os)
+}
+
+/// Points this process's stderr (fd 2) at `fd`: whatever writes to stderr afterwards, the
+/// log and Python alike, writes there.
+pub fn redirect_stderr(fd: &impl AsFd) -> io::Result<()> {
+    nix::unistd::dup2_stderr(fd).map_err(os)
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -220,11 +231,13 @@ fn stop_signals() -> SigSet {
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
     set.add(Signal::SIGHUP);
+    set.add(Signal::SIGUSR1);
     set
 }
 
-/// Holds SIGTERM, SIGINT and SIGHUP back (they stay pending) until `unblock_stop_signals`: around a
-/// fork, so that a worker cannot lose a stop before it watches for one.
+/// Holds SIGTERM, SIGINT, SIGHUP and SIGUSR1 back (they stay pending) until
+/// `unblock_stop_signals`: around a fork, so that a worker cannot lose a stop (or die of a
+/// SIGUSR1) before it watches for them.
 pub fn block_stop_signals() {
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop_signals()), None);
 }

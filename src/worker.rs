@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ProcessGroup;
+use crate::log::access::AccessLog;
 use crate::{error, info, interpreters, python, router, server, warn};
 
 use crate::supervisor::policy::code;
@@ -35,11 +36,32 @@ pub fn run(
             warn!("cannot watch signal {sig}: {e}");
         }
     }
+    // SIGUSR1 (logrotate) reopens the log files, whenever it comes.
+    let reopen_logs = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen_logs.clone()) {
+        warn!("cannot watch signal SIGUSR1: {e}");
+    }
     // A supervisor forks with them blocked, so that none is lost before this point.
     crate::sys::unblock_stop_signals();
     if let Some(mask) = config.lifecycle.umask {
         crate::sys::set_umask(mask);
     }
+    // Opened as the user the gateway was started as (like the main log); reopened as the
+    // worker's user.
+    let access_log = match &config.access_log {
+        None => None,
+        Some(c) => match AccessLog::open(c, &config.name) {
+            Ok(log) => Some(Arc::new(log)),
+            Err(e) => {
+                let shown = match &c.dest {
+                    crate::log::access::Dest::Stdout => "-".into(),
+                    crate::log::access::Dest::File(p) => p.display().to_string(),
+                };
+                error!("access-log {shown}: {e}");
+                return EXIT_CONFIG;
+            }
+        },
+    };
     if let Some(id) = &config.lifecycle.identity {
         if let Err(e) = id.become_it() {
             error!(
@@ -113,8 +135,14 @@ pub fn run(
         shared_listeners: config.processes.unwrap_or(1) > 1,
         stop_early,
         supervisor,
+        reopen_logs,
+        access_log: access_log.clone(),
     };
-    match server::serve(listeners, router, registry.clone(), server_config) {
+    let served = server::serve(listeners, router, registry.clone(), server_config);
+    if let Some(log) = &access_log {
+        log.close();
+    }
+    match served {
         Err(e) => {
             error!("the server failed: {e}");
             EXIT_INTERNAL

@@ -171,3 +171,34 @@ fn front_nginx_client_gone_cancels_the_request() {
         rig.logs()
     );
 }
+
+/// A request spinning in its sub-interpreter over request-timeout: its stack is logged at the
+/// time (not when it ends), and the worker is recycled.
+#[test]
+fn request_timeout_reads_the_stack_of_a_spinning_request() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--processes",
+        "1",
+        "--request-timeout",
+        "1",
+        "--graceful-timeout",
+        "1",
+        "--mount",
+        &mount,
+    ]);
+    let dir = tmpdir("spin-timeout");
+    let marker = dir.join("m");
+    let addr = gw.addr.clone();
+    let uri = spin_uri(&marker, 20_000);
+    let spinning = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
+    wait_for("the stacks in the log", || {
+        gw.log_text().contains("Python stacks of this worker")
+    });
+    let log = gw.log_text();
+    assert!(log.contains("over request-timeout"), "{log}");
+    assert!(log.contains("pep3333.wsgi"), "{log}");
+    // Still spinning: the stacks were read while it ran.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "running");
+    drop(spinning);
+}

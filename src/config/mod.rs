@@ -40,6 +40,8 @@ pub struct ProcessGroup {
     pub limits: protocol::Limits,
     pub connections: Connections,
     pub lifecycle: Lifecycle,
+    /// Its worker processes' access log, when there is one.
+    pub access_log: Option<crate::log::access::Config>,
     /// Things worth saying at start-up and in `check` that do not stop the gateway.
     pub warnings: Vec<String>,
 }
@@ -98,14 +100,16 @@ impl Lifecycle {
 /// problem is left out), and every problem found.
 pub struct Loaded {
     pub groups: Vec<ProcessGroup>,
+    /// The log settings of the whole gateway.
+    pub logging: crate::log::Config,
     pub problems: Vec<Problem>,
 }
 
 impl Loaded {
-    /// The process groups, or every problem.
-    pub fn into_result(self) -> Result<Vec<ProcessGroup>, Vec<Problem>> {
+    /// The process groups and the log settings, or every problem.
+    pub fn into_result(self) -> Result<(Vec<ProcessGroup>, crate::log::Config), Vec<Problem>> {
         if self.problems.is_empty() {
-            Ok(self.groups)
+            Ok((self.groups, self.logging))
         } else {
             Err(self.problems)
         }
@@ -121,6 +125,7 @@ pub fn load(cli: &Settings) -> Loaded {
             None => {
                 return Loaded {
                     groups: Vec::new(),
+                    logging: crate::log::Config::default(),
                     problems,
                 }
             }
@@ -139,14 +144,18 @@ pub fn load(cli: &Settings) -> Loaded {
     };
     let mut groups = Vec::new();
     let top = cli.clone().merge(file.clone());
+    let logging;
     if file.process_group.is_empty() {
+        logging = resolve::logging(&top);
         groups.push(resolve::process_group(&top, "main", &mut ctx));
     } else {
+        logging = resolve::logging(&cli.clone().merge(file.inherited()));
         process_groups(cli, &file, &mut ctx, &mut groups);
     }
     resolve::inherited_listeners(&mut groups, &top, &mut ctx);
     Loaded {
         groups,
+        logging,
         problems: ctx.problems,
     }
 }
@@ -199,6 +208,18 @@ fn process_groups(
         if !table.has_listeners() {
             ctx.group_problem("has no listener (fastcgi, scgi, uwsgi or listen)");
             continue;
+        }
+        for (key, set) in [
+            ("log-level", table.log_level.is_some()),
+            ("log-format", table.log_format.is_some()),
+            ("log-file", table.log_file.is_some()),
+        ] {
+            if set {
+                ctx.problem(
+                    key,
+                    "is one for the whole gateway: set it at the top level of the file",
+                );
+            }
         }
         let merged = cli
             .clone()
@@ -330,7 +351,7 @@ mod tests {
              prefix = \"/d\"\ndirectory = \".\"\n",
         );
         cli.threads = Some(5);
-        let g = load(&cli).into_result().unwrap().remove(0);
+        let g = load(&cli).into_result().unwrap().0.remove(0);
         assert_eq!(g.threads, 5, "the flag wins");
         assert_eq!(g.listeners.len(), 1);
         assert_eq!(g.mounts.len(), 2);
@@ -367,6 +388,50 @@ mod tests {
             "{problems:#?}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn log_settings_resolve_and_are_checked() {
+        let (cli, dir) = dir_with(
+            "log-level = \"warn\"\nlog-format = \"json\"\nlog-file = \"gw.log\"\n\
+             access-log = \"-\"\naccess-log-format = \"$status $nope\"\n\n\
+             [[process-group]]\nname = \"a\"\nfastcgi = [\"127.0.0.1:9997\"]\n\
+             log-level = \"debug\"\naccess-log = \"a.log\"\naccess-log-format = \"json\"\n",
+        );
+        let loaded = load(&cli);
+        let file = dir.join("gw.toml");
+        assert_eq!(loaded.logging.level, crate::log::Level::Warn);
+        assert_eq!(loaded.logging.format, crate::log::Format::Json);
+        assert_eq!(loaded.logging.file, Some(dir.join("gw.log")));
+        let a = &loaded.groups[0];
+        let access = a.access_log.as_ref().expect("an access log");
+        assert_eq!(
+            access.dest,
+            crate::log::access::Dest::File(dir.join("a.log"))
+        );
+        assert_eq!(access.format, crate::log::access::Format::Json);
+        let problems: Vec<String> = loaded.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with(&format!("config file {}, line 10: ", file.display()))
+                && problems[0].contains("log-level: is one for the whole gateway"),
+            "{problems:#?}"
+        );
+        // The top level's template is checked where a group uses it.
+        let (cli, dir2) = dir_with("access-log = \"-\"\naccess-log-format = \"$status $nope\"\n");
+        let problems: Vec<String> = load(&cli).problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            problems.len() == 1 && problems[0].contains("line 2") && problems[0].contains("$nope"),
+            "{problems:#?}"
+        );
+        assert!(load(&Settings {
+            log_level: Some(crate::log::Level::Debug),
+            ..Settings::default()
+        })
+        .problems
+        .is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(dir2).unwrap();
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::problem::{KeyPath, Origin, Problem, Source};
-use super::settings::{AllowList, MountSpec, Seconds, Settings};
+use super::settings::{AllowList, LogDest, MountSpec, Seconds, Settings};
 use super::{Connections, Lifecycle, ProcessGroup, Python};
+use crate::log;
 use crate::router::{AppGroup, Mount, Target};
 use crate::server::{Addr, ListenerSpec, Proto};
 use crate::sys;
@@ -145,6 +146,7 @@ pub fn process_group(s: &Settings, name: &str, ctx: &mut Ctx<'_>) -> ProcessGrou
         ..protocol::Limits::default()
     };
     let connections = connections(s, ctx);
+    let access_log = access_log(s, ctx);
     ProcessGroup {
         name: name.to_string(),
         listeners,
@@ -156,6 +158,7 @@ pub fn process_group(s: &Settings, name: &str, ctx: &mut Ctx<'_>) -> ProcessGrou
         limits,
         connections,
         lifecycle,
+        access_log,
         warnings: std::mem::take(&mut ctx.warnings),
     }
 }
@@ -188,6 +191,41 @@ fn connections(s: &Settings, ctx: &mut Ctx<'_>) -> Connections {
         }
     }
     c
+}
+
+/// The log of the whole gateway: level, format, file.
+pub fn logging(s: &Settings) -> log::Config {
+    log::Config {
+        level: s.log_level.unwrap_or_default(),
+        format: s.log_format.unwrap_or_default(),
+        file: s.log_file.as_ref().map(|p| p.path().to_path_buf()),
+    }
+}
+
+/// A process group's access log: where, and its format (a template is checked here).
+fn access_log(s: &Settings, ctx: &mut Ctx<'_>) -> Option<log::access::Config> {
+    let format = match s.access_log_format.as_deref() {
+        None => log::access::Format::Combined,
+        Some(f) => match log::access::Format::parse(f) {
+            Ok(f) => f,
+            Err(e) => {
+                ctx.problem("access-log-format", e);
+                return None;
+            }
+        },
+    };
+    let dest = match &s.access_log {
+        None => {
+            if s.access_log_format.is_some() {
+                ctx.warnings
+                    .push("access-log-format is set but access-log is not: no access log".into());
+            }
+            return None;
+        }
+        Some(LogDest::Stdout) => log::access::Dest::Stdout,
+        Some(LogDest::File(p)) => log::access::Dest::File(p.path().to_path_buf()),
+    };
+    Some(log::access::Config { dest, format })
 }
 
 fn listeners(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<ListenerSpec> {

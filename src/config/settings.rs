@@ -317,6 +317,27 @@ settings! {
     /// umask of the worker processes, in octal (e.g. 022).
     #[arg(long, value_name = "MASK")]
     umask: Option<Octal>,
+    /// The least severe log lines written: error, warn, info or debug [default: info]. The
+    /// WSGI_GATEWAY_LOG environment variable (RUST_LOG syntax, e.g.
+    /// `wsgi_gateway::server=debug`) is read over it. For the whole gateway.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<crate::log::Level>,
+    /// Log lines as text, or as json (one object per line, fields not text) [default: text].
+    /// For the whole gateway.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<crate::log::Format>,
+    /// Write the log (and whatever else goes to stderr) to this file instead of stderr;
+    /// SIGUSR1 reopens it (logrotate). For the whole gateway.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<ConfigPath>,
+    /// Write an access log, one line per request, to this file (reopened on SIGUSR1), or to
+    /// the standard output with `-` [default: none].
+    #[arg(long, value_name = "PATH|-")]
+    access_log: Option<LogDest>,
+    /// The access log's lines: combined, json, or a template of $fields like nginx's
+    /// log_format, e.g. '$remote_addr "$request" $status $duration_us' [default: combined].
+    #[arg(long, value_name = "FORMAT")]
+    access_log_format: Option<String>,
     /// Process groups (config file only): `[[process-group]]` tables with their own
     /// listeners, mounts, python-home and limits; each takes the top-level settings it does
     /// not set.
@@ -423,6 +444,37 @@ impl<'de> Deserialize<'de> for ListenAddr {
         String::deserialize(d)?.parse().map_err(de::Error::custom)
     }
 }
+
+/// Where a log goes: `-` (the standard output) or a file (a relative path in a config file
+/// is relative to the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDest {
+    Stdout,
+    File(ConfigPath),
+}
+
+impl FromStr for LogDest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "-" => Ok(LogDest::Stdout),
+            path => path.parse().map(LogDest::File),
+        }
+    }
+}
+
+/// Values written as a word (`info`, `json`...): parsed by their `FromStr`.
+macro_rules! deserialize_from_str {
+    ($($ty:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?.parse().map_err(de::Error::custom)
+            }
+        }
+    )*};
+}
+
+deserialize_from_str!(LogDest, crate::log::Level, crate::log::Format);
 
 /// Directories for sys.path: a `:`-separated string or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -613,8 +613,8 @@ impl<'py> Gil<'py> {
         f()
     }
 
-    /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_sendfile`) into
-    /// `dict` (a module namespace of this interpreter).
+    /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_sendfile`,
+    /// `_gw_print`) into `dict` (a module namespace of this interpreter).
     pub fn install_callbacks(self, dict: &Obj<'py>) -> PyResult<()> {
         for def in CALLBACKS.0.iter() {
             // SAFETY: `def` is 'static; the function object is made in this interpreter.
@@ -763,8 +763,9 @@ pub trait Host: Send + Sync {
     /// Hands up to `max` body bytes (any amount when `max` is 0) to `sink`, an empty slice
     /// at the end of the body.
     fn recv(&self, gil: Gil<'_>, max: usize, sink: &mut dyn FnMut(&[u8])) -> Recv;
-    /// A line (or lines) for the log, from `wsgi.errors` or the gateway's Python side.
-    fn log(&self, text: &str);
+    /// A line (or lines) for the log, from `wsgi.errors` or the gateway's Python side;
+    /// `error`: the application failed (an exception and its traceback).
+    fn log(&self, text: &str, error: bool);
     /// Streams `count` bytes (to the end when `None`) of `file` from `offset`; Ok(false) when
     /// the client is gone.
     fn sendfile(
@@ -812,7 +813,7 @@ const fn method(name: &'static CStr, f: Fast) -> ffi::PyMethodDef {
     }
 }
 
-struct Defs([ffi::PyMethodDef; 4]);
+struct Defs([ffi::PyMethodDef; 5]);
 // SAFETY: plain constant C data, never mutated.
 unsafe impl Sync for Defs {}
 
@@ -821,6 +822,7 @@ static CALLBACKS_DEFS: Defs = Defs([
     method(c"_gw_recv", gw_recv),
     method(c"_gw_log", gw_log),
     method(c"_gw_sendfile", gw_sendfile),
+    method(c"_gw_print", gw_print),
 ]);
 static CALLBACKS: &Defs = &CALLBACKS_DEFS;
 
@@ -937,11 +939,29 @@ unsafe extern "C" fn gw_log(
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    callback(args, nargs, 2, |gil, host, a| {
+    callback(args, nargs, 3, |gil, host, a| {
         let text = gil.borrowed(a[0]).to_string_lossy();
-        host.log(&text);
+        host.log(&text, gil.borrowed(a[1]).is_true());
         ret(Ok(gil.none()))
     })
+}
+
+/// `_gw_print(text)`: a line the interpreter wrote to sys.stderr (or sys.stdout) outside any
+/// request, for the log.
+unsafe extern "C" fn gw_print(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    if nargs != 1 {
+        // SAFETY: builtin exception type.
+        return raise(unsafe { ffi::PyExc_TypeError }, "expected 1 argument");
+    }
+    let gil = Gil(PhantomData);
+    // SAFETY: CPython passes `nargs` valid borrowed references; we hold the GIL.
+    let text = gil.borrowed(unsafe { *args }).to_string_lossy();
+    crate::warn!("{text}");
+    ret(Ok(gil.none()))
 }
 
 unsafe extern "C" fn gw_sendfile(

@@ -177,6 +177,23 @@ pub struct ReqState {
     /// The web server aborted it, or the connection is gone.
     aborted: bool,
     received: Instant,
+    /// Its number in the worker process (its id in log lines).
+    seq: u64,
+    /// The response's status, once its head went out (0 before).
+    status: u16,
+    /// Response body bytes taken for the connection.
+    sent: u64,
+}
+
+/// How a request ended, for the access log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The response's status; 0 when none went out.
+    pub status: u16,
+    /// Response body bytes.
+    pub sent: u64,
+    /// Request body bytes.
+    pub received: u64,
 }
 
 /// The connection's state, under its lock.
@@ -358,24 +375,22 @@ impl Conn {
             Some(Timer::Body) => {
                 // A request whose body stalled before it ran: 408, and its input is not
                 // waited for.
-                crate::warn!(
-                    "a request body made no progress for {:?} (body timeout): 408",
-                    timeouts.body
-                );
-                let rids: Vec<Rid> = st
+                let stalled: Vec<ReqState> = st
                     .reqs
-                    .iter()
-                    .filter(|r| r.phase == Phase::Collecting)
-                    .map(|r| r.rid)
+                    .extract_if(.., |r| r.phase == Phase::Collecting)
                     .collect();
-                for rid in rids {
-                    st.reqs.retain(|r| r.rid != rid);
-                    respond(
-                        &mut st,
-                        rid,
-                        408,
-                        "Request Timeout: the request body stalled\n",
-                    );
+                for r in stalled {
+                    let text = "Request Timeout: the request body stalled\n";
+                    if let Some((head, route)) = &r.head {
+                        crate::request_log!(
+                            warn,
+                            sh.log_fields(head, route.as_ref(), r.seq, None),
+                            "a request body made no progress for {:?} (body timeout): 408",
+                            timeouts.body
+                        );
+                        sh.log_refusal(&r, head, route.as_ref(), 408, text);
+                    }
+                    respond(&mut st, r.rid, 408, text);
                 }
                 // The web server is not sending: closing once the 408 is out, without
                 // lingering, is right.
@@ -613,6 +628,8 @@ impl Conn {
                     route,
                     received: r.received,
                     python: Default::default(),
+                    ready: Instant::now(),
+                    seq: r.seq,
                 }));
             }
         }
@@ -656,12 +673,19 @@ impl Conn {
             };
             match refusal {
                 Some((status, text)) => {
-                    let rid = r.rid;
-                    if status != 404 {
-                        crate::warn!("request refused before the app runs: {status} {text}");
+                    let r = st.reqs.remove(i);
+                    if let Some((head, route)) = &r.head {
+                        if status != 404 {
+                            crate::request_log!(
+                                warn,
+                                sh.log_fields(head, route.as_ref(), r.seq, None),
+                                "request refused before the app runs: {status} {}",
+                                text.trim_end()
+                            );
+                        }
+                        sh.log_refusal(&r, head, route.as_ref(), status, &text);
                     }
-                    st.reqs.remove(i);
-                    respond(st, rid, status, &text);
+                    respond(st, r.rid, status, &text);
                 }
                 None => i += 1,
             }
@@ -851,6 +875,15 @@ fn respond(st: &mut ConnState, rid: Rid, status: u16, text: &str) {
     frames.copy_rest(0, &mut st.out);
 }
 
+/// The status of a CGI response head (`Status: 200 OK` first, as the gateway's Python half
+/// writes it; 200 without one, as CGI says).
+fn status_of(head: &[u8]) -> u16 {
+    head.strip_prefix(b"Status: ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse().ok())
+        .unwrap_or(200)
+}
+
 /// The reason phrase of the statuses the gateway makes.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -884,7 +917,38 @@ impl ReqState {
             ended: false,
             aborted: false,
             received: Instant::now(),
+            seq: sh.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            status: 0,
+            sent: 0,
         }
+    }
+}
+
+impl Shared {
+    /// The access log line of a request the gateway answered before any app ran.
+    fn log_refusal(
+        &self,
+        r: &ReqState,
+        head: &protocol::RequestHead,
+        route: Option<&Route>,
+        status: u16,
+        text: &str,
+    ) {
+        let Some(log) = &self.config.access_log else {
+            return;
+        };
+        let (mount, app_group) = self.mount_names(route);
+        log.log(&crate::log::access::Entry {
+            head,
+            mount,
+            app_group,
+            status,
+            body_bytes_sent: text.len() as u64,
+            body_bytes_received: r.body.received,
+            duration: r.received.elapsed(),
+            queued: Duration::ZERO,
+            seq: r.seq,
+        });
     }
 }
 
@@ -920,9 +984,11 @@ impl Conn {
         let end = done && take == body.len();
         let mut frames = Frames::new();
         st.session.frame(rid, head, &body[..take], end, &mut frames);
-        if end {
-            if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
-                r.ended = true;
+        if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
+            r.ended |= end;
+            r.sent += take as u64;
+            if !head.is_empty() {
+                r.status = status_of(head);
             }
         }
         if st.out_pos == st.out.len() && !st.writer {
@@ -1078,13 +1144,18 @@ impl Conn {
 
     /// The app is done with request `id`: a response whose end did not go out is ended
     /// (`complete`), or cut off by closing the connection, so that the web server sees it
-    /// truncated. Its unread body is read and thrown away.
-    pub fn finish(self: &Arc<Self>, sh: &Arc<Shared>, id: u64, complete: bool) {
+    /// truncated. Its unread body is read and thrown away. Returns how the request ended.
+    pub fn finish(self: &Arc<Self>, sh: &Arc<Shared>, id: u64, complete: bool) -> Outcome {
         let mut st = self.lock();
         let Some(i) = st.reqs.iter().position(|r| r.id == id) else {
-            return;
+            return Outcome::default();
         };
         let r = st.reqs.remove(i);
+        let outcome = Outcome {
+            status: r.status,
+            sent: r.sent,
+            received: r.body.received,
+        };
         if st.stream.is_some() && !r.ended {
             if complete || r.aborted {
                 let mut frames = Frames::new();
@@ -1093,10 +1164,11 @@ impl Conn {
             } else {
                 st.session.forget(r.rid);
                 self.close(&mut st, sh);
-                return;
+                return outcome;
             }
         }
         self.settle(&mut st, sh);
+        outcome
     }
 
     /// Whether the client of request `id` went away (or the web server aborted it).
@@ -1123,6 +1195,8 @@ impl Conn {
             return;
         }
         r.ended = true;
+        r.status = status;
+        r.sent = text.len() as u64;
         let rid = r.rid;
         respond(&mut st, rid, status, text);
         self.settle(&mut st, sh);

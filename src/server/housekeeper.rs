@@ -52,6 +52,9 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
     };
     let mut thread = None;
     if sh.config.stop_early.load(Ordering::SeqCst) {
+        // A signal that came after the pipe was set up both set the flag and is in the
+        // pipe: the same stop, not a second one (which would stop the process at once).
+        let _same = signals.pending();
         crate::info!("stop asked for while starting: not accepting");
         keeper.begin_stop(Stop::Now);
     }
@@ -60,6 +63,10 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         let _ = own.wait(&mut events, crate::sys::epoll_timeout(Some(TICK)));
         let _ = sh.kick_fd.read();
         for sig in signals.pending() {
+            if sig == signal_hook::consts::SIGUSR1 {
+                // The flag set by the same signal reopens the logs, below.
+                continue;
+            }
             let replaced = sig == signal_hook::consts::SIGHUP;
             if keeper.stop_since.is_some() {
                 if replaced {
@@ -91,6 +98,12 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
                 sh.config.timeouts.graceful
             );
             keeper.begin_stop(if replaced { Stop::Replaced } else { Stop::Now });
+        }
+        if sh.config.reopen_logs.swap(false, Ordering::SeqCst) {
+            crate::log::reopen();
+            if let Some(access) = &sh.config.access_log {
+                access.reopen();
+            }
         }
         keeper.expire_connections();
         keeper.expire_queue();
@@ -231,7 +244,7 @@ impl Keeper {
                 && !py.slow_logged.swap(true, Ordering::SeqCst)
             {
                 let thread = thread.get_or_insert_with(|| runner.thread());
-                let stack = runner.stack_of(thread, ident);
+                let stack = runner.stack_of(thread, &job, ident);
                 crate::warn!(
                     "{}: still running after {:.1}s on thread {i} (slowlog-timeout {}); its \
                      Python stack:\n{stack}",
@@ -293,9 +306,12 @@ impl Keeper {
         }
         self.overdue_reported = true;
         let thread = thread.get_or_insert_with(|| runner.thread());
-        let stacks = runner.stacks(thread);
+        let stacks = runner.stacks(thread, &overdue[0].2);
         for (i, running, job) in &overdue {
-            crate::error!(
+            crate::request_log!(
+                error,
+                self.sh
+                    .log_fields(&job.head, Some(&job.route), job.seq, Some(*i)),
                 "{}: running for {:.1}s on thread {i}, over request-timeout ({}); recycling \
                  this worker",
                 super::request_label(job),

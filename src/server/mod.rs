@@ -15,7 +15,7 @@ mod housekeeper;
 mod listener;
 pub mod session;
 
-pub use conn::{Io, WaitError};
+pub use conn::{Io, Outcome, WaitError};
 pub use listener::{inherited, Addr, Listener, ListenerSpec, Proto};
 
 use std::collections::VecDeque;
@@ -31,6 +31,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use protocol::{fastcgi, Protocol, RequestHead};
 use slab::Slab;
 
+use crate::log::access::{AccessLog, Entry};
+use crate::log::RequestFields;
 use crate::router::{Route, Router};
 use conn::Conn;
 use session::Session;
@@ -140,6 +142,10 @@ pub struct ServerConfig {
     /// Where to tell the supervisor that this worker process recycles (so that it starts
     /// the replacement at once, while this one finishes its requests).
     pub supervisor: Option<std::os::unix::net::UnixStream>,
+    /// Set by SIGUSR1 (also before the server ran): the log files are to be opened again.
+    pub reopen_logs: Arc<AtomicBool>,
+    /// The access log, when there is one.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// A request on its way through a thread: its head and route, and its I/O on the
@@ -153,6 +159,10 @@ pub struct Request {
     pub route: Route,
     /// When its head was complete.
     pub received: Instant,
+    /// When it was handed over to run (it may wait for a thread after that).
+    pub ready: Instant,
+    /// Its number in this worker process.
+    pub seq: u64,
     /// Where its app runs, for the housekeeper to interrupt it.
     pub python: InPython,
 }
@@ -232,9 +242,25 @@ impl Request {
     }
 
     /// The app is done: see [`Conn::finish`].
-    fn finish(&self, complete: bool) {
-        self.conn.finish(&self.server, self.id, complete);
+    fn finish(&self, complete: bool) -> Outcome {
+        self.conn.finish(&self.server, self.id, complete)
     }
+
+    /// The fields of log lines about this request.
+    pub fn log_fields(&self) -> RequestFields {
+        self.server
+            .log_fields(&self.head, Some(&self.route), self.seq, thread_index())
+    }
+}
+
+thread_local! {
+    /// The number of the request thread this is (`None` on other threads).
+    static THREAD_INDEX: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The number of the request thread this is, if it is one.
+pub fn thread_index() -> Option<usize> {
+    THREAD_INDEX.with(|t| t.get())
 }
 
 /// What runs requests: the Python side, seen from the server.
@@ -247,10 +273,12 @@ pub trait Runner: Send + Sync + 'static {
     fn run(&self, thread: &mut Self::Thread, req: &Job) -> bool;
     /// Called on a thread that was idle a while.
     fn idle(&self, _thread: &mut Self::Thread) {}
-    /// The stacks of every thread, for a request over its time limit.
-    fn stacks(&self, thread: &mut Self::Thread) -> String;
-    /// The stack of the Python thread `ident`.
-    fn stack_of(&self, thread: &mut Self::Thread, ident: u64) -> String;
+    /// The stacks of every thread, for `req` over its time limit (read from `req`'s
+    /// interpreter: a thread that spins in it yields the GIL to a waiter of its own
+    /// interpreter).
+    fn stacks(&self, thread: &mut Self::Thread, req: &Job) -> String;
+    /// The stack of the Python thread `ident`, which runs `req`.
+    fn stack_of(&self, thread: &mut Self::Thread, req: &Job, ident: u64) -> String;
     /// Raises the interrupt's exception in the thread running `req`'s app; false when it no
     /// longer runs Python.
     fn interrupt(&self, thread: &mut Self::Thread, req: &Job, why: Interrupt) -> bool;
@@ -303,6 +331,9 @@ pub struct Shared {
     running: AtomicUsize,
     served: AtomicU64,
     last_request_ms: AtomicU64,
+    /// Requests numbered so far (their ids in log lines).
+    seq: AtomicU64,
+    pid: u32,
     /// What each thread runs, for the request-timeout watchdog.
     slots: Vec<Mutex<Option<(Instant, Job)>>>,
 }
@@ -367,6 +398,8 @@ impl Shared {
             running: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            pid: std::process::id(),
             slots: (0..threads).map(|_| Mutex::new(None)).collect(),
             config,
         };
@@ -564,11 +597,15 @@ impl Shared {
         if watched {
             *lock(&self.slots[index]) = Some((Instant::now(), job.clone()));
         }
+        let started = Instant::now();
         let complete = catch_unwind(AssertUnwindSafe(|| runner.run(thread, &job)));
         if watched {
             *lock(&self.slots[index]) = None;
         }
-        job.finish(complete.unwrap_or(false));
+        let outcome = job.finish(complete.unwrap_or(false));
+        if let Some(log) = &self.config.access_log {
+            self.log_access(log, &job, outcome, started);
+        }
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         if self.config.recycle.maximum_requests == Some(served) {
             // Recycling starts now, not at the housekeeper's next tick.
@@ -580,7 +617,9 @@ impl Shared {
 
     /// queue-timeout: 503 for a request that waited too long for a thread.
     fn refuse_late(&self, job: &Job, waited: Duration, limit: Duration) {
-        crate::warn!(
+        crate::request_log!(
+            warn,
+            self.log_fields(&job.head, Some(&job.route), job.seq, None),
             "{}: waited {:.1}s for a free thread (queue-timeout {}): 503",
             request_label(job),
             waited.as_secs_f64(),
@@ -590,19 +629,75 @@ impl Shared {
             503,
             "Service Unavailable: every thread is busy; try again later\n",
         );
-        job.finish(true);
+        let outcome = job.finish(true);
+        if let Some(log) = &self.config.access_log {
+            self.log_access(log, job, outcome, Instant::now());
+        }
     }
+
+    /// The access log line of a request that ran (or waited too long): `started` is when a
+    /// thread took it.
+    fn log_access(&self, log: &AccessLog, job: &Request, outcome: Outcome, started: Instant) {
+        let (mount, app_group) = self.mount_names(Some(&job.route));
+        log.log(&Entry {
+            head: &job.head,
+            mount,
+            app_group,
+            status: outcome.status,
+            body_bytes_sent: outcome.sent,
+            body_bytes_received: outcome.received,
+            duration: job.received.elapsed(),
+            queued: started.saturating_duration_since(job.ready),
+            seq: job.seq,
+        });
+    }
+
+    /// The mount prefix and application group name of a route (empty for none).
+    fn mount_names(&self, route: Option<&Route>) -> (&str, &str) {
+        match route {
+            Some(r) => {
+                let m = self.router.mount(r.mount);
+                (m.shown_prefix(), m.group.name())
+            }
+            None => ("", ""),
+        }
+    }
+
+    /// The fields of log lines about a request.
+    fn log_fields(
+        &self,
+        head: &RequestHead,
+        route: Option<&Route>,
+        seq: u64,
+        thread: Option<usize>,
+    ) -> RequestFields {
+        let (mount, app_group) = self.mount_names(route);
+        let (method, uri) = method_and_uri(head, route);
+        RequestFields {
+            id: crate::log::request_id(head, self.pid, seq),
+            method: String::from_utf8_lossy(method).into_owned(),
+            uri: String::from_utf8_lossy(&uri).into_owned(),
+            mount: mount.to_string(),
+            app_group: app_group.to_string(),
+            thread: thread.map(|t| t as u64),
+        }
+    }
+}
+
+/// A request's method and URI (REQUEST_URI, else the path the route was found for).
+fn method_and_uri<'a>(head: &'a RequestHead, route: Option<&Route>) -> (&'a [u8], Vec<u8>) {
+    let method = head.get(b"REQUEST_METHOD").unwrap_or(b"GET");
+    let uri = head.get(b"REQUEST_URI").unwrap_or_default();
+    let uri = match route {
+        Some(r) if uri.is_empty() => [&r.script_name[..], &r.path_info[..]].concat(),
+        _ => uri.to_vec(),
+    };
+    (method, uri)
 }
 
 /// `METHOD URI` of a request, for log lines.
 pub fn request_label(req: &Request) -> String {
-    let method = req.head.get(b"REQUEST_METHOD").unwrap_or(b"GET");
-    let uri = req.head.get(b"REQUEST_URI").unwrap_or_default();
-    let uri = if uri.is_empty() {
-        [&req.route.script_name[..], &req.route.path_info[..]].concat()
-    } else {
-        uri.to_vec()
-    };
+    let (method, uri) = method_and_uri(&req.head, Some(&req.route));
     format!(
         "{} {}",
         String::from_utf8_lossy(method),
@@ -624,6 +719,7 @@ pub fn serve<R: Runner>(
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
     ])?;
     let threads: Vec<_> = (0..sh.config.threads)
         .map(|i| {
@@ -655,6 +751,7 @@ pub fn serve<R: Runner>(
 }
 
 fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
+    THREAD_INDEX.with(|t| t.set(Some(index)));
     let mut thread = runner.thread();
     let mut ready: Vec<Job> = Vec::new();
     let mut events = [EpollEvent::empty(); 1];

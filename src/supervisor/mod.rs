@@ -2,7 +2,8 @@
 //! listeners, forks the worker processes (which inherit the listening sockets and start their
 //! own interpreter after the fork), reaps them and acts on how they ended ([`policy`]), and
 //! handles the signals: SIGTERM/SIGINT stop gracefully (a second one stops at once), SIGHUP
-//! re-reads the configuration and replaces the workers without dropping requests.
+//! re-reads the configuration and replaces the workers without dropping requests, SIGUSR1
+//! reopens the log files (its own, and each worker reopens its own).
 
 pub mod policy;
 
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1};
 
 use crate::config::{self, ProcessGroup, Settings};
 use crate::server::Listener;
@@ -90,7 +91,7 @@ struct Supervisor<'a> {
 pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitCode {
     let started = (|| -> std::io::Result<(Epoll, sys::Signals)> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        let signals = sys::Signals::new(&[SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
+        let signals = sys::Signals::new(&[SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1])?;
         epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNALS))?;
         Ok((epoll, signals))
     })();
@@ -154,6 +155,7 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
             match sig {
                 SIGCHLD => {}
                 SIGHUP => sup.reload(),
+                SIGUSR1 => sup.reopen_logs(),
                 _ => sup.stop(sig),
             }
         }
@@ -409,6 +411,13 @@ impl Supervisor<'_> {
         self.signal_all(SIGTERM);
     }
 
+    /// SIGUSR1 (logrotate): the supervisor reopens its log file and passes the signal on to
+    /// every worker, which reopens its log and access log (each process has its own).
+    fn reopen_logs(&self) {
+        crate::log::reopen();
+        self.signal_all(SIGUSR1);
+    }
+
     fn signal_all(&self, signal: i32) {
         let retiring = self.retiring.iter().flat_map(|r| r.pids.iter());
         for &pid in self.current.keys().chain(retiring) {
@@ -453,7 +462,12 @@ impl Supervisor<'_> {
             return;
         }
         let configs = match config::load(self.args).into_result() {
-            Ok(c) => c,
+            Ok((c, logging)) => {
+                if let Err(e) = crate::log::configure(&logging) {
+                    error!("reload: {e}; the log settings stay as they were");
+                }
+                c
+            }
             Err(problems) => {
                 for p in &problems {
                     error!("reload refused: {p}");

@@ -1,7 +1,8 @@
 # The Python half of the WSGI gateway: run once in each interpreter, it holds the request
 # cycle of PEP 3333 (start_response, write, iteration, close, wsgi.input, wsgi.errors,
 # wsgi.file_wrapper). The Rust half builds environ and moves bytes: _gw_send, _gw_recv,
-# _gw_log and _gw_sendfile are injected into this namespace before it runs.
+# _gw_log(ctx, text, is_error), _gw_sendfile and _gw_print are injected into this namespace
+# before it runs.
 import os
 import sys
 import threading
@@ -9,6 +10,7 @@ import traceback
 import importlib.util
 import importlib.machinery
 import hashlib
+import io
 import re
 
 HOP_BY_HOP = frozenset((
@@ -183,7 +185,7 @@ class Errors:
         self._pending += s
         if '\n' in self._pending:
             lines, _, self._pending = self._pending.rpartition('\n')
-            _gw_log(self._ctx, lines)
+            _gw_log(self._ctx, lines, False)
         return len(s)
 
     def writelines(self, seq):
@@ -192,8 +194,75 @@ class Errors:
 
     def flush(self):
         if self._pending:
-            _gw_log(self._ctx, self._pending)
+            _gw_log(self._ctx, self._pending, False)
             self._pending = ''
+
+
+# The request this thread runs (its ctx), for the lines it prints.
+_local = threading.local()
+
+
+class LogStream(io.TextIOBase):
+    """sys.stdout and sys.stderr: whole lines to the gateway's log, with the context of the
+    request the thread runs (as wsgi.errors), or on their own outside a request."""
+
+    def __init__(self):
+        # The partial line of each thread.
+        self._pending = threading.local()
+        self.buffer = LogBuffer(self)
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError('write() argument must be str, not %s' % type(s).__name__)
+        pending = getattr(self._pending, 'text', '') + s
+        if '\n' in pending:
+            lines, _, pending = pending.rpartition('\n')
+            self._emit(lines)
+        self._pending.text = pending
+        return len(s)
+
+    def flush(self):
+        pending = getattr(self._pending, 'text', '')
+        if pending:
+            self._pending.text = ''
+            self._emit(pending)
+
+    def _emit(self, text):
+        ctx = getattr(_local, 'ctx', None)
+        if ctx is not None:
+            _gw_log(ctx, text, False)
+        else:
+            _gw_print(text)
+
+    def fileno(self):
+        return 2
+
+    def isatty(self):
+        return False
+
+    @property
+    def encoding(self):
+        return 'utf-8'
+
+
+class LogBuffer:
+    """sys.stdout.buffer and sys.stderr.buffer: bytes (UTF-8) to the same log."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self._stream.write(bytes(b).decode('utf-8', 'replace'))
+        return len(b)
+
+    def flush(self):
+        self._stream.flush()
 
 
 class FileWrapper:
@@ -319,7 +388,7 @@ class Response:
         self.written += len(data)
         if done and self.length is not None and self.written < self.length and not self.is_head:
             _gw_log(self.ctx, 'response shorter than its Content-Length (%d of %d bytes)'
-                    % (self.written, self.length))
+                    % (self.written, self.length), False)
         if not _gw_send(self.ctx, head, data, done):
             raise ClientDisconnected('response write failed: client disconnected')
 
@@ -351,12 +420,13 @@ SUB_INTERPRETER_FAILURES = (
 
 
 def init_interpreter(python_path, venv, label, is_sub):
-    """Per-interpreter set-up: sys.argv, print() to the log, the venv's site-packages and the
-    python-path entries at the front of sys.path (python-path first)."""
+    """Per-interpreter set-up: sys.argv, print() to the log (with the request's context), the
+    venv's site-packages and the python-path entries at the front of sys.path (python-path
+    first)."""
     global LABEL, IS_SUB
     LABEL, IS_SUB = label, is_sub
     sys.argv = ['wsgi-gateway']
-    sys.stdout = sys.stderr
+    sys.stdout = sys.stderr = LogStream()
     if venv is not None:
         # What virtualenv's activate_this.py does, for this interpreter only.
         site_packages = os.path.join(venv, 'lib', 'python%d.%d' % sys.version_info[:2],
@@ -445,6 +515,7 @@ def _sub_interpreter_hint(text):
 def run(app, environ, ctx):
     """One request, start to end. Never raises: failures are logged and answered. Returns
     False when the response must be cut off (the connection is then aborted)."""
+    _local.ctx = ctx
     environ['wsgi.input'] = Input(ctx)
     errors = environ['wsgi.errors'] = Errors(ctx)
     response = Response(ctx, environ['REQUEST_METHOD'] == 'HEAD')
@@ -478,25 +549,25 @@ def run(app, environ, ctx):
         response.finish()
         return True
     except ClientDisconnected as e:
-        _gw_log(ctx, str(e))
+        _gw_log(ctx, str(e), False)
         return False
     except Cancelled:
-        _gw_log(ctx, 'cancelled: the client went away')
+        _gw_log(ctx, 'cancelled: the client went away', False)
         return False
     except InterruptTimeout:
         text = traceback.format_exc()
         if response.sent:
             _gw_log(ctx, 'interrupted (interrupt-timeout) after the response started; response '
-                    'cut off\n' + text)
+                    'cut off\n' + text, True)
             return False
-        _gw_log(ctx, 'interrupted (interrupt-timeout): 504\n' + text)
+        _gw_log(ctx, 'interrupted (interrupt-timeout): 504\n' + text, True)
         body = b'Gateway Timeout: the application took too long\n'
         _gw_send(ctx, b'Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n'
                  b'Content-Length: %d\r\n\r\n' % len(body), body, True)
         return True
     except BodyTimeout as e:
         if response.sent:
-            _gw_log(ctx, '%s; response cut off' % e)
+            _gw_log(ctx, '%s; response cut off' % e, False)
             return False
         body = b'Request Timeout: the request body stalled\n'
         _gw_send(ctx, b'Status: 408 Request Timeout\r\nContent-Type: text/plain\r\n'
@@ -505,12 +576,13 @@ def run(app, environ, ctx):
     except BaseException:
         text = traceback.format_exc()
         if response.sent:
-            _gw_log(ctx, 'application error after the response started; response cut off\n' + text)
+            _gw_log(ctx, 'application error after the response started; response cut off\n' + text,
+                    True)
             return False
-        _gw_log(ctx, text)
+        _gw_log(ctx, text, True)
         hint = _sub_interpreter_hint(text)
         if hint is not None:
-            _gw_log(ctx, hint)
+            _gw_log(ctx, hint, True)
             import html
             _error_500(ctx, b'<p>' + html.escape(hint).encode() + b'</p>')
         else:
@@ -527,7 +599,8 @@ def run(app, environ, ctx):
                     close()
                 except BaseException:
                     _gw_log(ctx, 'error in close() of the response iterable\n'
-                            + traceback.format_exc())
+                            + traceback.format_exc(), True)
+        _local.ctx = None
 
 
 def check_script(path, callable_name):

@@ -270,7 +270,12 @@ impl WsgiState {
             match result {
                 Ok(complete) => complete,
                 Err(e) => {
-                    crate::error!("{}: request failed in the gateway: {e}", label(job));
+                    crate::request_log!(
+                        error,
+                        job.log_fields(),
+                        "{}: request failed in the gateway: {e}",
+                        label(job)
+                    );
                     false
                 }
             }
@@ -473,7 +478,9 @@ fn write(req: &Request, gil: Gil<'_>, mut head: &[u8], mut body: &[u8], done: bo
                 Ok(()) => {}
                 Err(WaitError::Gone) => return false,
                 Err(WaitError::TimedOut) => {
-                    crate::warn!(
+                    crate::request_log!(
+                        warn,
+                        req.log_fields(),
                         "{}: the web server took no response bytes within the body timeout; \
                          response cut off",
                         label(req)
@@ -507,7 +514,9 @@ impl Host for Request {
                     Err(WaitError::Gone) => return Recv::Gone,
                     Err(WaitError::TimedOut) => {
                         let after = self.body_timeout();
-                        crate::warn!(
+                        crate::request_log!(
+                            warn,
+                            self.log_fields(),
                             "{}: the request body made no progress for {:.1}s (body-timeout)",
                             label(self),
                             after.as_secs_f64()
@@ -519,8 +528,13 @@ impl Host for Request {
         }
     }
 
-    fn log(&self, text: &str) {
-        crate::warn!("{}: {}", label(self), text);
+    fn log(&self, text: &str, error: bool) {
+        let fields = self.log_fields();
+        if error {
+            crate::request_log!(error, fields, "{}: {}", label(self), text);
+        } else {
+            crate::request_log!(warn, fields, "{}: {}", label(self), text);
+        }
     }
 
     fn sendfile(
