@@ -356,6 +356,47 @@ fn nginx_fastcgi_50mib_response_is_hash_exact() {
 
 // ---- lighttpd ----
 
+/// lighttpd-examples/fastcgi-spawn.conf: lighttpd starts the gateway itself with the
+/// listening socket on its standard input. The example is used as shipped but for the two
+/// paths an installation changes (the gateway's binary and the app's script).
+#[test]
+fn lighttpd_spawns_the_gateway_with_its_socket_on_standard_input() {
+    if !have("lighttpd") {
+        return;
+    }
+    let _serial = serial_guard();
+    let dir = tmpdir("lighttpd-spawn");
+    let shipped = std::fs::read_to_string(example("lighttpd-examples/fastcgi-spawn.conf")).unwrap();
+    let conf = shipped
+        .replace("/usr/local/bin/wsgi-gateway", bin())
+        .replace("/srv/myapp/app.wsgi", &echo());
+    assert_ne!(conf, shipped, "the example names the two paths");
+    let path = dir.join("fastcgi-spawn.conf");
+    std::fs::write(&path, conf).unwrap();
+    let front = Frontend::start(Kind::Lighttpd, path_str(&path));
+    let mut last = String::new();
+    let served = (0..200).any(|_| {
+        match http(FRONT_PORT, "GET", "/app/hello/x", &[], b"") {
+            Ok(r) if r.status == 200 => {
+                let e = Echo::parse(&r);
+                assert_eq!(
+                    (e.get("SCRIPT_NAME"), e.get("PATH_INFO")),
+                    ("/app", "/hello/x")
+                );
+                return true;
+            }
+            Ok(r) => last = format!("{} {}", r.status, r.text()),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        false
+    });
+    assert!(served, "{last}\n{}", front.log_text());
+    let body = pseudo_random(100_000, 5);
+    let r = http(FRONT_PORT, "POST", "/app/upload", &[], &body).unwrap();
+    assert_eq!(Echo::parse(&r).get("BODY_SHA256"), sha256_hex(&body));
+}
+
 #[test]
 fn lighttpd_fastcgi_submount() {
     if !have("lighttpd") {
