@@ -36,6 +36,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &config::Settings) -> ExitCode {
+    if let Err(e) = python::check_libpython() {
+        error!("{e}");
+        return ExitCode::from(worker::EXIT_CONFIG);
+    }
     let configs = match config::load(args).into_result() {
         Ok(c) => c,
         Err(problems) => {
@@ -121,6 +125,10 @@ fn describe(config: &ProcessGroup, listeners: &[server::Listener]) {
 /// `wsgi-gateway check`: every problem of the configuration, one line each, without serving:
 /// the settings, then the listeners and the scripts of whatever resolved.
 fn check(args: &config::Settings) -> ExitCode {
+    if let Err(e) = python::check_libpython() {
+        eprintln!("problem: {e}");
+        return ExitCode::from(1);
+    }
     let loaded = config::load(args);
     for p in &loaded.problems {
         eprintln!("problem: {p}");

@@ -159,6 +159,44 @@ pub fn check(what: &str, path: &Path) -> Result<Home, String> {
     }
 }
 
+/// The installation whose standard library the interpreter runs with: the one a venv was made
+/// from (`home` in its pyvenv.cfg names that installation's `bin`), or the prefix itself.
+pub fn base_prefix(home: &Home) -> PathBuf {
+    match home {
+        Home::Prefix(p) => p.clone(),
+        Home::Venv(root) => fs::read_to_string(root.join("pyvenv.cfg"))
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|l| {
+                    let (k, v) = l.split_once('=')?;
+                    (k.trim() == "home").then(|| PathBuf::from(v.trim()))
+                })
+            })
+            .and_then(|bin| bin.parent().map(Path::to_path_buf))
+            .filter(|p| lib_dir(p).is_dir())
+            .unwrap_or_else(|| PathBuf::from(BUILD_PREFIX)),
+    }
+}
+
+/// The standard library the interpreter will run with must be readable by this user:
+/// otherwise CPython stops with a raw "Python path configuration" dump.
+pub fn check_base(home: &Home) -> Result<(), String> {
+    let prefix = base_prefix(home);
+    let lib = lib_dir(&prefix);
+    let readable = fs::File::open(lib.join("os.py"))
+        .and_then(|_| fs::read_dir(lib.join("encodings")))
+        .map(drop);
+    readable.map_err(|e| {
+        format!(
+            "the embedded Python's standard library {} is not readable by this user ({e}); \
+             make {} readable by this user (with every directory above it searchable, e.g. not \
+             under a private home), or build the gateway against a Python this user can read",
+            lib.display(),
+            prefix.display()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +249,33 @@ mod tests {
         assert!(err.contains("site-packages"), "{err}");
         fs::create_dir_all(lib_dir(&dir).join("site-packages")).unwrap();
         assert_eq!(check("python-home", &dir), Ok(Home::Venv(dir.clone())));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_base_of_a_venv_is_its_home_installation() {
+        let dir = std::env::temp_dir().join(format!("gw-venv-base-{}", std::process::id()));
+        let base = dir.join("base");
+        fs::create_dir_all(lib_dir(&base)).unwrap();
+        let venv = dir.join("venv");
+        fs::create_dir_all(&venv).unwrap();
+        let cfg = |home: &Path| {
+            format!(
+                "home = {}\nversion = {EMBEDDED_VERSION}.1\n",
+                home.display()
+            )
+        };
+        fs::write(venv.join("pyvenv.cfg"), cfg(&base.join("bin"))).unwrap();
+        assert_eq!(base_prefix(&Home::Venv(venv.clone())), base);
+        // A home without a standard library: the build's installation.
+        fs::write(venv.join("pyvenv.cfg"), cfg(&dir.join("gone/bin"))).unwrap();
+        assert_eq!(
+            base_prefix(&Home::Venv(venv.clone())),
+            PathBuf::from(BUILD_PREFIX)
+        );
+        assert_eq!(base_prefix(&Home::Prefix(base.clone())), base);
+        assert!(check_base(&Home::Prefix(base.clone())).is_err());
+        assert_eq!(check_base(&Home::build_default()), Ok(()));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -193,3 +193,138 @@ fn a_good_venv_is_used_and_the_environment_is_ignored() {
     assert_eq!(parts[3], "yes", ".pth files of python-path run");
     assert_eq!(parts[4], canon(&extra), "python-path is first on sys.path");
 }
+
+#[test]
+fn version_names_the_embedded_python() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let full = env!("WSGI_GATEWAY_PY_FULL_VERSION");
+    assert!(
+        text.starts_with(&format!(
+            "wsgi-gateway {}\nPython {full} ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\nprefix {}\n", env!("WSGI_GATEWAY_PY_PREFIX"))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\nlibpython {}", env!("WSGI_GATEWAY_PY_LIBRARY"))),
+        "{text}"
+    );
+}
+
+/// A libpython other than the build's (here a copy of it, put first by LD_LIBRARY_PATH) is
+/// refused before Python starts, by serve and by check.
+#[test]
+fn another_libpython_than_the_builds_is_refused() {
+    let built = Path::new(env!("WSGI_GATEWAY_PY_LIBRARY"));
+    let dir = tmpdir("libpython");
+    let copy = dir.join(built.file_name().unwrap());
+    std::fs::copy(built, &copy).unwrap();
+    for args in [&["--listen", "127.0.0.1:0"][..], &["check"][..]] {
+        let out = Command::new(bin())
+            .args(args)
+            .env("LD_LIBRARY_PATH", &dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains(&format!(
+                "but the dynamic loader took {} (Python {})",
+                copy.display(),
+                env!("WSGI_GATEWAY_PY_FULL_VERSION")
+            )),
+            "{err}"
+        );
+        assert!(err.contains("LD_LIBRARY_PATH"), "{err}");
+        assert_eq!(err.lines().count(), 1, "one message: {err}");
+    }
+}
+
+/// Started as a user who cannot read the build's libpython (a Python under a private home), the
+/// loader takes the system's, when there is one: refused with the reason and the fix.
+#[test]
+fn an_unreadable_build_libpython_is_named_when_not_root() {
+    let built = env!("WSGI_GATEWAY_PY_LIBRARY");
+    let probe = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .args(["test", "-r", built])
+        .status();
+    match probe {
+        Err(_) => return eprintln!("SKIPPED: setpriv is not available"),
+        Ok(s) if s.success() => {
+            return eprintln!("SKIPPED: nobody can read {built}: nothing to refuse")
+        }
+        Ok(s) if s.code() != Some(1) => return eprintln!("SKIPPED: cannot run as nobody"),
+        Ok(_) => {}
+    }
+    // The binary must be reachable by nobody: a copy outside the checkout.
+    let dir = std::env::temp_dir().join(format!("gw-libpython-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("wsgi-gateway");
+    std::fs::copy(bin(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(&exe)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("error while loading shared libraries") {
+        return eprintln!("SKIPPED: no other libpython for the loader to take: {err}");
+    }
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("{built} is not readable by this user (nobody")),
+        "{err}"
+    );
+    assert!(err.contains("set PYO3_PYTHON"), "{err}");
+}
+
+/// With `--user`, the worker checks as that user that the embedded Python's standard library
+/// (the base installation of its venv) is readable, before Python starts.
+#[test]
+fn workers_check_the_standard_library_as_their_user() {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let stdlib = format!(
+        "{}/lib/python{}/os.py",
+        env!("WSGI_GATEWAY_PY_PREFIX"),
+        env!("WSGI_GATEWAY_PY_VERSION")
+    );
+    let nobody_reads = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .args(["test", "-r", &stdlib])
+        .status();
+    if !is_root || !matches!(nobody_reads, Ok(s) if s.code() == Some(1)) {
+        return eprintln!("SKIPPED: needs root, and a build Python that nobody cannot read");
+    }
+    let dir = tmpdir("stdlib-as-user");
+    let venv = dir.join("venv");
+    assert!(make_venv(env!("WSGI_GATEWAY_BUILD_PYTHON"), &venv));
+    let gw = Gateway::start_unready(&[
+        "--processes",
+        "1",
+        "--user",
+        "nobody",
+        "--python-home",
+        path_str(&venv),
+    ]);
+    let needle = format!(
+        "as user nobody: the embedded Python's standard library {}/lib/python{} is not readable",
+        env!("WSGI_GATEWAY_PY_PREFIX"),
+        env!("WSGI_GATEWAY_PY_VERSION")
+    );
+    wait_for("the refusal as nobody", || gw.log_text().contains(&needle));
+    assert!(!gw.log_text().contains("Python path configuration"));
+}
