@@ -8,10 +8,7 @@ use std::process::Command;
 
 use support::*;
 
-const PY311: &str = "/root/.pyenv/versions/3.11.7/bin/python3.11";
-const PY312: &str = "/root/.pyenv/versions/3.12.1/bin/python3.12";
-
-fn make_venv(python: &str, dir: &Path) -> bool {
+fn make_venv(python: impl AsRef<std::ffi::OsStr>, dir: &Path) -> bool {
     Command::new(python)
         .args(["-m", "venv", "--without-pip"])
         .arg(dir)
@@ -38,11 +35,8 @@ fn python_home_problems_are_named() {
     std::fs::write(&file, "").unwrap();
     refused(&["--python-home", path_str(&file)], "is not a directory");
 
-    if !require(Path::new(PY311).exists(), "pyenv Python 3.11.7") {
-        return;
-    }
-    let venv = dir.join("venv311");
-    assert!(make_venv(PY311, &venv));
+    let venv = dir.join("venv");
+    assert!(make_venv(BUILD_PYTHON, &venv), "{BUILD_PYTHON} -m venv");
     refused(
         &["--python-home", path_str(&venv.join("bin/python"))],
         &format!(
@@ -50,22 +44,23 @@ fn python_home_problems_are_named() {
             venv.display()
         ),
     );
-    let site = venv.join("lib/python3.11/site-packages");
+    let site = venv.join(site_rel());
     std::fs::rename(&site, dir.join("moved")).unwrap();
     refused(&["--python-home", path_str(&venv)], "site-packages");
     std::fs::rename(dir.join("moved"), &site).unwrap();
 
     // uv writes only version_info.
+    let other = other_minor();
     let uv = dir.join("uv-venv");
-    std::fs::create_dir_all(uv.join("lib/python3.12/site-packages")).unwrap();
+    std::fs::create_dir_all(uv.join(format!("lib/python{other}/site-packages"))).unwrap();
     std::fs::write(
         uv.join("pyvenv.cfg"),
-        "home = /x/bin\nversion_info = 3.12.4\n",
+        format!("home = /x/bin\nversion_info = {other}.4\n"),
     )
     .unwrap();
     refused(
         &["--python-home", path_str(&uv)],
-        "was created by Python 3.12 but this gateway embeds Python 3.11",
+        &format!("was created by Python {other} but this gateway embeds Python {PY_VERSION}"),
     );
     let neither = dir.join("empty");
     std::fs::create_dir_all(&neither).unwrap();
@@ -77,15 +72,19 @@ fn python_home_problems_are_named() {
 
 #[test]
 fn venv_of_another_python_version_is_refused() {
-    if !require(Path::new(PY312).exists(), "pyenv Python 3.12.1") {
+    let Some((python, other)) = other_python() else {
         return;
-    }
-    let dir = tmpdir("preflight312");
-    let venv = dir.join("venv312");
-    assert!(make_venv(PY312, &venv));
+    };
+    let dir = tmpdir("preflight-other");
+    let venv = dir.join("venv");
+    assert!(make_venv(&python, &venv), "{} -m venv", python.display());
     refused(
         &["--python-home", path_str(&venv)],
-        "was created by Python 3.12 but this gateway embeds Python 3.11",
+        &format!(
+            "was created by Python {other} but this gateway embeds Python {PY_VERSION}; \
+             recreate it with python{PY_VERSION} -m venv {}",
+            venv.display()
+        ),
     );
 }
 
@@ -94,9 +93,7 @@ fn unreadable_venv_is_named_when_not_root() {
     // Root reads everything, so the check runs as an unprivileged user when one can be used.
     let dir = tmpdir("unreadable");
     let venv = dir.join("venv");
-    if !require(make_venv(PY311, &venv), "pyenv Python 3.11.7") {
-        return;
-    }
+    assert!(make_venv(BUILD_PYTHON, &venv), "{BUILD_PYTHON} -m venv");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&venv, std::fs::Permissions::from_mode(0o700)).unwrap();
     let as_nobody = Command::new("setpriv")
@@ -146,10 +143,8 @@ fn missing_script_and_unusable_socket_are_refused() {
 fn a_good_venv_is_used_and_the_environment_is_ignored() {
     let dir = tmpdir("goodvenv");
     let venv = dir.join("venv");
-    if !require(make_venv(PY311, &venv), "pyenv Python 3.11.7") {
-        return;
-    }
-    let site = venv.join("lib/python3.11/site-packages");
+    assert!(make_venv(BUILD_PYTHON, &venv), "{BUILD_PYTHON} -m venv");
+    let site = venv.join(site_rel());
     std::fs::write(site.join("only_in_venv.py"), "MARKER = 'from the venv'\n").unwrap();
     let extra = dir.join("extra");
     std::fs::create_dir_all(&extra).unwrap();
@@ -199,7 +194,7 @@ fn version_names_the_embedded_python() {
     let out = Command::new(bin()).arg("--version").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let full = env!("WSGI_GATEWAY_PY_FULL_VERSION");
+    let full = PY_FULL_VERSION;
     assert!(
         text.starts_with(&format!(
             "wsgi-gateway {}\nPython {full} ",
@@ -208,7 +203,7 @@ fn version_names_the_embedded_python() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("\nprefix {}\n", env!("WSGI_GATEWAY_PY_PREFIX"))),
+        text.contains(&format!("\nprefix {}\n", PY_PREFIX)),
         "{text}"
     );
     assert!(
@@ -237,7 +232,7 @@ fn another_libpython_than_the_builds_is_refused() {
             err.contains(&format!(
                 "but the dynamic loader took {} (Python {})",
                 copy.display(),
-                env!("WSGI_GATEWAY_PY_FULL_VERSION")
+                PY_FULL_VERSION
             )),
             "{err}"
         );
@@ -297,11 +292,7 @@ fn workers_check_the_standard_library_as_their_user() {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let stdlib = format!(
-        "{}/lib/python{}/os.py",
-        env!("WSGI_GATEWAY_PY_PREFIX"),
-        env!("WSGI_GATEWAY_PY_VERSION")
-    );
+    let stdlib = format!("{}/lib/python{}/os.py", PY_PREFIX, PY_VERSION);
     let nobody_reads = Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
         .args(["test", "-r", &stdlib])
@@ -311,7 +302,7 @@ fn workers_check_the_standard_library_as_their_user() {
     }
     let dir = tmpdir("stdlib-as-user");
     let venv = dir.join("venv");
-    assert!(make_venv(env!("WSGI_GATEWAY_BUILD_PYTHON"), &venv));
+    assert!(make_venv(BUILD_PYTHON, &venv));
     let gw = Gateway::start_unready(&[
         "--processes",
         "1",
@@ -322,8 +313,7 @@ fn workers_check_the_standard_library_as_their_user() {
     ]);
     let needle = format!(
         "as user nobody: the embedded Python's standard library {}/lib/python{} is not readable",
-        env!("WSGI_GATEWAY_PY_PREFIX"),
-        env!("WSGI_GATEWAY_PY_VERSION")
+        PY_PREFIX, PY_VERSION
     );
     wait_for("the refusal as nobody", || gw.log_text().contains(&needle));
     assert!(!gw.log_text().contains("Python path configuration"));
