@@ -159,6 +159,16 @@ pub fn check(what: &str, path: &Path) -> Result<Home, String> {
     }
 }
 
+/// The virtualenv the running gateway is installed in (`pip install` puts it into
+/// `<venv>/bin/`): the parent of the executable's directory, when that holds a `pyvenv.cfg`.
+/// It is the default python-home, so the app sees the packages installed beside the gateway.
+pub fn installed_in() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?;
+    let root = bin.parent()?;
+    (bin.file_name()? == "bin" && root.join("pyvenv.cfg").is_file()).then(|| root.to_path_buf())
+}
+
 /// The installation whose standard library the interpreter runs with: the one a venv was made
 /// from (`home` in its pyvenv.cfg names that installation's `bin`), or the prefix itself.
 pub fn base_prefix(home: &Home) -> PathBuf {

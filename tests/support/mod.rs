@@ -216,6 +216,27 @@ impl Gateway {
         Self::spawn(args, false)
     }
 
+    /// Starts `exe` (a gateway installed elsewhere, e.g. by pip) with exactly `args`, and
+    /// waits until it accepts on `addr`.
+    pub fn start_exe(exe: &Path, args: &[&str], addr: &str) -> Gateway {
+        let dir = tmpdir("gateway");
+        let log = dir.join("gateway.log");
+        let child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let mut gw = Gateway {
+            child,
+            addr: addr.to_string(),
+            log,
+        };
+        gw.wait_ready();
+        gw
+    }
+
     fn spawn(args: &[&str], add_listener: bool) -> Gateway {
         let has_listener = !add_listener
             || args
