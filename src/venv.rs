@@ -134,16 +134,33 @@ pub fn check(what: &str, path: &Path) -> Result<Home, String> {
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             let lib = lib_dir(path);
-            let venv_root = path
+            // A directory inside a venv (its bin/, lib/...), or an installation's bin/.
+            let abs = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            let venv_root = abs
+                .ancestors()
+                .skip(1)
+                .find(|a| a.join("pyvenv.cfg").is_file());
+            let install_root = abs
                 .parent()
-                .filter(|r| path.ends_with("bin") && r.join("pyvenv.cfg").is_file());
+                .filter(|p| abs.ends_with("bin") && lib_dir(p).join("os.py").is_file());
             if let Some(root) = venv_root {
+                let part = if abs.parent() == Some(root) && abs.ends_with("bin") {
+                    "the virtualenv's bin directory".to_string()
+                } else {
+                    format!("inside the virtualenv {}", root.display())
+                };
                 Err(format!(
-                    "{what} {shown} is the virtualenv's bin directory, not its root; use {}",
+                    "{what} {shown} is {part}, not its root; use {}",
                     root.display()
                 ))
             } else if lib.join("os.py").is_file() && lib.join("encodings").is_dir() {
                 Ok(Home::Prefix(path.to_path_buf()))
+            } else if let Some(prefix) = install_root {
+                Err(format!(
+                    "{what} {shown} is the bin directory of a Python installation, not its \
+                     prefix; use {}",
+                    prefix.display()
+                ))
             } else {
                 Err(format!(
                     "{what} {shown} is neither a virtualenv (no pyvenv.cfg) nor a Python \
@@ -248,6 +265,17 @@ mod tests {
             )),
             "{err}"
         );
+        let site = lib_dir(&dir).join("site-packages");
+        fs::create_dir_all(&site).unwrap();
+        let err = check("python-home", &site).unwrap_err();
+        assert!(
+            err.ends_with(&format!(
+                "is inside the virtualenv {0}, not its root; use {0}",
+                dir.display()
+            )),
+            "{err}"
+        );
+        fs::remove_dir_all(dir.join("lib")).unwrap();
         let err = check("python-home", &dir.join("nope")).unwrap_err();
         assert!(err.contains("does not exist"), "{err}");
         fs::write(
@@ -287,6 +315,19 @@ mod tests {
         assert!(check_base(&Home::Prefix(base.clone())).is_err());
         assert_eq!(check_base(&Home::build_default()), Ok(()));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_bin_directory_of_an_installation_names_its_prefix() {
+        let bin = Path::new(BUILD_PREFIX).join("bin");
+        let err = check("python-home", &bin).unwrap_err();
+        assert!(
+            err.ends_with(&format!(
+                "is the bin directory of a Python installation, not its prefix; use {}",
+                fs::canonicalize(BUILD_PREFIX).unwrap().display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

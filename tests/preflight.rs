@@ -44,6 +44,20 @@ fn python_home_problems_are_named() {
             venv.display()
         ),
     );
+    refused(
+        &["--python-home", path_str(&venv.join("bin"))],
+        &format!(
+            "is the virtualenv's bin directory, not its root; use {}",
+            venv.display()
+        ),
+    );
+    refused(
+        &["--python-home", path_str(&venv.join("lib"))],
+        &format!(
+            "is inside the virtualenv {0}, not its root; use {0}",
+            venv.display()
+        ),
+    );
     let site = venv.join(site_rel());
     std::fs::rename(&site, dir.join("moved")).unwrap();
     refused(&["--python-home", path_str(&venv)], "site-packages");
