@@ -1174,6 +1174,7 @@ fn nginx_the_example_config_checks_and_serves() {
     }
     let _fixed = fixed_ports();
     assert_port_free(GATEWAY_TCP);
+    example_venvs();
     let example = root().join("examples/gateway.toml");
     let (code, out, err) = run_bounded(&["check", "--config", path_str(&example)]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");

@@ -102,6 +102,21 @@ pub const PY_PREFIX: &str = env!("WSGI_GATEWAY_PY_PREFIX");
 /// The interpreter the build ran (makes venvs of the embedded version).
 pub const BUILD_PYTHON: &str = env!("WSGI_GATEWAY_BUILD_PYTHON");
 
+/// Makes the example configs' small venvs (examples/venvs/shop and legacy) with the build
+/// Python, unless they were made by it already (examples/make-venvs.sh).
+pub fn example_venvs() {
+    let out = Command::new(root().join("examples/make-venvs.sh"))
+        .arg(BUILD_PYTHON)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "examples/make-venvs.sh {BUILD_PYTHON}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `lib/pythonX.Y/site-packages` of the embedded version, relative to a venv or prefix.
 pub fn site_rel() -> String {
     format!("lib/python{PY_VERSION}/site-packages")
