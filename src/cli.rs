@@ -11,11 +11,22 @@ const VERSION: &str = concat!(
     ")"
 );
 
+/// `--version`: the gateway's version and the embedded Python's, with its prefix and library.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nPython ",
+    env!("WSGI_GATEWAY_PY_SYS_VERSION"),
+    "\nprefix ",
+    env!("WSGI_GATEWAY_PY_PREFIX"),
+    "\nlibpython ",
+    env!("WSGI_GATEWAY_PY_LIBRARY"),
+);
+
 /// A FastCGI/SCGI application server for Python WSGI apps.
 ///
 /// With no script it serves a built-in diagnostics app that shows what the web server sent.
 #[derive(Parser, Debug)]
-#[command(name = "wsgi-gateway", version = VERSION, args_conflicts_with_subcommands = true)]
+#[command(name = "wsgi-gateway", version = VERSION, long_version = LONG_VERSION, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -37,6 +37,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &config::Settings) -> ExitCode {
+    if let Err(e) = python::check_libpython() {
+        error!("{e}");
+        return ExitCode::from(worker::EXIT_CONFIG);
+    }
     let (configs, logging) = match config::load(args).into_result() {
         Ok(c) => c,
         Err(problems) => {
@@ -80,6 +84,34 @@ fn bind_all(config: &ProcessGroup) -> Result<Vec<server::Listener>, String> {
         .collect()
 }
 
+/// Who may connect to a Unix socket: its owner and mode, and what a web server running as
+/// another user needs (the usual cause of a 502 from nginx with nothing in the gateway's log).
+fn socket_access(path: &std::path::Path) -> String {
+    use nix::unistd::{Gid, Group, Uid, User};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return String::new();
+    };
+    let user = User::from_uid(Uid::from_raw(meta.uid()))
+        .ok()
+        .flatten()
+        .map_or_else(|| meta.uid().to_string(), |u| u.name);
+    let group = Group::from_gid(Gid::from_raw(meta.gid()))
+        .ok()
+        .flatten()
+        .map_or_else(|| meta.gid().to_string(), |g| g.name);
+    let mode = meta.mode() & 0o777;
+    let hint = if mode & 0o002 == 0 {
+        format!(
+            "; a web server running as another user must be in group {group} \
+             (--socket-group) or be its owner (--socket-user)"
+        )
+    } else {
+        String::new()
+    };
+    format!(", socket owner {user}:{group}, mode {mode:03o}{hint}")
+}
+
 /// Start-up lines: listeners, mounts, Python.
 fn describe(config: &ProcessGroup, listeners: &[server::Listener]) {
     for l in listeners {
@@ -87,7 +119,15 @@ fn describe(config: &ProcessGroup, listeners: &[server::Listener]) {
             (server::Addr::Tcp(_), Some(list)) => format!("; clients allowed: {list}"),
             _ => String::new(),
         };
-        info!("listening on {} ({}){allow}", l.spec.addr, l.spec.proto);
+        match &l.spec.addr {
+            server::Addr::Unix(path) => info!(
+                "listening on {} ({}){}",
+                l.spec.addr,
+                l.spec.proto,
+                socket_access(path)
+            ),
+            _ => info!("listening on {} ({}){allow}", l.spec.addr, l.spec.proto),
+        }
     }
     for m in &config.mounts {
         let prefix = m.shown_prefix();
@@ -130,6 +170,10 @@ fn describe(config: &ProcessGroup, listeners: &[server::Listener]) {
 /// `wsgi-gateway check`: every problem of the configuration, one line each, without serving:
 /// the settings, then the listeners and the scripts of whatever resolved.
 fn check(args: &config::Settings) -> ExitCode {
+    if let Err(e) = python::check_libpython() {
+        eprintln!("problem: {e}");
+        return ExitCode::from(1);
+    }
     let loaded = config::load(args);
     for p in &loaded.problems {
         eprintln!("problem: {p}");

@@ -134,16 +134,33 @@ pub fn check(what: &str, path: &Path) -> Result<Home, String> {
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             let lib = lib_dir(path);
-            let venv_root = path
+            // A directory inside a venv (its bin/, lib/...), or an installation's bin/.
+            let abs = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            let venv_root = abs
+                .ancestors()
+                .skip(1)
+                .find(|a| a.join("pyvenv.cfg").is_file());
+            let install_root = abs
                 .parent()
-                .filter(|r| path.ends_with("bin") && r.join("pyvenv.cfg").is_file());
+                .filter(|p| abs.ends_with("bin") && lib_dir(p).join("os.py").is_file());
             if let Some(root) = venv_root {
+                let part = if abs.parent() == Some(root) && abs.ends_with("bin") {
+                    "the virtualenv's bin directory".to_string()
+                } else {
+                    format!("inside the virtualenv {}", root.display())
+                };
                 Err(format!(
-                    "{what} {shown} is the virtualenv's bin directory, not its root; use {}",
+                    "{what} {shown} is {part}, not its root; use {}",
                     root.display()
                 ))
             } else if lib.join("os.py").is_file() && lib.join("encodings").is_dir() {
                 Ok(Home::Prefix(path.to_path_buf()))
+            } else if let Some(prefix) = install_root {
+                Err(format!(
+                    "{what} {shown} is the bin directory of a Python installation, not its \
+                     prefix; use {}",
+                    prefix.display()
+                ))
             } else {
                 Err(format!(
                     "{what} {shown} is neither a virtualenv (no pyvenv.cfg) nor a Python \
@@ -157,6 +174,54 @@ pub fn check(what: &str, path: &Path) -> Result<Home, String> {
             cfg.display()
         )),
     }
+}
+
+/// The virtualenv the running gateway is installed in (`pip install` puts it into
+/// `<venv>/bin/`): the parent of the executable's directory, when that holds a `pyvenv.cfg`.
+/// It is the default python-home, so the app sees the packages installed beside the gateway.
+pub fn installed_in() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?;
+    let root = bin.parent()?;
+    (bin.file_name()? == "bin" && root.join("pyvenv.cfg").is_file()).then(|| root.to_path_buf())
+}
+
+/// The installation whose standard library the interpreter runs with: the one a venv was made
+/// from (`home` in its pyvenv.cfg names that installation's `bin`), or the prefix itself.
+pub fn base_prefix(home: &Home) -> PathBuf {
+    match home {
+        Home::Prefix(p) => p.clone(),
+        Home::Venv(root) => fs::read_to_string(root.join("pyvenv.cfg"))
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|l| {
+                    let (k, v) = l.split_once('=')?;
+                    (k.trim() == "home").then(|| PathBuf::from(v.trim()))
+                })
+            })
+            .and_then(|bin| bin.parent().map(Path::to_path_buf))
+            .filter(|p| lib_dir(p).is_dir())
+            .unwrap_or_else(|| PathBuf::from(BUILD_PREFIX)),
+    }
+}
+
+/// The standard library the interpreter will run with must be readable by this user:
+/// otherwise CPython stops with a raw "Python path configuration" dump.
+pub fn check_base(home: &Home) -> Result<(), String> {
+    let prefix = base_prefix(home);
+    let lib = lib_dir(&prefix);
+    let readable = fs::File::open(lib.join("os.py"))
+        .and_then(|_| fs::read_dir(lib.join("encodings")))
+        .map(drop);
+    readable.map_err(|e| {
+        format!(
+            "the embedded Python's standard library {} is not readable by this user ({e}); \
+             make {} readable by this user (with every directory above it searchable, e.g. not \
+             under a private home), or build the gateway against a Python this user can read",
+            lib.display(),
+            prefix.display()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -200,6 +265,17 @@ mod tests {
             )),
             "{err}"
         );
+        let site = lib_dir(&dir).join("site-packages");
+        fs::create_dir_all(&site).unwrap();
+        let err = check("python-home", &site).unwrap_err();
+        assert!(
+            err.ends_with(&format!(
+                "is inside the virtualenv {0}, not its root; use {0}",
+                dir.display()
+            )),
+            "{err}"
+        );
+        fs::remove_dir_all(dir.join("lib")).unwrap();
         let err = check("python-home", &dir.join("nope")).unwrap_err();
         assert!(err.contains("does not exist"), "{err}");
         fs::write(
@@ -212,6 +288,46 @@ mod tests {
         fs::create_dir_all(lib_dir(&dir).join("site-packages")).unwrap();
         assert_eq!(check("python-home", &dir), Ok(Home::Venv(dir.clone())));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_base_of_a_venv_is_its_home_installation() {
+        let dir = std::env::temp_dir().join(format!("gw-venv-base-{}", std::process::id()));
+        let base = dir.join("base");
+        fs::create_dir_all(lib_dir(&base)).unwrap();
+        let venv = dir.join("venv");
+        fs::create_dir_all(&venv).unwrap();
+        let cfg = |home: &Path| {
+            format!(
+                "home = {}\nversion = {EMBEDDED_VERSION}.1\n",
+                home.display()
+            )
+        };
+        fs::write(venv.join("pyvenv.cfg"), cfg(&base.join("bin"))).unwrap();
+        assert_eq!(base_prefix(&Home::Venv(venv.clone())), base);
+        // A home without a standard library: the build's installation.
+        fs::write(venv.join("pyvenv.cfg"), cfg(&dir.join("gone/bin"))).unwrap();
+        assert_eq!(
+            base_prefix(&Home::Venv(venv.clone())),
+            PathBuf::from(BUILD_PREFIX)
+        );
+        assert_eq!(base_prefix(&Home::Prefix(base.clone())), base);
+        assert!(check_base(&Home::Prefix(base.clone())).is_err());
+        assert_eq!(check_base(&Home::build_default()), Ok(()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_bin_directory_of_an_installation_names_its_prefix() {
+        let bin = Path::new(BUILD_PREFIX).join("bin");
+        let err = check("python-home", &bin).unwrap_err();
+        assert!(
+            err.ends_with(&format!(
+                "is the bin directory of a Python installation, not its prefix; use {}",
+                fs::canonicalize(BUILD_PREFIX).unwrap().display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

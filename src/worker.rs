@@ -169,10 +169,12 @@ pub fn run(
     }
 }
 
-/// python-home, every mount venv and every script must be readable by the worker's user.
+/// python-home, the embedded Python's standard library, every mount venv and every script
+/// must be readable by the worker's user.
 fn recheck_as_user(config: &ProcessGroup) -> Result<(), String> {
     let (crate::venv::Home::Venv(root) | crate::venv::Home::Prefix(root)) = &config.python.home;
     crate::venv::check("python-home", root)?;
+    crate::venv::check_base(&config.python.home)?;
     for m in &config.mounts {
         if let Some(v) = &m.venv {
             crate::venv::check(&format!("mount {} venv", m.shown_prefix()), v)?;

@@ -600,6 +600,7 @@ fn nginx_two_process_groups_with_their_own_python_home() {
         return;
     }
     let _serial = serial_guard();
+    support::example_venvs();
     let config = support::root().join("examples/process-groups.toml");
     let (code, out) = run_gateway(&["check", "--config", path_str(&config)]);
     assert_eq!(code, 0, "{out}");

@@ -4,9 +4,10 @@
 //! time (the `frontends` test group in .config/nextest.toml); the others talk FastCGI to a
 //! gateway on a free port.
 //!
-//! The venvs with conflicting versions of `six` are made once under target/test-venvs (pip
-//! from PyPI the first time). Missing nginx, pyenv Pythons or venvs skip a test locally and
-//! fail it in CI (`require`).
+//! The venvs with conflicting versions of `six` are made once per build Python under
+//! target/test-venvs (pip from PyPI the first time). Missing nginx or venvs skip a test locally
+//! and fail it in CI (`require`); without a Python of another version (`other_python`), the
+//! check that refuses its venv is skipped.
 
 mod support;
 
@@ -19,12 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 use support::frontends::*;
 use support::*;
 
-const PY311: &str = "/root/.pyenv/versions/3.11.7/bin/python3.11";
-const PY312: &str = "/root/.pyenv/versions/3.12.1/bin/python3.12";
 /// The base installation the gateway uses without python-home.
-const BASE_PREFIX: &str = "/root/.pyenv/versions/3.11.7";
-const BASE_SITE: &str = "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages";
-const SITE: &str = "lib/python3.11/site-packages";
+const BASE_PREFIX: &str = PY_PREFIX;
 /// The marker of a finished venv in target/test-venvs.
 const READY: &str = ".wsgi-gateway-test-ready";
 
@@ -43,13 +40,13 @@ fn groups_lib() -> String {
 /// its own pip (none: `--without-pip`). Made in a scratch directory and renamed into place,
 /// so concurrent test processes never see half a venv. None (after `require`) when it cannot
 /// be made here.
-fn cached_venv(name: &str, python: &str, packages: &[&str]) -> Option<PathBuf> {
-    let parent = root().join("target/test-venvs");
+fn cached_venv(name: &str, python: &Path, packages: &[&str]) -> Option<PathBuf> {
+    let parent = venv_cache();
     let dir = parent.join(name);
     if dir.join(READY).is_file() {
         return Some(dir);
     }
-    if !require(Path::new(python).is_file(), python) {
+    if !require(python.is_file(), &python.display().to_string()) {
         return None;
     }
     fs::create_dir_all(&parent).unwrap();
@@ -61,7 +58,12 @@ fn cached_venv(name: &str, python: &str, packages: &[&str]) -> Option<PathBuf> {
         venv.arg("--without-pip");
     }
     let made = venv.arg(&scratch).status().is_ok_and(|s| s.success());
-    assert!(made, "{python} -m venv {} failed", scratch.display());
+    assert!(
+        made,
+        "{} -m venv {} failed",
+        python.display(),
+        scratch.display()
+    );
     if !packages.is_empty() {
         let out = Command::new(scratch.join("bin/python"))
             .args([
@@ -99,17 +101,29 @@ fn cached_venv(name: &str, python: &str, packages: &[&str]) -> Option<PathBuf> {
     Some(dir)
 }
 
+/// target/test-venvs/VERSION-HASH: the cached venvs of the build Python (each build Python,
+/// e.g. of tools/test.sh's smoke runs, has its own).
+fn venv_cache() -> PathBuf {
+    // FNV-1a of the prefix: two installations of one version do not share venvs.
+    let hash = PY_PREFIX.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    root()
+        .join("target/test-venvs")
+        .join(format!("{PY_FULL_VERSION}-{:08x}", hash as u32))
+}
+
 /// Two venvs holding conflicting versions of six (1.15.0 and 1.16.0; the base installation
 /// has yet another).
 fn six_venvs() -> Option<(PathBuf, PathBuf)> {
-    let a = cached_venv("six115", PY311, &["six==1.15.0"])?;
-    let b = cached_venv("six116", PY311, &["six==1.16.0"])?;
+    let a = cached_venv("six115", Path::new(BUILD_PYTHON), &["six==1.15.0"])?;
+    let b = cached_venv("six116", Path::new(BUILD_PYTHON), &["six==1.16.0"])?;
     Some((a, b))
 }
 
-/// A 3.11 venv with nothing installed.
+/// A venv of the embedded version with nothing installed.
 fn empty_venv() -> Option<PathBuf> {
-    cached_venv("empty311", PY311, &[])
+    cached_venv("empty", Path::new(BUILD_PYTHON), &[])
 }
 
 fn have_nginx() -> bool {
@@ -219,7 +233,7 @@ fn assert_check_ok(out: &str, listeners: usize, mounts: usize) {
     for part in [
         format!(" {listeners} listener(s),"),
         format!(" {mounts} mount(s),"),
-        ", Python 3.11".to_string(),
+        format!(", Python {PY_VERSION}"),
     ] {
         assert!(line.contains(&part), "{part:?} not in {line:?}");
     }
@@ -285,9 +299,29 @@ fn wait_log(gw: &Gateway, needle: &str) {
     }
 }
 
+/// The packages of the base installation the base-packages warning names (not pip and the
+/// like).
+fn base_packages() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(base_site())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let pkg = name
+                .strip_suffix(".dist-info")?
+                .split('-')
+                .next()?
+                .to_string();
+            (!["pip", "setuptools", "wheel", "distribute"].contains(&pkg.as_str())).then_some(pkg)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// The base installation's `six` version, when it has one.
 fn base_six() -> Option<String> {
-    fs::read_dir(BASE_SITE).ok()?.find_map(|e| {
+    fs::read_dir(base_site()).ok()?.find_map(|e| {
         let name = e.ok()?.file_name().into_string().ok()?;
         let v = name.strip_prefix("six-")?.strip_suffix(".dist-info")?;
         Some(v.to_string())
@@ -324,7 +358,7 @@ fn nginx_mount_venvs_with_conflicting_versions_side_by_side() {
         "nginx-examples/fastcgi.conf",
         &["--fastcgi", GATEWAY_TCP, "--config", path_str(&cfg)],
     );
-    let site = |v: &Path| format!("{}/{SITE}/", v.display());
+    let site = |v: &Path| format!("{}/{}/", v.display(), site_rel());
     let mut interpreters = Vec::new();
     for round in 1..=2 {
         for (path, venv, six) in [("/v115/x", &v115, "1.15.0"), ("/v116/y", &v116, "1.16.0")] {
@@ -384,7 +418,8 @@ fn a_mount_venv_comes_before_the_base_packages_which_are_named_in_a_warning() {
     ]
     .concat();
 
-    // No python-home: the build's installation, whose site-packages is not empty here.
+    // No python-home: the build's installation, whose site-packages is named in a warning
+    // when it holds packages (other than pip and setuptools).
     let cfg = write_config(&dir, &mounts);
     let gw = Gateway::start(&["--config", path_str(&cfg)]);
     let e = get(&gw, "/v115/");
@@ -403,21 +438,26 @@ fn a_mount_venv_comes_before_the_base_packages_which_are_named_in_a_warning() {
             base,
             "no venv: the base installation's six"
         );
-        assert!(plain.get("six_file").starts_with(BASE_SITE));
+        assert!(plain.get("six_file").starts_with(&base_site()));
     }
     let log = gw.log_text();
     let warning = log
         .lines()
-        .find(|l| l.contains("[warn]") && l.contains("base site-packages"))
-        .unwrap_or_else(|| panic!("no base-packages warning in the log:\n{log}"));
-    assert!(warning.contains(BASE_SITE), "{warning}");
-    if base_six().is_some() {
-        assert!(warning.contains("six"), "{warning}");
+        .find(|l| l.contains("[warn]") && l.contains("base site-packages"));
+    let base = base_packages();
+    match warning {
+        None => assert!(base.is_empty(), "no warning naming {base:?}:\n{log}"),
+        Some(warning) => {
+            assert!(warning.contains(&base_site()), "{warning}");
+            for name in &base {
+                assert!(warning.contains(name.as_str()), "{name}: {warning}");
+            }
+            assert!(
+                warning.contains("point python-home at an empty virtualenv"),
+                "{warning}"
+            );
+        }
     }
-    assert!(
-        warning.contains("point python-home at an empty virtualenv"),
-        "{warning}"
-    );
     drop(gw);
 
     // python-home with Flask and Django: named in the log and by check, and visible to the
@@ -426,7 +466,7 @@ fn a_mount_venv_comes_before_the_base_packages_which_are_named_in_a_warning() {
         require(false, "target/test-venv (Flask, Django)");
         return;
     };
-    let home_site = format!("{}/{SITE}", test_venv.display());
+    let home_site = format!("{}/{}", test_venv.display(), site_rel());
     let cfg = write_config(
         &dir,
         &[format!("python-home = {}\n", q(&test_venv)), mounts.clone()].concat(),
@@ -569,14 +609,14 @@ fn scripts_that_activate_their_own_venv_keep_working() {
         assert_eq!(e.get("six"), "1.16.0", "site.addsitedir activation");
         assert!(e
             .get("six_file")
-            .starts_with(&format!("{}/{SITE}/", v116.display())));
+            .starts_with(&format!("{}/{}/", v116.display(), site_rel())));
         let e = get(&gw, "/this/");
         assert_eq!(e.get("six"), "1.15.0", "activate_this.py activation");
         // activate_this.py adds the real path of site-packages.
         let real = fs::canonicalize(&v115).unwrap();
         assert!(
             e.get("six_file")
-                .starts_with(&format!("{}/{SITE}/", real.display())),
+                .starts_with(&format!("{}/{}/", real.display(), site_rel())),
             "{}",
             e.get("six_file")
         );
@@ -1016,13 +1056,14 @@ fn wrong_mount_venvs_are_refused_with_their_message() {
         assert!(!err.contains("Fatal Python error"), "{err}");
     };
 
-    if let Some(py312) = cached_venv("py312", PY312, &[]) {
+    if let Some((python, other)) = other_python() {
+        let venv = cached_venv(&format!("other-{other}"), &python, &[]).expect("a venv");
         refused(
-            &[mount("/x", &probe, &format!("venv = {}", q(&py312)))],
+            &[mount("/x", &probe, &format!("venv = {}", q(&venv)))],
             &format!(
-                "mount /x: venv {0} was created by Python 3.12 but this gateway embeds Python \
-                 3.11; recreate it with python3.11 -m venv {0}",
-                py312.display()
+                "mount /x: venv {0} was created by Python {other} but this gateway embeds \
+                 Python {PY_VERSION}; recreate it with python{PY_VERSION} -m venv {0}",
+                venv.display()
             ),
         );
     }
@@ -1133,6 +1174,7 @@ fn nginx_the_example_config_checks_and_serves() {
     }
     let _fixed = fixed_ports();
     assert_port_free(GATEWAY_TCP);
+    example_venvs();
     let example = root().join("examples/gateway.toml");
     let (code, out, err) = run_bounded(&["check", "--config", path_str(&example)]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");

@@ -560,6 +560,20 @@ fn unix_socket_listener_with_mode() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+    // Who may connect is in the start-up log (a web server that may not gets only a 502).
+    let log = gw.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("listening on {sock} (FastCGI), socket owner ")))
+        .unwrap_or_else(|| panic!("no socket owner in the log:\n{log}"));
+    assert!(
+        line.contains(", mode 600; a web server running as another user must be in group "),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("(--socket-group) or be its owner (--socket-user)"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Makes the test venv, target/test-venv (or $WSGI_GATEWAY_TEST_VENV), from the pinned CPython
-# 3.11.7 with the packages pinned in tools/test-requirements.txt (Flask, Django).
+# Makes the test venv, target/test-venv (or $WSGI_GATEWAY_TEST_VENV), with the packages pinned
+# in tools/test-requirements.txt (Flask, Django), from the Python the gateway is built against:
+# $WSGI_GATEWAY_TEST_PYTHON, else $PYO3_PYTHON, else the first python3 on PATH.
 # Idempotent: when the venv exists and was made from the same requirements, it does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON="${WSGI_GATEWAY_TEST_PYTHON:-/root/.pyenv/versions/3.11.7/bin/python3.11}"
+PYTHON="${WSGI_GATEWAY_TEST_PYTHON:-${PYO3_PYTHON:-$(command -v python3 || true)}}"
 VENV="${WSGI_GATEWAY_TEST_VENV:-target/test-venv}"
 REQS=tools/test-requirements.txt
 STAMP="$VENV/.test-venv-stamp"
 
-if [ ! -x "$PYTHON" ]; then
-    echo "make-test-venv: $PYTHON not found" >&2
+if [ -z "$PYTHON" ] || ! "$PYTHON" -c '' 2>/dev/null; then
+    echo "make-test-venv: no Python to make the venv with ('$PYTHON'; set WSGI_GATEWAY_TEST_PYTHON)" >&2
     exit 1
 fi
 

@@ -520,7 +520,15 @@ fn python(s: &Settings, mounts: &[Mount], ctx: &mut Ctx<'_>) -> Python {
             ctx.problem_named("python-home", e);
             Home::build_default()
         }),
-        None => Home::build_default(),
+        // Installed into a venv (pip): that venv, unless told otherwise.
+        None => match venv::installed_in() {
+            Some(root) => venv::check("python-home (the gateway's own virtualenv)", &root)
+                .unwrap_or_else(|e| {
+                    ctx.problem_named("python-home", e);
+                    Home::build_default()
+                }),
+            None => Home::build_default(),
+        },
     };
     let mut path = Vec::new();
     for p in s.python_path.iter().flat_map(|l| &l.0) {

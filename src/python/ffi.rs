@@ -13,14 +13,14 @@
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CStr, CString, OsStr};
 use std::fs::File;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,6 +114,31 @@ pub fn initialize(opts: &InitOptions<'_>) -> Result<MainThread, String> {
         let ts = ffi::PyEval_SaveThread();
         Ok(MainThread { ts })
     }
+}
+
+/// The libpython this process runs: its `Py_GetVersion()` (callable before the interpreter
+/// starts) and the file the dynamic loader mapped it from, when the loader says.
+pub fn loaded_libpython() -> (String, Option<PathBuf>) {
+    // SAFETY: Py_GetVersion returns a pointer to a static NUL-terminated string and may be
+    // called before Py_Initialize.
+    let version = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: dlsym with RTLD_DEFAULT looks a symbol up in the loaded objects; dladdr fills
+    // `info` for an address inside one, and `dli_fname` points into the loader's memory for
+    // as long as the object stays loaded (libpython is never unloaded).
+    let path = unsafe {
+        let addr = libc::dlsym(libc::RTLD_DEFAULT, c"Py_GetVersion".as_ptr());
+        let mut info = MaybeUninit::<libc::Dl_info>::zeroed();
+        if addr.is_null() || libc::dladdr(addr, info.as_mut_ptr()) == 0 {
+            None
+        } else {
+            let name = info.assume_init().dli_fname;
+            (!name.is_null())
+                .then(|| PathBuf::from(OsStr::from_bytes(CStr::from_ptr(name).to_bytes())))
+        }
+    };
+    (version, path)
 }
 
 const ADOPT_MAIN_THREAD: &CStr = c"import sys

@@ -2,14 +2,19 @@
 
 pub mod ffi;
 
+use std::io::ErrorKind;
+use std::path::Path;
+
 pub use ffi::{
     Gil, Host, InterpId, MainThread, Obj, PyErr, PyObj, PyResult, Recv, SubInterpreter, ThreadState,
 };
 
-use crate::venv::Home;
+use crate::venv::{self, Home};
 
 /// Starts the interpreter for a checked python-home; returns with the GIL released.
 pub fn start(home: &Home) -> Result<MainThread, String> {
+    check_libpython()?;
+    venv::check_base(home)?;
     let program = home.program_name();
     ffi::initialize(&ffi::InitOptions {
         program_name: &program,
@@ -18,5 +23,72 @@ pub fn start(home: &Home) -> Result<MainThread, String> {
     .map_err(|e| format!("the Python interpreter failed to start: {e}"))
 }
 
-/// The version of the linked libpython, as Python reports it (`sys.version`'s first word).
+/// The version of the Python the gateway was built against (`platform.python_version()`).
 pub const BUILD_VERSION: &str = env!("WSGI_GATEWAY_PY_FULL_VERSION");
+/// Its `sys.version`, whitespace collapsed: what `Py_GetVersion()` of its libpython says.
+pub const BUILD_SYS_VERSION: &str = env!("WSGI_GATEWAY_PY_SYS_VERSION");
+/// The libpython file the build linked and the binary's rpath points at (symlinks resolved).
+pub const BUILD_LIBRARY: &str = env!("WSGI_GATEWAY_PY_LIBRARY");
+
+/// Checks, before the interpreter starts, that the libpython the dynamic loader took is the
+/// one the gateway was built against: same `Py_GetVersion()`, same file. When the build's
+/// libpython cannot be read (a Python under a private home, a service user), the loader
+/// silently takes the system's instead, and CPython then fails with a raw path dump or runs
+/// another version's standard library.
+pub fn check_libpython() -> Result<(), String> {
+    let (version, path) = ffi::loaded_libpython();
+    let version = collapse(&version);
+    let loaded = path.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
+    let same_file = loaded
+        .as_deref()
+        .is_none_or(|p| p == Path::new(BUILD_LIBRARY));
+    if version == BUILD_SYS_VERSION && same_file {
+        return Ok(());
+    }
+    Err(mismatch(&version, loaded.as_deref()))
+}
+
+fn collapse(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn mismatch(version: &str, loaded: Option<&Path>) -> String {
+    let shown = loaded.map_or("another libpython".into(), |p| p.display().to_string());
+    let number = version.split(' ').next().unwrap_or(version);
+    let head = format!(
+        "this gateway was built against Python {BUILD_VERSION} ({BUILD_LIBRARY}), but the \
+         dynamic loader took {shown} (Python {number})"
+    );
+    let prefix = venv::BUILD_PREFIX;
+    let rebuild = "rebuild the gateway against a Python this user can read (set PYO3_PYTHON, \
+                   e.g. PYO3_PYTHON=/usr/bin/python3)";
+    match std::fs::File::open(BUILD_LIBRARY) {
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => format!(
+            "{head}: {BUILD_LIBRARY} is not readable by this user ({}), so the loader fell back \
+             to another one; make {prefix} readable by this user (with every directory above \
+             it searchable, e.g. not under a private home), or {rebuild}",
+            user_name()
+        ),
+        Err(e) if e.kind() == ErrorKind::NotFound => format!(
+            "{head}: {BUILD_LIBRARY} no longer exists (was the Python under {prefix} removed or \
+             upgraded?); {rebuild}"
+        ),
+        _ => match std::env::var("LD_LIBRARY_PATH") {
+            Ok(p) if !p.is_empty() => format!(
+                "{head}: LD_LIBRARY_PATH ({p}) put another libpython first; unset it, or \
+                 rebuild the gateway against the Python it names (set PYO3_PYTHON)"
+            ),
+            _ => format!(
+                "{head}; rebuild the gateway against the Python it runs with (set PYO3_PYTHON)"
+            ),
+        },
+    }
+}
+
+fn user_name() -> String {
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => format!("{}, uid {uid}", u.name),
+        _ => format!("uid {uid}"),
+    }
+}

@@ -126,6 +126,25 @@ impl Frontend {
         )
     }
 
+    /// nginx running a complete configuration file of the repository as it is (`nginx -c`,
+    /// the way its comment says to run it), with its prefix (pid file, logs, temp files) in a
+    /// fresh directory.
+    pub fn nginx_complete(example_rel: &str) -> Frontend {
+        let bin = find_bin("nginx").expect("nginx");
+        let dir = tmpdir("nginx");
+        let d = path_str(&dir);
+        let mut cmd = Command::new(bin);
+        cmd.args(["-p", &format!("{d}/"), "-e", &format!("{d}/error.log")])
+            .args(["-g", "daemon off;", "-c", path_str(&example(example_rel))]);
+        Frontend::spawn(
+            "nginx",
+            cmd,
+            dir.clone(),
+            vec![dir.join("error.log")],
+            FRONT_PORT,
+        )
+    }
+
     /// nginx with `conf` (a file of `server {}` blocks listening on 127.0.0.1:`port`) included
     /// in the http {} block, like [`Frontend::nginx`] does with an example.
     pub fn nginx_with(conf: &Path, port: u16) -> Frontend {
@@ -418,6 +437,21 @@ impl Rig {
         }
         let gw = Gateway::start(gw_args);
         let front = Frontend::start(kind, example_rel);
+        Rig {
+            front,
+            gw,
+            logs_shown: std::cell::Cell::new(false),
+            _serial: serial,
+        }
+    }
+
+    /// A rig of a gateway and a front end started by the caller (`start` takes the lock
+    /// first: hold [`serial_guard`] while starting them).
+    pub fn from_parts(
+        gw: Gateway,
+        front: Frontend,
+        serial: std::sync::MutexGuard<'static, ()>,
+    ) -> Rig {
         Rig {
             front,
             gw,

@@ -68,12 +68,142 @@ pub fn require(ok: bool, what: &str) -> bool {
     ok
 }
 
-/// The venv the test command makes (Flask, Django, six...), or None.
+/// The venv the test command makes (Flask, Django, six...), or None: `WSGI_GATEWAY_TEST_VENV`,
+/// else target/test-venv; only when it was made by the embedded Python's minor version.
 pub fn test_venv() -> Option<PathBuf> {
     let dir = std::env::var_os("WSGI_GATEWAY_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/test-venv"));
-    dir.join("pyvenv.cfg").is_file().then_some(dir)
+    let cfg = std::fs::read_to_string(dir.join("pyvenv.cfg")).ok()?;
+    let made_by = cfg.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "version" || k.trim() == "version_info").then(|| v.trim().to_string())
+    })?;
+    if made_by != PY_VERSION && !made_by.starts_with(&format!("{PY_VERSION}.")) {
+        eprintln!(
+            "the test venv {} was made by Python {made_by}, this build embeds {PY_VERSION}: \
+             set WSGI_GATEWAY_TEST_VENV (tools/make-test-venv.sh makes one)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+// The Python the gateway was built against, as build.rs recorded it: tests read these rather
+// than naming an interpreter of one machine.
+
+/// Its major.minor (`3.11`).
+pub const PY_VERSION: &str = env!("WSGI_GATEWAY_PY_VERSION");
+/// Its full version (`3.11.7`).
+pub const PY_FULL_VERSION: &str = env!("WSGI_GATEWAY_PY_FULL_VERSION");
+/// Its installation prefix (`sys.base_prefix`): the gateway's interpreter without python-home.
+pub const PY_PREFIX: &str = env!("WSGI_GATEWAY_PY_PREFIX");
+/// The interpreter the build ran (makes venvs of the embedded version).
+pub const BUILD_PYTHON: &str = env!("WSGI_GATEWAY_BUILD_PYTHON");
+
+/// Makes the example configs' small venvs (examples/venvs/shop and legacy) with the build
+/// Python, unless they were made by it already (examples/make-venvs.sh).
+pub fn example_venvs() {
+    let out = Command::new(root().join("examples/make-venvs.sh"))
+        .arg(BUILD_PYTHON)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "examples/make-venvs.sh {BUILD_PYTHON}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `lib/pythonX.Y/site-packages` of the embedded version, relative to a venv or prefix.
+pub fn site_rel() -> String {
+    format!("lib/python{PY_VERSION}/site-packages")
+}
+
+/// The base installation's site-packages.
+pub fn base_site() -> String {
+    format!("{PY_PREFIX}/{}", site_rel())
+}
+
+/// A minor version other than the embedded one (for venvs that must be refused).
+pub fn other_minor() -> &'static str {
+    if PY_VERSION == "3.12" {
+        "3.13"
+    } else {
+        "3.12"
+    }
+}
+
+/// The major.minor of `python`, when it runs.
+fn minor_of(python: &Path) -> Option<String> {
+    let out = Command::new(python)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A CPython of another minor version than the embedded one, and its major.minor:
+/// `WSGI_GATEWAY_TEST_OTHER_PYTHON` when set, else the first `python3.N` on PATH or under
+/// `$(pyenv root)/versions` that runs and is not the embedded version. None (with a line
+/// saying so) when there is none.
+pub fn other_python() -> Option<(PathBuf, String)> {
+    if let Some(p) = std::env::var_os("WSGI_GATEWAY_TEST_OTHER_PYTHON") {
+        let p = PathBuf::from(p);
+        let minor = minor_of(&p).unwrap_or_else(|| {
+            panic!(
+                "WSGI_GATEWAY_TEST_OTHER_PYTHON={} does not run",
+                p.display()
+            )
+        });
+        assert_ne!(
+            minor, PY_VERSION,
+            "WSGI_GATEWAY_TEST_OTHER_PYTHON must be another version than the embedded one"
+        );
+        return Some((p, minor));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    let pyenv_root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let out = Command::new("pyenv").arg("root").output().ok()?;
+            let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (out.status.success() && !root.is_empty()).then(|| PathBuf::from(root))
+        });
+    if let Some(versions) = pyenv_root.map(|r| r.join("versions")) {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(versions)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some(e.ok()?.path().join("bin")))
+            .collect();
+        found.sort();
+        dirs.extend(found);
+    }
+    for minor in 9..=14 {
+        let version = format!("3.{minor}");
+        if version == PY_VERSION {
+            continue;
+        }
+        for dir in &dirs {
+            let python = dir.join(format!("python{version}"));
+            if python.is_file() && minor_of(&python).as_deref() == Some(&version) {
+                return Some((python, version));
+            }
+        }
+    }
+    eprintln!(
+        "SKIPPED: no Python of another version than {PY_VERSION} (set \
+         WSGI_GATEWAY_TEST_OTHER_PYTHON, or put a python3.N on PATH)"
+    );
+    None
 }
 
 pub struct Gateway {
@@ -104,6 +234,27 @@ impl Gateway {
     /// Like [`Gateway::start`], with variables added to its environment.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut gw = Self::spawn(args, true, env);
+        gw.wait_ready();
+        gw
+    }
+
+    /// Starts `exe` (a gateway installed elsewhere, e.g. by pip) with exactly `args`, and
+    /// waits until it accepts on `addr`.
+    pub fn start_exe(exe: &Path, args: &[&str], addr: &str) -> Gateway {
+        let dir = tmpdir("gateway");
+        let log = dir.join("gateway.log");
+        let child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let mut gw = Gateway {
+            child,
+            addr: addr.to_string(),
+            log,
+        };
         gw.wait_ready();
         gw
     }

@@ -10,7 +10,16 @@ import sys
 import threading
 from urllib.parse import parse_qs
 
-import _xxsubinterpreters
+try:
+    from _xxsubinterpreters import get_current as _get_current
+except ImportError:  # Python 3.13 renamed it; its get_current() returns (id, whence)
+    from _interpreters import get_current as _get_current
+
+
+def interpreter_id():
+    current = _get_current()
+    return str(current[0] if isinstance(current, tuple) else current)
+
 
 try:
     import groupstate
@@ -18,7 +27,7 @@ except ImportError:
     groupstate = None
 
 COUNTER = 0
-INTERPRETER = str(_xxsubinterpreters.get_current())
+INTERPRETER = interpreter_id()
 
 
 def version(name):
@@ -40,7 +49,7 @@ def in_thread():
     out = {}
 
     def work():
-        out['interpreter'] = str(_xxsubinterpreters.get_current())
+        out['interpreter'] = interpreter_id()
         out['sum'] = sum(range(1000))
 
     t = threading.Thread(target=work, name='probe-worker')

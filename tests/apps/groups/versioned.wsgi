@@ -11,14 +11,23 @@ import sys
 import time
 from urllib.parse import parse_qs
 
-import _xxsubinterpreters
+try:
+    from _xxsubinterpreters import get_current as _get_current
+except ImportError:  # Python 3.13 renamed it; its get_current() returns (id, whence)
+    from _interpreters import get_current as _get_current
+
+
+def interpreter_id():
+    current = _get_current()
+    return str(current[0] if isinstance(current, tuple) else current)
+
 
 VERSION = 'v1'
 COUNTER = 0
 _imports = sys.__dict__.setdefault('versioned_imports', {})
 _imports[__file__] = _imports.get(__file__, 0) + 1
 IMPORTS = _imports[__file__]
-INTERPRETER = str(_xxsubinterpreters.get_current())
+INTERPRETER = interpreter_id()
 
 
 def application(environ, start_response):
