@@ -10,6 +10,7 @@ mod interpreters;
 mod log;
 mod python;
 mod router;
+mod scoreboard;
 mod server;
 mod supervisor;
 mod sys;
@@ -62,7 +63,17 @@ fn serve(args: &config::Settings) -> ExitCode {
         if let Some(name) = &config.lifecycle.display_name {
             sys::set_process_title(name);
         }
-        return ExitCode::from(worker::run(&config, listeners, None));
+        let row = match &config.status {
+            None => None,
+            Some(_) => match scoreboard::Board::new(1, config.threads) {
+                Ok(board) => Some(board.claim(0, sys::pid() as u32)),
+                Err(e) => {
+                    error!("the status page's scoreboard: {e}");
+                    return ExitCode::from(worker::EXIT_INTERNAL);
+                }
+            },
+        };
+        return ExitCode::from(worker::run(&config, listeners, None, row));
     }
     supervisor::run(args, groups)
 }

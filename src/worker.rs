@@ -21,6 +21,7 @@ pub fn run(
     config: &ProcessGroup,
     listeners: Vec<server::Listener>,
     supervisor: Option<std::os::unix::net::UnixStream>,
+    status_row: Option<crate::scoreboard::Row>,
 ) -> u8 {
     let multiprocess = supervisor.is_some();
     // A stop asked for while the interpreter starts (seconds, for a big app) is remembered
@@ -80,7 +81,18 @@ pub fn run(
             return EXIT_LOAD;
         }
     }
-    let router = Arc::new(router::Router::new(config.mounts.clone()));
+    let status_path = config.status.as_ref().map(|s| s.path.as_str());
+    let router = router::Router::new(config.mounts.clone()).with_status_path(status_path);
+    let router = Arc::new(router);
+    let status = config
+        .status
+        .as_ref()
+        .zip(status_row)
+        .map(|(s, row)| server::StatusPage {
+            allow: s.allow.clone(),
+            pool: config.name.clone(),
+            row,
+        });
     let c = &config.connections;
     let server_config = server::ServerConfig {
         limits: config.limits,
@@ -113,6 +125,7 @@ pub fn run(
         shared_listeners: config.processes.unwrap_or(1) > 1,
         stop_early,
         supervisor,
+        status,
     };
     match server::serve(listeners, router, registry.clone(), server_config) {
         Err(e) => {

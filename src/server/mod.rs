@@ -14,9 +14,11 @@ mod conn;
 mod housekeeper;
 mod listener;
 pub mod session;
+mod status;
 
 pub use conn::{Io, WaitError};
 pub use listener::{inherited, Addr, Listener, ListenerSpec, Proto};
+pub use status::StatusPage;
 
 use std::collections::VecDeque;
 use std::io;
@@ -140,6 +142,8 @@ pub struct ServerConfig {
     /// Where to tell the supervisor that this worker process recycles (so that it starts
     /// the replacement at once, while this one finishes its requests).
     pub supervisor: Option<std::os::unix::net::UnixStream>,
+    /// The status page (status-path) and this process's row of the scoreboard.
+    pub status: Option<StatusPage>,
 }
 
 /// A request on its way through a thread: its head and route, and its I/O on the
@@ -556,7 +560,12 @@ impl Shared {
                 return;
             }
         }
-        self.running.fetch_add(1, Ordering::SeqCst);
+        let busy = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        let scored = self
+            .config
+            .status
+            .as_ref()
+            .map(|s| s.begin(index, &job.head, busy));
         let watched = self.config.recycle.request_timeout.is_some()
             || self.config.watch.slowlog.is_some()
             || self.config.watch.interrupt.is_some()
@@ -564,11 +573,17 @@ impl Shared {
         if watched {
             *lock(&self.slots[index]) = Some((Instant::now(), job.clone()));
         }
-        let complete = catch_unwind(AssertUnwindSafe(|| runner.run(thread, &job)));
+        let complete = catch_unwind(AssertUnwindSafe(|| match job.route.status {
+            true => self.answer_status(&job),
+            false => runner.run(thread, &job),
+        }));
         if watched {
             *lock(&self.slots[index]) = None;
         }
         job.finish(complete.unwrap_or(false));
+        if let (Some(s), Some(r)) = (&self.config.status, scored) {
+            s.row.end(r);
+        }
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         if self.config.recycle.maximum_requests == Some(served) {
             // Recycling starts now, not at the housekeeper's next tick.
