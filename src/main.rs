@@ -23,13 +23,14 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cli::{Cli, Command, RequestCli};
+use cli::{Cli, Command, RequestCli, StatusCli};
 use config::ProcessGroup;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Request(args)) => request(args),
+        Some(Command::Status(args)) => status(&args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::ImportApache(args)) => import_apache::run(&args),
         None => serve(&cli.serve),
@@ -243,6 +244,59 @@ fn request(args: RequestCli) -> ExitCode {
         Ok(_) => ExitCode::from(1),
         Err(e) => {
             eprintln!("wsgi-gateway request: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `wsgi-gateway status`: the status page, asked for the way a web server would.
+fn status(args: &StatusCli) -> ExitCode {
+    let addr = match server::Addr::parse(&args.addr) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("wsgi-gateway status: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut query = Vec::new();
+    if args.json {
+        query.push("json");
+    }
+    if args.openmetrics {
+        query.push("openmetrics");
+    }
+    if args.full {
+        query.push("full");
+    }
+    let path = match query.is_empty() {
+        true => args.path.clone(),
+        false => format!("{}?{}", args.path, query.join("&")),
+    };
+    let req = client::RequestArgs {
+        scgi: args.scgi,
+        addr,
+        method: "GET".into(),
+        path,
+        headers: Vec::new(),
+        body: Vec::new(),
+        include: false,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match client::run(&req, &mut out) {
+        Ok(status) if status < 400 => ExitCode::SUCCESS,
+        Ok(404) => {
+            eprintln!(
+                "wsgi-gateway status: {} answered 404: is the gateway started with \
+                 --status-path {}?",
+                args.addr, args.path
+            );
+            ExitCode::from(1)
+        }
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("wsgi-gateway status: {e}");
             ExitCode::from(2)
         }
     }
