@@ -38,6 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Send one request to a running gateway and print the response.
     Request(RequestCli),
+    /// Print the status page of a running gateway (its status-path), as php-fpm's.
+    Status(StatusCli),
     /// Check the configuration (config file, venvs, scripts, listeners) without serving.
     Check(Box<Settings>),
     /// Translate an Apache httpd + mod_wsgi configuration into a gateway configuration.
@@ -66,4 +68,28 @@ pub struct RequestCli {
     /// METHOD PATH, or just PATH (GET).
     #[arg(num_args = 1..=2, value_name = "[METHOD] PATH")]
     pub target: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusCli {
+    /// Speak SCGI instead of FastCGI.
+    #[arg(long)]
+    pub scgi: bool,
+    /// JSON instead of plain text.
+    #[arg(long, conflicts_with = "openmetrics")]
+    pub json: bool,
+    /// OpenMetrics (Prometheus) text instead of plain text.
+    #[arg(long)]
+    pub openmetrics: bool,
+    /// One entry per worker thread too.
+    #[arg(long)]
+    pub full: bool,
+    /// The gateway's status-path.
+    #[arg(long, value_name = "PATH", default_value = "/status")]
+    pub path: String,
+    /// Seconds to wait for the gateway.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+    /// HOST:PORT or unix:PATH of the gateway.
+    pub addr: String,
 }

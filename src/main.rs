@@ -10,6 +10,7 @@ mod interpreters;
 mod log;
 mod python;
 mod router;
+mod scoreboard;
 mod server;
 mod supervisor;
 mod sys;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cli::{Cli, Command, RequestCli};
+use cli::{Cli, Command, RequestCli, StatusCli};
 use config::ProcessGroup;
 
 fn main() -> ExitCode {
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     log::init();
     match cli.command {
         Some(Command::Request(args)) => request(args),
+        Some(Command::Status(args)) => status(&args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::ImportApache(args)) => import_apache::run(&args),
         None => serve(&cli.serve),
@@ -71,7 +73,17 @@ fn serve(args: &config::Settings) -> ExitCode {
         if let Some(name) = &config.lifecycle.display_name {
             sys::set_process_title(name);
         }
-        return ExitCode::from(worker::run(&config, listeners, None));
+        let row = match &config.status {
+            None => None,
+            Some(_) => match scoreboard::Board::new(1, config.threads) {
+                Ok(board) => Some(board.claim(0, sys::pid() as u32)),
+                Err(e) => {
+                    error!("the status page's scoreboard: {e}");
+                    return ExitCode::from(worker::EXIT_INTERNAL);
+                }
+            },
+        };
+        return ExitCode::from(worker::run(&config, listeners, None, row));
     }
     supervisor::run(args, groups)
 }
@@ -281,6 +293,59 @@ fn request(args: RequestCli) -> ExitCode {
         Ok(_) => ExitCode::from(1),
         Err(e) => {
             eprintln!("wsgi-gateway request: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `wsgi-gateway status`: the status page, asked for the way a web server would.
+fn status(args: &StatusCli) -> ExitCode {
+    let addr = match server::Addr::parse(&args.addr) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("wsgi-gateway status: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut query = Vec::new();
+    if args.json {
+        query.push("json");
+    }
+    if args.openmetrics {
+        query.push("openmetrics");
+    }
+    if args.full {
+        query.push("full");
+    }
+    let path = match query.is_empty() {
+        true => args.path.clone(),
+        false => format!("{}?{}", args.path, query.join("&")),
+    };
+    let req = client::RequestArgs {
+        scgi: args.scgi,
+        addr,
+        method: "GET".into(),
+        path,
+        headers: Vec::new(),
+        body: Vec::new(),
+        include: false,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match client::run(&req, &mut out) {
+        Ok(status) if status < 400 => ExitCode::SUCCESS,
+        Ok(404) => {
+            eprintln!(
+                "wsgi-gateway status: {} answered 404: is the gateway started with \
+                 --status-path {}?",
+                args.addr, args.path
+            );
+            ExitCode::from(1)
+        }
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("wsgi-gateway status: {e}");
             ExitCode::from(2)
         }
     }

@@ -114,19 +114,33 @@ pub struct Route {
     pub resource: Option<String>,
     /// How the path was found, for the diagnostics page.
     pub source: &'static str,
+    /// The status page (status-path), which the gateway answers itself: no mount runs.
+    pub status: bool,
 }
 
 pub struct Router {
     mounts: Vec<Mount>,
     /// Indices into `mounts`, longest prefix first.
     order: Vec<usize>,
+    /// The status page's path (status-path), answered before any mount.
+    status_path: Option<Vec<u8>>,
 }
 
 impl Router {
     pub fn new(mounts: Vec<Mount>) -> Self {
         let mut order: Vec<usize> = (0..mounts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(mounts[i].prefix.len()));
-        Router { mounts, order }
+        Router {
+            mounts,
+            order,
+            status_path: None,
+        }
+    }
+
+    /// The gateway answers `path` itself (the status page), whatever the mounts.
+    pub fn with_status_path(mut self, path: Option<&str>) -> Self {
+        self.status_path = path.map(|p| p.as_bytes().to_vec());
+        self
     }
 
     /// Mount number `i` (a [`Route`]'s `mount`).
@@ -139,6 +153,16 @@ impl Router {
     /// (hidden, `..`, an encoded slash): a 404 either way.
     pub fn route(&self, head: &RequestHead) -> Option<Route> {
         let (path, source) = request_path(head);
+        if self.status_path.as_deref() == Some(&path[..]) {
+            return Some(Route {
+                mount: 0,
+                script_name: path,
+                path_info: Vec::new(),
+                resource: None,
+                source,
+                status: true,
+            });
+        }
         for &i in &self.order {
             let prefix = self.mounts[i].prefix.as_bytes();
             let matches = path.starts_with(prefix)
@@ -154,6 +178,7 @@ impl Router {
                     path_info: rest.to_vec(),
                     resource: None,
                     source,
+                    status: false,
                 });
             };
             return directory_route(i, prefix, rest, head, source);
@@ -190,6 +215,7 @@ fn directory_route(
             path_info: rest.to_vec(),
             resource: Some("index".into()),
             source,
+            status: false,
         });
     }
     let name = std::str::from_utf8(name).ok()?;
@@ -205,6 +231,7 @@ fn directory_route(
         path_info: trimmed[end..].to_vec(),
         resource: Some(name.to_string()),
         source,
+        status: false,
     })
 }
 
@@ -358,6 +385,25 @@ mod tests {
         assert!(only_sub
             .route(&head(&[("REQUEST_URI", "/other")]))
             .is_none());
+    }
+
+    #[test]
+    fn the_status_path_is_answered_whatever_the_mounts() {
+        let only_sub =
+            Router::new(vec![mount("/sub", Target::Diagnostics)]).with_status_path(Some("/status"));
+        let route = only_sub
+            .route(&head(&[("REQUEST_URI", "/status?json&full")]))
+            .unwrap();
+        assert!(route.status);
+        let r = router().with_status_path(Some("/app/status"));
+        assert!(
+            r.route(&head(&[("REQUEST_URI", "/app/status")]))
+                .unwrap()
+                .status
+        );
+        let app = r.route(&head(&[("REQUEST_URI", "/app/status/x")])).unwrap();
+        assert!(!app.status);
+        assert_eq!(app.mount, 1);
     }
 
     #[test]

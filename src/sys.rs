@@ -1,5 +1,6 @@
-//! Operating-system calls beyond std, through `nix` (and signal-hook for signals). The one
-//! `unsafe` block left is `fork`, which no crate can make safe.
+//! Operating-system calls beyond std, through `nix` (and signal-hook for signals). The two
+//! `unsafe` blocks left are `fork` and the shared mapping of the status scoreboard, which no
+//! crate can make safe.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -41,6 +42,27 @@ pub fn fork() -> io::Result<Forked> {
     match unsafe { nix::unistd::fork() }.map_err(os)? {
         nix::unistd::ForkResult::Child => Ok(Forked::Child),
         nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
+    }
+}
+
+/// `n` zeroed 64-bit words of memory shared with every process forked after this call
+/// (`MAP_SHARED | MAP_ANONYMOUS`), seen as atomics. Never unmapped: it lives as long as the
+/// process. (memmap2's `map_anon` is `MAP_PRIVATE`: a fork would copy it, not share it.)
+pub fn shared_words(n: usize) -> io::Result<&'static [std::sync::atomic::AtomicU64]> {
+    use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+    let len = std::num::NonZeroUsize::new(n.max(1) * 8).expect("not zero");
+    let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+    // SAFETY: a new anonymous mapping (no address hint) aliases no Rust object. It is
+    // page-aligned (more than AtomicU64 needs), `n` words long, zero-filled (a valid
+    // AtomicU64) and never unmapped, so a shared 'static slice of atomics over it is valid.
+    // Other processes touch it only through atomic operations too, which is how atomics are
+    // shared between processes.
+    unsafe {
+        let p = mmap_anonymous(None, len, prot, MapFlags::MAP_SHARED).map_err(os)?;
+        Ok(std::slice::from_raw_parts(
+            p.as_ptr().cast::<std::sync::atomic::AtomicU64>(),
+            n.max(1),
+        ))
     }
 }
 

@@ -22,6 +22,7 @@ pub fn run(
     config: &ProcessGroup,
     listeners: Vec<server::Listener>,
     supervisor: Option<std::os::unix::net::UnixStream>,
+    status_row: Option<crate::scoreboard::Row>,
 ) -> u8 {
     let multiprocess = supervisor.is_some();
     // A stop asked for while the interpreter starts (seconds, for a big app) is remembered
@@ -102,7 +103,18 @@ pub fn run(
             return EXIT_LOAD;
         }
     }
-    let router = Arc::new(router::Router::new(config.mounts.clone()));
+    let status_path = config.status.as_ref().map(|s| s.path.as_str());
+    let router = router::Router::new(config.mounts.clone()).with_status_path(status_path);
+    let router = Arc::new(router);
+    let status = config
+        .status
+        .as_ref()
+        .zip(status_row)
+        .map(|(s, row)| server::StatusPage {
+            allow: s.allow.clone(),
+            pool: config.name.clone(),
+            row,
+        });
     let c = &config.connections;
     let server_config = server::ServerConfig {
         limits: config.limits,
@@ -137,6 +149,7 @@ pub fn run(
         supervisor,
         reopen_logs,
         access_log: access_log.clone(),
+        status,
     };
     let served = server::serve(listeners, router, registry.clone(), server_config);
     if let Some(log) = &access_log {

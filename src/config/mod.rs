@@ -42,8 +42,17 @@ pub struct ProcessGroup {
     pub lifecycle: Lifecycle,
     /// Its worker processes' access log, when there is one.
     pub access_log: Option<crate::log::access::Config>,
+    /// The status page (status-path), if any.
+    pub status: Option<Status>,
     /// Things worth saying at start-up and in `check` that do not stop the gateway.
     pub warnings: Vec<String>,
+}
+
+/// The status page: where, and for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub path: String,
+    pub allow: settings::AllowList,
 }
 
 /// The embedded Python's environment.

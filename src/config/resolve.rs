@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::problem::{KeyPath, Origin, Problem, Source};
 use super::settings::{AllowList, LogDest, MountSpec, Seconds, Settings};
-use super::{Connections, Lifecycle, ProcessGroup, Python};
+use super::{Connections, Lifecycle, ProcessGroup, Python, Status};
 use crate::log;
 use crate::router::{AppGroup, Mount, Target};
 use crate::server::{Addr, ListenerSpec, Proto};
@@ -28,6 +28,7 @@ const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_STATUS_ALLOW: &str = "127.0.0.0/8,::1";
 
 /// What the resolution of one process group needs to know about where settings came from.
 pub struct Ctx<'a> {
@@ -147,6 +148,7 @@ pub fn process_group(s: &Settings, name: &str, ctx: &mut Ctx<'_>) -> ProcessGrou
     };
     let connections = connections(s, ctx);
     let access_log = access_log(s, ctx);
+    let status = status(s, ctx);
     ProcessGroup {
         name: name.to_string(),
         listeners,
@@ -159,8 +161,40 @@ pub fn process_group(s: &Settings, name: &str, ctx: &mut Ctx<'_>) -> ProcessGrou
         connections,
         lifecycle,
         access_log,
+        status,
         warnings: std::mem::take(&mut ctx.warnings),
     }
+}
+
+/// The status page: status-path (a path the gateway answers itself) and status-allow.
+fn status(s: &Settings, ctx: &mut Ctx<'_>) -> Option<Status> {
+    let Some(path) = &s.status_path else {
+        if s.status_allow.is_some() {
+            ctx.problem(
+                "status-allow",
+                "needs status-path (e.g. --status-path /status)",
+            );
+        }
+        return None;
+    };
+    if !path.starts_with('/') || path.contains(['?', '#']) {
+        ctx.problem(
+            "status-path",
+            format!(
+                "{path:?} must be a URL path starting with '/', without a query (e.g. /status)"
+            ),
+        );
+        return None;
+    }
+    let allow = s.status_allow.clone().unwrap_or_else(|| {
+        DEFAULT_STATUS_ALLOW
+            .parse()
+            .expect("the default is a valid list")
+    });
+    Some(Status {
+        path: path.clone(),
+        allow,
+    })
 }
 
 fn secs(s: Option<Seconds>) -> Option<Duration> {

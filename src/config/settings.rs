@@ -301,6 +301,14 @@ settings! {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     cancel_on_disconnect: Option<bool>,
+    /// Path of the status page the gateway answers itself, whatever the mounts (php-fpm's
+    /// pm.status_path), e.g. /status; ?json, ?xml, ?html, ?openmetrics, ?full [default: none].
+    #[arg(long, value_name = "PATH")]
+    status_path: Option<String>,
+    /// Clients (REMOTE_ADDR) that may read the status page: addresses or CIDR blocks,
+    /// `,`-separated; others get 403 [default: 127.0.0.0/8,::1].
+    #[arg(long, value_name = "CIDRS")]
+    status_allow: Option<AllowList>,
     /// Import every script when a worker process starts instead of on its first request.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]

@@ -245,6 +245,9 @@ impl Keeper {
             {
                 let thread = thread.get_or_insert_with(|| runner.thread());
                 let stack = runner.stack_of(thread, &job, ident);
+                if let Some(status) = &sh.config.status {
+                    status.row.board().slow_request();
+                }
                 crate::warn!(
                     "{}: still running after {:.1}s on thread {i} (slowlog-timeout {}); its \
                      Python stack:\n{stack}",

@@ -14,9 +14,11 @@ mod conn;
 mod housekeeper;
 mod listener;
 pub mod session;
+mod status;
 
 pub use conn::{Io, Outcome, WaitError};
 pub use listener::{inherited, Addr, Listener, ListenerSpec, Proto};
+pub use status::StatusPage;
 
 use std::collections::VecDeque;
 use std::io;
@@ -146,6 +148,8 @@ pub struct ServerConfig {
     pub reopen_logs: Arc<AtomicBool>,
     /// The access log, when there is one.
     pub access_log: Option<Arc<AccessLog>>,
+    /// The status page (status-path) and this process's row of the scoreboard.
+    pub status: Option<StatusPage>,
 }
 
 /// A request on its way through a thread: its head and route, and its I/O on the
@@ -589,7 +593,12 @@ impl Shared {
                 return;
             }
         }
-        self.running.fetch_add(1, Ordering::SeqCst);
+        let busy = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut scored = self
+            .config
+            .status
+            .as_ref()
+            .map(|s| s.begin(index, &job.head, busy));
         let watched = self.config.recycle.request_timeout.is_some()
             || self.config.watch.slowlog.is_some()
             || self.config.watch.interrupt.is_some()
@@ -598,11 +607,17 @@ impl Shared {
             *lock(&self.slots[index]) = Some((Instant::now(), job.clone()));
         }
         let started = Instant::now();
-        let complete = catch_unwind(AssertUnwindSafe(|| runner.run(thread, &job)));
+        let complete = catch_unwind(AssertUnwindSafe(|| match job.route.status {
+            true => self.answer_status(&job, scored.take()),
+            false => runner.run(thread, &job),
+        }));
         if watched {
             *lock(&self.slots[index]) = None;
         }
         let outcome = job.finish(complete.unwrap_or(false));
+        if let (Some(s), Some(r)) = (&self.config.status, scored) {
+            s.row.end(r);
+        }
         if let Some(log) = &self.config.access_log {
             self.log_access(log, &job, outcome, started);
         }

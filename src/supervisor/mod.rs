@@ -11,12 +11,14 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1};
 
 use crate::config::{self, ProcessGroup, Settings};
+use crate::scoreboard::Board;
 use crate::server::Listener;
 use crate::sys::{self, Forked};
 use crate::{error, info, warn, worker};
@@ -38,6 +40,8 @@ struct Slot {
     /// When to start the next worker here; `None` while one runs, or after giving up.
     due: Option<Instant>,
     history: History,
+    /// The scoreboard row its last worker had (a respawn takes it again when it is free).
+    row: Option<usize>,
 }
 
 /// One process group: its configuration, listening sockets and worker positions.
@@ -45,14 +49,25 @@ struct GroupRun {
     config: ProcessGroup,
     listeners: Vec<Listener>,
     slots: Vec<Slot>,
+    /// The status page's scoreboard, mapped before the workers are forked so that they all
+    /// share it; and the row of each of its workers still alive.
+    board: Option<Arc<Board>>,
+    rows: HashMap<i32, usize>,
 }
 
 impl GroupRun {
     fn new(config: ProcessGroup, listeners: Vec<Listener>, now: Instant) -> GroupRun {
         let n = config.processes.unwrap_or(1);
+        let board = config.status.as_ref().and_then(|_| {
+            Board::new(n, config.threads)
+                .map_err(|e| error!("the status page's scoreboard: {e}; no status page"))
+                .ok()
+        });
         GroupRun {
             config,
             listeners,
+            board,
+            rows: HashMap::new(),
             slots: (0..n)
                 .map(|_| Slot {
                     due: Some(now),
@@ -247,6 +262,9 @@ impl Supervisor<'_> {
 
     fn spawn(&mut self, g: usize, slot: usize) -> std::io::Result<i32> {
         let supervisor = sys::pid();
+        let group = &self.groups[g];
+        let busy: Vec<usize> = group.rows.values().copied().collect();
+        let row = (group.board.as_ref()).and_then(|b| b.free_row(group.slots[slot].row, &busy));
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         // The worker unblocks them once it watches for them (worker::run).
@@ -258,6 +276,10 @@ impl Supervisor<'_> {
         match forked? {
             Forked::Parent(pid) => {
                 info!("{} started (pid {pid})", self.worker_name(g, slot));
+                if let Some(row) = row {
+                    self.groups[g].rows.insert(pid, row);
+                    self.groups[g].slots[slot].row = Some(row);
+                }
                 drop(theirs);
                 let ev = EpollEvent::new(EpollFlags::EPOLLIN, pid as u64);
                 if self.epoll.add(&ours, ev).is_ok() {
@@ -288,7 +310,9 @@ impl Supervisor<'_> {
                         }
                     }
                 }
-                let code = worker::run(&self.groups[g].config, listeners, Some(theirs));
+                let board = self.groups[g].board.as_ref();
+                let row = board.zip(row).map(|(b, r)| b.claim(r, sys::pid() as u32));
+                let code = worker::run(&self.groups[g].config, listeners, Some(theirs), row);
                 std::process::exit(i32::from(code));
             }
         }
@@ -338,6 +362,11 @@ impl Supervisor<'_> {
     /// Reaps every exited worker, logs how it ended and acts on it.
     fn reap(&mut self) {
         while let Some((pid, status)) = sys::try_wait_any() {
+            for group in &mut self.groups {
+                if let (Some(row), Some(board)) = (group.rows.remove(&pid), &group.board) {
+                    board.release(row);
+                }
+            }
             if let Some(ch) = self.channels.remove(&pid) {
                 let _ = self.epoll.delete(&ch);
             }

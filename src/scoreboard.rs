@@ -1,0 +1,409 @@
+//! The scoreboard of a process group, for its status page: a region of memory the supervisor
+//! maps before it forks, so that whichever worker process answers `/status` sees every process
+//! of the group. It holds 64-bit atomic words only (see [`crate::sys::shared_words`]): group
+//! counters, and per worker thread a slot that only that thread writes.
+//!
+//! A process takes a *row* (its pid and one slot per thread). There are twice as many rows as
+//! processes, so that a worker that recycles keeps its row while its replacement, which starts
+//! before it exits, takes another: every slot has one writer at a time. A worker that crashed
+//! leaves its row to its replacement, with its running slots set back to idle by the supervisor.
+//!
+//! The per-request cost is two short runs of relaxed atomic stores and three read-modify-writes
+//! on the group counters; a slot's request text is written under a sequence number so that a
+//! reader never shows half of one URI and half of another.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::Release};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Bytes of a request URI kept (longer ones are cut).
+pub const URI_BYTES: usize = 128;
+/// Bytes of a request method kept.
+pub const METHOD_BYTES: usize = 8;
+
+// The group header.
+const H_START: usize = 0;
+const H_ACCEPTED: usize = 1;
+const H_ACTIVE: usize = 2;
+const H_MAX_ACTIVE: usize = 3;
+const H_MAX_CHILDREN: usize = 4;
+const H_SLOW: usize = 5;
+const H_MAX_LISTEN_QUEUE: usize = 6;
+const HEADER: usize = 8;
+
+// A row: a worker process.
+const R_PID: usize = 0;
+const R_STARTED: usize = 1;
+const ROW_HEADER: usize = 2;
+
+// A slot: a worker thread.
+const S_SEQ: usize = 0;
+const S_STATE: usize = 1;
+const S_REQUESTS: usize = 2;
+const S_START_US: usize = 3;
+const S_LAST_US: usize = 4;
+const S_CONTENT_LENGTH: usize = 5;
+const S_METHOD: usize = 6;
+const S_URI_LEN: usize = 7;
+const S_URI: usize = 8;
+const SLOT: usize = S_URI + URI_BYTES / 8;
+
+const IDLE: u64 = 1;
+const RUNNING: u64 = 2;
+
+/// A worker thread's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum State {
+    #[default]
+    Idle,
+    Running,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Idle => "Idle",
+            State::Running => "Running",
+        }
+    }
+}
+
+/// The scoreboard of one process group.
+pub struct Board {
+    words: &'static [AtomicU64],
+    rows: usize,
+    threads: usize,
+}
+
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Board {
+    /// Maps a board for `processes` worker processes of `threads` threads each.
+    pub fn new(processes: usize, threads: usize) -> std::io::Result<Arc<Board>> {
+        let rows = processes.max(1) * 2;
+        let words = crate::sys::shared_words(HEADER + rows * (ROW_HEADER + threads * SLOT))?;
+        words[H_START].store(unix_us(SystemTime::now()) / 1_000_000, Relaxed);
+        Ok(Arc::new(Board {
+            words,
+            rows,
+            threads,
+        }))
+    }
+
+    fn row_base(&self, row: usize) -> usize {
+        HEADER + row * (ROW_HEADER + self.threads * SLOT)
+    }
+
+    fn slot_base(&self, row: usize, thread: usize) -> usize {
+        self.row_base(row) + ROW_HEADER + thread * SLOT
+    }
+
+    fn w(&self, i: usize) -> &AtomicU64 {
+        &self.words[i]
+    }
+
+    /// The pid holding `row` (0: free).
+    pub fn pid_of(&self, row: usize) -> u32 {
+        self.w(self.row_base(row) + R_PID).load(Relaxed) as u32
+    }
+
+    /// A free row, preferring `wanted` (the row of the worker this one replaces); `busy` are
+    /// the rows of processes still alive.
+    pub fn free_row(&self, wanted: Option<usize>, busy: &[usize]) -> Option<usize> {
+        let free = |r: &usize| !busy.contains(r);
+        wanted
+            .filter(free)
+            .or_else(|| (0..self.rows).find(|r| free(r) && self.pid_of(*r) == 0))
+            .or_else(|| (0..self.rows).find(free))
+    }
+
+    /// Worker process `pid` takes `row`: its threads start idle (their request counts go on).
+    pub fn claim(self: &Arc<Self>, row: usize, pid: u32) -> Row {
+        self.release(row);
+        let base = self.row_base(row);
+        self.w(base + R_STARTED)
+            .store(unix_us(SystemTime::now()) / 1_000_000, Relaxed);
+        for t in 0..self.threads {
+            self.w(self.slot_base(row, t) + S_STATE)
+                .store(IDLE, Relaxed);
+        }
+        self.w(base + R_PID).store(u64::from(pid), Release);
+        Row {
+            board: self.clone(),
+            row,
+        }
+    }
+
+    /// The process of `row` is gone: its running slots end, and the row is free.
+    pub fn release(&self, row: usize) {
+        for t in 0..self.threads {
+            let state = self.w(self.slot_base(row, t) + S_STATE);
+            if state.swap(IDLE, Relaxed) == RUNNING {
+                self.w(H_ACTIVE).fetch_sub(1, Relaxed);
+            }
+        }
+        self.w(self.row_base(row) + R_PID).store(0, Release);
+    }
+
+    /// A request was logged by the slow log.
+    pub fn slow_request(&self) {
+        self.w(H_SLOW).fetch_add(1, Relaxed);
+    }
+
+    /// Keeps the highest listen queue seen.
+    pub fn saw_listen_queue(&self, n: u64) -> u64 {
+        self.w(H_MAX_LISTEN_QUEUE).fetch_max(n, Relaxed).max(n)
+    }
+
+    /// What the board says now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut procs = Vec::new();
+        for row in 0..self.rows {
+            let base = self.row_base(row);
+            let pid = self.w(base + R_PID).load(Relaxed) as u32;
+            if pid == 0 {
+                continue;
+            }
+            let started = self.w(base + R_STARTED).load(Relaxed);
+            let threads = (0..self.threads).map(|t| self.read_slot(row, t)).collect();
+            procs.push(ProcSnap {
+                pid,
+                started,
+                threads,
+            });
+        }
+        Snapshot {
+            start: self.w(H_START).load(Relaxed),
+            accepted: self.w(H_ACCEPTED).load(Relaxed),
+            max_active: self.w(H_MAX_ACTIVE).load(Relaxed),
+            max_children_reached: self.w(H_MAX_CHILDREN).load(Relaxed),
+            slow_requests: self.w(H_SLOW).load(Relaxed),
+            procs,
+        }
+    }
+
+    fn read_slot(&self, row: usize, thread: usize) -> SlotSnap {
+        let b = self.slot_base(row, thread);
+        let load = |i: usize| self.w(b + i).load(std::sync::atomic::Ordering::Acquire);
+        // A seqlock read: retry while the writer is in the middle of an update.
+        for _ in 0..100 {
+            let seq = load(S_SEQ);
+            if seq % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut uri = Vec::with_capacity(URI_BYTES);
+            for i in 0..URI_BYTES / 8 {
+                uri.extend_from_slice(&load(S_URI + i).to_le_bytes());
+            }
+            uri.truncate(load(S_URI_LEN).min(URI_BYTES as u64) as usize);
+            let method = load(S_METHOD).to_le_bytes();
+            let method_len = method.iter().position(|&b| b == 0).unwrap_or(METHOD_BYTES);
+            let snap = SlotSnap {
+                state: if load(S_STATE) == RUNNING {
+                    State::Running
+                } else {
+                    State::Idle
+                },
+                requests: load(S_REQUESTS),
+                start_us: load(S_START_US),
+                last_us: load(S_LAST_US),
+                content_length: load(S_CONTENT_LENGTH),
+                method: String::from_utf8_lossy(&method[..method_len]).into_owned(),
+                uri: String::from_utf8_lossy(&uri).into_owned(),
+            };
+            if load(S_SEQ) == seq {
+                return snap;
+            }
+        }
+        SlotSnap::default()
+    }
+}
+
+/// The row of one worker process: where its threads record their requests.
+#[derive(Clone)]
+pub struct Row {
+    board: Arc<Board>,
+    row: usize,
+}
+
+/// A request being recorded, from [`Row::begin`] to [`Row::end`].
+pub struct Running {
+    thread: usize,
+    began: Instant,
+}
+
+impl Row {
+    pub fn board(&self) -> &Arc<Board> {
+        &self.board
+    }
+
+    /// Thread `thread` begins a request; `busy`: how many threads of this process run one now
+    /// (this one included).
+    pub fn begin(
+        &self,
+        thread: usize,
+        method: &[u8],
+        uri: &[u8],
+        content_length: u64,
+        busy: usize,
+    ) -> Running {
+        let b = &self.board;
+        let base = b.slot_base(self.row, thread);
+        let w = |i: usize| b.w(base + i);
+        let seq = w(S_SEQ).load(Relaxed);
+        w(S_SEQ).store(seq + 1, Relaxed);
+        std::sync::atomic::fence(Release);
+        w(S_STATE).store(RUNNING, Relaxed);
+        w(S_START_US).store(unix_us(SystemTime::now()), Relaxed);
+        w(S_CONTENT_LENGTH).store(content_length, Relaxed);
+        let mut m = [0u8; 8];
+        let n = method.len().min(METHOD_BYTES);
+        m[..n].copy_from_slice(&method[..n]);
+        w(S_METHOD).store(u64::from_le_bytes(m), Relaxed);
+        let uri = &uri[..uri.len().min(URI_BYTES)];
+        w(S_URI_LEN).store(uri.len() as u64, Relaxed);
+        for (i, chunk) in uri.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            w(S_URI + i).store(u64::from_le_bytes(word), Relaxed);
+        }
+        w(S_SEQ).store(seq + 2, Release);
+        b.w(H_ACCEPTED).fetch_add(1, Relaxed);
+        let active = b.w(H_ACTIVE).fetch_add(1, Relaxed) + 1;
+        if active > b.w(H_MAX_ACTIVE).load(Relaxed) {
+            b.w(H_MAX_ACTIVE).fetch_max(active, Relaxed);
+        }
+        if busy >= b.threads {
+            b.w(H_MAX_CHILDREN).fetch_add(1, Relaxed);
+        }
+        Running {
+            thread,
+            began: Instant::now(),
+        }
+    }
+
+    /// The request of [`Row::begin`] ended.
+    pub fn end(&self, r: Running) {
+        let b = &self.board;
+        let base = b.slot_base(self.row, r.thread);
+        let w = |i: usize| b.w(base + i);
+        let took = r.began.elapsed().as_micros() as u64;
+        w(S_LAST_US).store(took, Relaxed);
+        w(S_REQUESTS).store(w(S_REQUESTS).load(Relaxed) + 1, Relaxed);
+        if w(S_STATE).swap(IDLE, Relaxed) == RUNNING {
+            b.w(H_ACTIVE).fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// The board at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// When the board was made (Unix seconds): the process group's start.
+    pub start: u64,
+    pub accepted: u64,
+    pub max_active: u64,
+    pub max_children_reached: u64,
+    pub slow_requests: u64,
+    pub procs: Vec<ProcSnap>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcSnap {
+    pub pid: u32,
+    /// Unix seconds.
+    pub started: u64,
+    pub threads: Vec<SlotSnap>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SlotSnap {
+    pub state: State,
+    /// Requests served by this slot (by this thread and those that held it before).
+    pub requests: u64,
+    /// When the current (or last) request began, in Unix microseconds; 0: never.
+    pub start_us: u64,
+    /// How long the last finished request took.
+    pub last_us: u64,
+    pub content_length: u64,
+    pub method: String,
+    pub uri: String,
+}
+
+impl SlotSnap {
+    /// How long the current request has run (Running), or the last one took (Idle).
+    pub fn duration(&self, now: SystemTime) -> Duration {
+        match self.state {
+            State::Running => Duration::from_micros(unix_us(now).saturating_sub(self.start_us)),
+            State::Idle => Duration::from_micros(self.last_us),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_seen_while_it_runs_and_counted_when_it_ends() {
+        let board = Board::new(2, 3).unwrap();
+        let row = board.claim(1, 4242);
+        let r = row.begin(2, b"POST", b"/a/b?c=d", 12, 1);
+        let s = board.snapshot();
+        assert_eq!((s.accepted, s.max_active), (1, 1));
+        assert_eq!(board.w(H_ACTIVE).load(Relaxed), 1);
+        assert_eq!(s.procs.len(), 1);
+        let t = &s.procs[0].threads[2];
+        assert_eq!(s.procs[0].pid, 4242);
+        assert_eq!(t.state, State::Running);
+        assert_eq!((t.method.as_str(), t.uri.as_str()), ("POST", "/a/b?c=d"));
+        assert_eq!(t.content_length, 12);
+        row.end(r);
+        let s = board.snapshot();
+        assert_eq!((s.accepted, s.max_active), (1, 1));
+        assert_eq!(board.w(H_ACTIVE).load(Relaxed), 0);
+        assert_eq!(s.procs[0].threads[2].requests, 1);
+        assert_eq!(s.procs[0].threads[2].state, State::Idle);
+    }
+
+    #[test]
+    fn long_uris_are_cut_and_a_crashed_worker_leaves_no_active_request() {
+        let board = Board::new(1, 1).unwrap();
+        let row = board.claim(0, 7);
+        let long = vec![b'x'; 300];
+        let _r = row.begin(0, b"VERYLONGMETHOD", &long, 0, 1);
+        let s = board.snapshot();
+        assert_eq!(s.procs[0].threads[0].uri.len(), URI_BYTES);
+        assert_eq!(s.procs[0].threads[0].method, "VERYLONG");
+        assert_eq!(s.max_children_reached, 1);
+        board.release(0);
+        let s = board.snapshot();
+        assert_eq!((board.w(H_ACTIVE).load(Relaxed), s.procs.len()), (0, 0));
+        assert_eq!(board.free_row(Some(0), &[]), Some(0));
+        assert_eq!(board.free_row(Some(0), &[0]), Some(1));
+    }
+
+    #[test]
+    fn a_forked_child_writes_what_the_parent_reads() {
+        let board = Board::new(1, 1).unwrap();
+        match crate::sys::fork().unwrap() {
+            crate::sys::Forked::Child => {
+                let row = board.claim(0, std::process::id());
+                let r = row.begin(0, b"GET", b"/from-child", 0, 1);
+                row.end(r);
+                std::process::exit(0);
+            }
+            crate::sys::Forked::Parent(pid) => {
+                crate::sys::wait(pid);
+                let s = board.snapshot();
+                assert_eq!(s.accepted, 1);
+                assert_eq!(s.procs[0].pid, pid as u32);
+                assert_eq!(s.procs[0].threads[0].uri, "/from-child");
+            }
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! The status page (status-path): every format through nginx, OpenMetrics read by
+//! prometheus_client's parser, a running request seen in `?full`, status-allow, and the
+//! counters of every worker process whichever one answers.
+
+mod support;
+
+use std::io::Write;
+use std::process::Command;
+
+use support::*;
+
+/// Runs `code` with the test venv's Python, `input` on its standard input; its output.
+fn python(code: &str, input: &[u8]) -> Option<String> {
+    let venv = test_venv()?;
+    let mut child = Command::new(venv.join("bin/python"))
+        .args(["-c", code])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}\ninput:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(input)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+/// Whether the test venv can parse OpenMetrics (prometheus_client installed).
+fn has_prometheus_client() -> bool {
+    let Some(venv) = test_venv() else {
+        return false;
+    };
+    Command::new(venv.join("bin/python"))
+        .args(["-c", "import prometheus_client"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `?openmetrics` parsed by prometheus_client: `name value` per sample, labels dropped.
+const PARSE_OPENMETRICS: &str = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "pool")
+        print(f"{s.name}{{{labels}}} {int(s.value)}")
+"#;
+
+fn metric(parsed: &str, name: &str) -> u64 {
+    let prefix = format!("{name}{{}} ");
+    parsed
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{name} in\n{parsed}"))
+        .parse()
+        .unwrap()
+}
+
+/// The value of a `name: value` line of the plain-text page.
+fn field(text: &str, name: &str) -> String {
+    let prefix = format!("{name}:");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{name} in\n{text}"))
+        .trim()
+        .to_string()
+}
+
+/// One FastCGI request with REMOTE_ADDR set to `remote`.
+fn fcgi_from(addr: &str, uri: &str, remote: &str) -> Response {
+    let mut params = cgi_params("GET", uri, 0);
+    for p in &mut params {
+        if p.0 == "REMOTE_ADDR" {
+            p.1 = remote.to_string();
+        }
+    }
+    let mut s = connect(addr).unwrap();
+    s.write_all(&fcgi_bytes(1, false, &params, b"")).unwrap();
+    fcgi_read_response(&mut *s, 1).unwrap()
+}
+
+#[test]
+fn front_nginx_status_in_every_format() {
+    use support::frontends::*;
+    if !require(find_bin("nginx").is_some(), "nginx")
+        || !require(test_venv().is_some(), "the test venv")
+    {
+        return;
+    }
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let rig = Rig::start(
+        Kind::Nginx,
+        "nginx-examples/fastcgi.conf",
+        &[
+            "--fastcgi",
+            GATEWAY_TCP,
+            "--status-path",
+            "/status",
+            "--threads",
+            "3",
+            "--mount",
+            &mount,
+        ],
+    );
+    rig.ok("GET", "/t/slow?ms=1", &[], b"");
+    // A thread is counted idle again just after its response went out: wait for that.
+    let mut asked = 1;
+    let mut text = String::new();
+    wait_for("one thread busy (the status request's)", || {
+        let r = rig.ok("GET", "/status", &[], b"");
+        assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
+        asked += 1;
+        text = r.text();
+        field(&text, "active processes") == "1"
+    });
+    for name in [
+        "pool",
+        "process manager",
+        "start time",
+        "start since",
+        "accepted conn",
+        "listen queue",
+        "max listen queue",
+        "listen queue len",
+        "idle processes",
+        "active processes",
+        "total processes",
+        "max active processes",
+        "max children reached",
+        "slow requests",
+    ] {
+        field(&text, name);
+    }
+    assert_eq!(field(&text, "pool"), "main");
+    assert_eq!(field(&text, "process manager"), "static");
+    assert_eq!(field(&text, "accepted conn"), asked.to_string());
+    // The status request itself runs on one of the 3 threads.
+    assert_eq!(field(&text, "idle processes"), "2");
+    assert_eq!(field(&text, "total processes"), "3");
+    assert_eq!(field(&text, "listen queue len"), "1024", "{text}");
+
+    let json = rig.ok("GET", "/status?json&full", &[], b"");
+    assert_eq!(json.header("Content-Type"), Some("application/json"));
+    let checked = python(
+        "import json, sys\nd = json.load(sys.stdin)\n\
+         print(d['pool'], d['accepted-conn'], d['total-processes'], len(d['processes']),\n\
+               sorted(p['request-uri'] for p in d['processes'] if p['state'] == 'Running'))",
+        &json.body,
+    )
+    .unwrap();
+    assert_eq!(
+        checked.trim(),
+        format!("main {} 3 3 ['/status?json&full']", asked + 1)
+    );
+
+    let xml = rig.ok("GET", "/status?xml", &[], b"");
+    assert_eq!(xml.header("Content-Type"), Some("text/xml"));
+    let checked = python(
+        "import sys, xml.etree.ElementTree as ET\nr = ET.fromstring(sys.stdin.buffer.read())\n\
+         print(r.tag, r.findtext('pool'), r.findtext('accepted-conn'))",
+        &xml.body,
+    )
+    .unwrap();
+    assert_eq!(checked.trim(), format!("status main {}", asked + 2));
+
+    let html = rig.ok("GET", "/status?html&full", &[], b"");
+    assert!(html
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/html"));
+    let html = html.text();
+    let accepted = format!("<tr><th>accepted conn</th><td>{}</td></tr>", asked + 3);
+    assert!(html.contains(&accepted), "{html}");
+    assert!(html.contains("<td>/status?html&amp;full</td>"), "{html}");
+
+    let om = rig.ok("GET", "/status?openmetrics", &[], b"");
+    assert!(om
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(om.text().ends_with("# EOF\n"));
+
+    // Outside the mounts too: the gateway answers the status path itself.
+    let r = rig.get("/nothing-mounted-here");
+    assert_eq!(r.status, 404);
+    rig.assert_gateway_quiet();
+}
+
+#[test]
+fn front_nginx_openmetrics_counters_move_with_requests() {
+    use support::frontends::*;
+    if !require(find_bin("nginx").is_some(), "nginx")
+        || !require(
+            has_prometheus_client(),
+            "prometheus_client in the test venv",
+        )
+    {
+        return;
+    }
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let rig = Rig::start(
+        Kind::Nginx,
+        "nginx-examples/fastcgi.conf",
+        &[
+            "--fastcgi",
+            GATEWAY_TCP,
+            "--status-path",
+            "/status",
+            "--mount",
+            &mount,
+        ],
+    );
+    let scrapes = std::cell::Cell::new(0);
+    let scrape = || {
+        let r = rig.ok("GET", "/status?openmetrics&full", &[], b"");
+        scrapes.set(scrapes.get() + 1);
+        python(PARSE_OPENMETRICS, &r.body).unwrap()
+    };
+    // Requests finished, summed over the threads.
+    let served = |parsed: &str| -> u64 {
+        parsed
+            .lines()
+            .filter(|l| l.starts_with("wsgi_gateway_thread_requests_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let before = scrape();
+    let accepted = |parsed: &str| metric(parsed, "wsgi_gateway_accepted_connections_total");
+    assert_eq!(accepted(&before), 1);
+    assert_eq!(metric(&before, "wsgi_gateway_total_processes"), 8);
+    assert_eq!(metric(&before, "wsgi_gateway_active_processes"), 1);
+    assert_eq!(metric(&before, "wsgi_gateway_up"), 1);
+    assert_eq!(served(&before), 0);
+    for _ in 0..5 {
+        rig.ok("GET", "/t/slow?ms=1", &[], b"");
+    }
+    // A request is counted as served just after its response went out.
+    let mut after = String::new();
+    wait_for("the requests counted as served", || {
+        after = scrape();
+        served(&after) == 5 + scrapes.get() - 1
+    });
+    assert_eq!(accepted(&after), 5 + scrapes.get());
+    assert_eq!(metric(&after, "wsgi_gateway_active_processes"), 1);
+}
+
+#[test]
+fn full_shows_a_running_request_while_it_runs() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--status-path",
+        "/status",
+        "--threads",
+        "2",
+        "--mount",
+        &mount,
+    ]);
+    let dir = tmpdir("status-full");
+    let marker = dir.join("m");
+    let uri = format!("/t/block?marker={}&ms=1500", marker.display());
+    let addr = gw.addr.clone();
+    let blocked = {
+        let uri = uri.clone();
+        std::thread::spawn(move || fcgi(&addr, "GET", &uri, b"").unwrap())
+    };
+    wait_for("the request to run", || marker.exists());
+    let page = fcgi(&gw.addr, "GET", "/status?full", b"").unwrap();
+    assert_eq!(page.status, 200);
+    let text = page.text();
+    let entries: Vec<&str> = text.split("************************").skip(1).collect();
+    assert_eq!(entries.len(), 2, "{text}");
+    let running = entries
+        .iter()
+        .find(|e| field(e, "request URI") == uri)
+        .unwrap_or_else(|| panic!("{uri} in\n{text}"));
+    assert_eq!(field(running, "state"), "Running");
+    assert_eq!(field(running, "request method"), "GET");
+    assert_eq!(field(running, "pid"), gw.pid().to_string());
+    let ran: u64 = field(running, "request duration").parse().unwrap();
+    assert!(ran < 1_500_000, "{ran} µs");
+    assert_eq!(blocked.join().unwrap().status, 200);
+    // Once it ended (its slot is updated just after its response went out): counted, and
+    // no longer running.
+    let mut page = String::new();
+    wait_for("the request to be counted", || {
+        page = fcgi(&gw.addr, "GET", "/status?full", b"").unwrap().text();
+        !page.contains("/t/block")
+            || page
+                .split("************************")
+                .skip(1)
+                .any(|e| field(e, "request URI") == uri && field(e, "state") == "Idle")
+    });
+    let entries: Vec<&str> = page.split("************************").skip(1).collect();
+    let served: u64 = entries
+        .iter()
+        .map(|e| field(e, "requests").parse::<u64>().unwrap())
+        .sum();
+    assert!(served >= 2, "{page}");
+}
+
+#[test]
+fn a_client_outside_status_allow_gets_403() {
+    let gw = Gateway::start(&["--status-path", "/status"]);
+    assert_eq!(fcgi_from(&gw.addr, "/status", "10.1.2.3").status, 403);
+    assert_eq!(fcgi_from(&gw.addr, "/status", "::1").status, 200);
+    assert_eq!(fcgi_from(&gw.addr, "/status", "127.0.0.2").status, 200);
+    let gw = Gateway::start(&["--status-path", "/st", "--status-allow", "10.0.0.0/8"]);
+    assert_eq!(fcgi_from(&gw.addr, "/st", "10.1.2.3").status, 200);
+    assert_eq!(fcgi_from(&gw.addr, "/st", "127.0.0.1").status, 403);
+    // Without a status path, the path is an app's like any other.
+    let gw = Gateway::start(&[]);
+    let r = fcgi_from(&gw.addr, "/status", "127.0.0.1");
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains("accepted conn"));
+}
+
+#[test]
+fn three_processes_count_every_request_whichever_answers() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--status-path",
+        "/status",
+        "--processes",
+        "3",
+        "--threads",
+        "2",
+        "--mount",
+        &mount,
+    ]);
+    // Every worker is up: their rows are on the board.
+    wait_for("three workers", || {
+        let text = fcgi(&gw.addr, "GET", "/status", b"").unwrap().text();
+        field(&text, "total processes") == "6"
+    });
+    let first = fcgi(&gw.addr, "GET", "/status", b"").unwrap().text();
+    let base: u64 = field(&first, "accepted conn").parse().unwrap();
+    let mut pids = std::collections::HashSet::new();
+    for i in 0..30 {
+        let r = fcgi(&gw.addr, "GET", "/t/slow?ms=1", b"").unwrap();
+        assert_eq!(r.status, 200);
+        if i % 3 == 0 {
+            let page = fcgi(&gw.addr, "GET", "/status?json&full", b"")
+                .unwrap()
+                .text();
+            let pid = page
+                .split("\"state\":\"Running\"")
+                .next()
+                .and_then(|before| before.rsplit("\"pid\":").next())
+                .and_then(|p| p.split(',').next())
+                .unwrap()
+                .to_string();
+            pids.insert(pid);
+        }
+    }
+    let last = fcgi(&gw.addr, "GET", "/status", b"").unwrap().text();
+    // 30 app requests, 10 status requests in between, and this one.
+    let accepted: u64 = field(&last, "accepted conn").parse().unwrap();
+    assert_eq!(accepted, base + 41, "{last}");
+    assert_eq!(field(&last, "total processes"), "6");
+    eprintln!(
+        "status answered by {} worker process(es): {pids:?}",
+        pids.len()
+    );
+}
+
+#[test]
+fn the_status_subcommand_prints_the_page() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--status-path", "/status", "--mount", &mount]);
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("status")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, _) = run(&[&gw.addr]);
+    assert_eq!(code, Some(0));
+    assert_eq!(field(&text, "pool"), "main");
+    let (code, json, _) = run(&["--json", "--full", &gw.addr]);
+    assert_eq!(code, Some(0));
+    assert!(json.starts_with("{\"pool\":\"main\""), "{json}");
+    assert!(
+        json.contains("\"request-uri\":\"/status?json&full\""),
+        "{json}"
+    );
+    let (code, om, _) = run(&["--openmetrics", "--scgi", &gw.addr]);
+    assert_eq!(code, Some(0));
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    let (code, _, err) = run(&["--path", "/elsewhere", &gw.addr]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--status-path /elsewhere"), "{err}");
+}
