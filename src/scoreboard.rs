@@ -45,7 +45,8 @@ const S_LAST_US: usize = 4;
 const S_CONTENT_LENGTH: usize = 5;
 const S_METHOD: usize = 6;
 const S_URI_LEN: usize = 7;
-const S_URI: usize = 8;
+const S_LAST_CPU_US: usize = 8;
+const S_URI: usize = 9;
 const SLOT: usize = S_URI + URI_BYTES / 8;
 
 const IDLE: u64 = 1;
@@ -211,6 +212,7 @@ impl Board {
                 requests: load(S_REQUESTS),
                 start_us: load(S_START_US),
                 last_us: load(S_LAST_US),
+                last_cpu_us: load(S_LAST_CPU_US),
                 content_length: load(S_CONTENT_LENGTH),
                 method: String::from_utf8_lossy(&method[..method_len]).into_owned(),
                 uri: String::from_utf8_lossy(&uri).into_owned(),
@@ -234,6 +236,13 @@ pub struct Row {
 pub struct Running {
     thread: usize,
     began: Instant,
+    cpu: Duration,
+}
+
+/// CPU time used by the calling thread so far.
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(Duration::ZERO, Duration::from)
 }
 
 impl Row {
@@ -283,6 +292,7 @@ impl Row {
         Running {
             thread,
             began: Instant::now(),
+            cpu: thread_cpu(),
         }
     }
 
@@ -292,7 +302,9 @@ impl Row {
         let base = b.slot_base(self.row, r.thread);
         let w = |i: usize| b.w(base + i);
         let took = r.began.elapsed().as_micros() as u64;
+        let cpu = thread_cpu().saturating_sub(r.cpu).as_micros() as u64;
         w(S_LAST_US).store(took, Relaxed);
+        w(S_LAST_CPU_US).store(cpu, Relaxed);
         w(S_REQUESTS).store(w(S_REQUESTS).load(Relaxed) + 1, Relaxed);
         if w(S_STATE).swap(IDLE, Relaxed) == RUNNING {
             b.w(H_ACTIVE).fetch_sub(1, Relaxed);
@@ -329,12 +341,25 @@ pub struct SlotSnap {
     pub start_us: u64,
     /// How long the last finished request took.
     pub last_us: u64,
+    /// CPU time its thread spent on it.
+    pub last_cpu_us: u64,
     pub content_length: u64,
     pub method: String,
     pub uri: String,
 }
 
 impl SlotSnap {
+    /// The last finished request's CPU time over its duration, in percent (php-fpm's
+    /// `last request cpu`), with two decimals; 0.00 before any.
+    pub fn last_cpu_percent(&self) -> String {
+        let pct = if self.last_us == 0 {
+            0.0
+        } else {
+            self.last_cpu_us as f64 * 100.0 / self.last_us as f64
+        };
+        format!("{pct:.2}")
+    }
+
     /// How long the current request has run (Running), or the last one took (Idle).
     pub fn duration(&self, now: SystemTime) -> Duration {
         match self.state {

@@ -308,6 +308,12 @@ fn nginx_uwsgi_root_and_submount() {
     let body = pseudo_random(10 << 20, 43);
     let r = rig.ok("POST", "/app/upload", &[], &body);
     assert_eq!(Echo::parse(&r).get("BODY_SHA256"), sha256_hex(&body));
+    // A streamed response (a generator of 64 KiB chunks), at / and at the sub-mount.
+    for path in ["/big?mib=20", "/app/big?mib=20"] {
+        let r = rig.ok("GET", path, &[], b"");
+        assert_eq!(r.body.len(), 20 << 20, "{path}: response length");
+        assert_eq!(sha256_hex(&r.body), big_response_sha256(20), "{path}");
+    }
     rig.assert_gateway_quiet();
 }
 

@@ -397,6 +397,11 @@ impl View<'_> {
                         "content-length",
                         Value::Int(t.content_length),
                     ),
+                    (
+                        "last request cpu",
+                        "last-request-cpu",
+                        Value::Str(t.last_cpu_percent()),
+                    ),
                 ]);
             }
         }
@@ -661,6 +666,12 @@ mod tests {
             uri: "/a?b=\"c\"".into(),
             ..SlotSnap::default()
         };
+        let finished = SlotSnap {
+            requests: 7,
+            last_us: 2_000,
+            last_cpu_us: 1_500,
+            ..SlotSnap::default()
+        };
         Snapshot {
             start: 1_700_000_000,
             accepted: 10,
@@ -670,7 +681,7 @@ mod tests {
             procs: vec![ProcSnap {
                 pid: 99,
                 started: 1_700_000_000,
-                threads: vec![running, SlotSnap::default()],
+                threads: vec![running, finished],
             }],
         }
     }
@@ -703,6 +714,9 @@ mod tests {
         ));
         assert!(body.contains("request URI:          /a?b=\"c\"\n"));
         assert!(body.contains("request duration:     1000000\n"), "{body}");
+        // The idle thread's last request: 1.5 ms of CPU in 2 ms.
+        assert!(body.contains("last request cpu:     75.00\n"), "{body}");
+        assert!(body.contains("last request cpu:     0.00\n"), "{body}");
     }
 
     #[test]
