@@ -122,3 +122,9 @@ done
 if [ -n "${PIP_PYTHONS// /}" ]; then
     WSGI_GATEWAY_PIP_PYTHONS="$PIP_PYTHONS" cargo nextest run --test install --run-ignored only -E 'test(/^pip_install/)'
 fi
+
+# `cargo install --path .`, as README documents it, into a scratch root: the installed binary
+# names the Python it embeds and checks a configuration (its libpython loads, Python starts).
+cargo install --locked --quiet --path . --root target/cargo-install --target-dir target
+target/cargo-install/bin/wsgi-gateway --version
+target/cargo-install/bin/wsgi-gateway check --listen 127.0.0.1:0 tests/apps/pep3333.wsgi
