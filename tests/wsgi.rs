@@ -17,163 +17,11 @@ fn gateway(extra: &[&str]) -> Gateway {
     Gateway::start(&args)
 }
 
-fn json(r: &Response) -> serde_json_lite::Value {
-    serde_json_lite::parse(&r.text()).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+fn json(r: &Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
 }
 
-mod serde_json_lite {
-    //! Just enough JSON to read the test app's answers.
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum Value {
-        Null,
-        Bool(bool),
-        Num(f64),
-        Str(String),
-        List(Vec<Value>),
-        Obj(Vec<(String, Value)>),
-    }
-
-    impl Value {
-        pub fn get(&self, key: &str) -> &Value {
-            match self {
-                Value::Obj(items) => items
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v)
-                    .unwrap_or(&Value::Null),
-                _ => &Value::Null,
-            }
-        }
-
-        pub fn str(&self) -> &str {
-            match self {
-                Value::Str(s) => s,
-                other => panic!("not a string: {other:?}"),
-            }
-        }
-
-        pub fn num(&self) -> f64 {
-            match self {
-                Value::Num(n) => *n,
-                other => panic!("not a number: {other:?}"),
-            }
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Value, String> {
-        let chars: Vec<char> = text.chars().collect();
-        let mut pos = 0;
-        let v = value(&chars, &mut pos)?;
-        Ok(v)
-    }
-
-    fn ws(c: &[char], p: &mut usize) {
-        while *p < c.len() && c[*p].is_whitespace() {
-            *p += 1;
-        }
-    }
-
-    fn value(c: &[char], p: &mut usize) -> Result<Value, String> {
-        ws(c, p);
-        let Some(&ch) = c.get(*p) else {
-            return Err("unexpected end".into());
-        };
-        match ch {
-            '{' => {
-                *p += 1;
-                let mut items = Vec::new();
-                loop {
-                    ws(c, p);
-                    if c.get(*p) == Some(&'}') {
-                        *p += 1;
-                        return Ok(Value::Obj(items));
-                    }
-                    let Value::Str(k) = value(c, p)? else {
-                        return Err("key".into());
-                    };
-                    ws(c, p);
-                    *p += 1; // ':'
-                    let v = value(c, p)?;
-                    items.push((k, v));
-                    ws(c, p);
-                    if c.get(*p) == Some(&',') {
-                        *p += 1;
-                    }
-                }
-            }
-            '[' => {
-                *p += 1;
-                let mut items = Vec::new();
-                loop {
-                    ws(c, p);
-                    if c.get(*p) == Some(&']') {
-                        *p += 1;
-                        return Ok(Value::List(items));
-                    }
-                    items.push(value(c, p)?);
-                    ws(c, p);
-                    if c.get(*p) == Some(&',') {
-                        *p += 1;
-                    }
-                }
-            }
-            '"' => {
-                *p += 1;
-                let mut s = String::new();
-                while let Some(&ch) = c.get(*p) {
-                    *p += 1;
-                    match ch {
-                        '"' => return Ok(Value::Str(s)),
-                        '\\' => {
-                            let e = c[*p];
-                            *p += 1;
-                            match e {
-                                'n' => s.push('\n'),
-                                't' => s.push('\t'),
-                                'r' => s.push('\r'),
-                                'u' => {
-                                    let hex: String = c[*p..*p + 4].iter().collect();
-                                    *p += 4;
-                                    s.push(
-                                        char::from_u32(u32::from_str_radix(&hex, 16).unwrap())
-                                            .unwrap_or('?'),
-                                    );
-                                }
-                                other => s.push(other),
-                            }
-                        }
-                        other => s.push(other),
-                    }
-                }
-                Err("unterminated string".into())
-            }
-            't' => {
-                *p += 4;
-                Ok(Value::Bool(true))
-            }
-            'f' => {
-                *p += 5;
-                Ok(Value::Bool(false))
-            }
-            'n' => {
-                *p += 4;
-                Ok(Value::Null)
-            }
-            _ => {
-                let start = *p;
-                while *p < c.len() && "+-0123456789.eE".contains(c[*p]) {
-                    *p += 1;
-                }
-                let s: String = c[start..*p].iter().collect();
-                s.parse()
-                    .map(Value::Num)
-                    .map_err(|_| format!("bad number {s:?}"))
-            }
-        }
-    }
-}
-
-use serde_json_lite::Value;
+use serde_json::{json, Value};
 
 #[test]
 fn environ_is_pep3333() {
@@ -181,26 +29,20 @@ fn environ_is_pep3333() {
     let r = fcgi(&gw.addr, "GET", "/t/echo/a%20b?x=1&y=2", b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let v = json(&r);
-    assert_eq!(v.get("SCRIPT_NAME").str(), "/t");
-    assert_eq!(v.get("PATH_INFO").str(), "/echo/a b");
-    assert_eq!(v.get("QUERY_STRING").str(), "x=1&y=2");
-    assert_eq!(v.get("wsgi.url_scheme").str(), "http");
-    assert_eq!(v.get("wsgi.input_terminated"), &Value::Bool(true));
-    assert_eq!(v.get("wsgi.multithread"), &Value::Bool(true));
-    assert_eq!(v.get("wsgi.run_once"), &Value::Bool(false));
-    assert_eq!(
-        v.get("wsgi.version"),
-        &Value::List(vec![Value::Num(1.0), Value::Num(0.0)])
-    );
-    assert_eq!(v.get("types"), &Value::List(vec![Value::Str("str".into())]));
-    assert_eq!(v.get("http").get("HTTP_HOST").str(), "localhost");
-    assert_eq!(
-        v.get("sys.argv"),
-        &Value::List(vec![Value::Str("wsgi-gateway".into())])
-    );
+    assert_eq!(v["SCRIPT_NAME"], "/t");
+    assert_eq!(v["PATH_INFO"], "/echo/a b");
+    assert_eq!(v["QUERY_STRING"], "x=1&y=2");
+    assert_eq!(v["wsgi.url_scheme"], "http");
+    assert_eq!(v["wsgi.input_terminated"], true);
+    assert_eq!(v["wsgi.multithread"], true);
+    assert_eq!(v["wsgi.run_once"], false);
+    assert_eq!(v["wsgi.version"], json!([1, 0]));
+    assert_eq!(v["types"], json!(["str"]));
+    assert_eq!(v["http"]["HTTP_HOST"], "localhost");
+    assert_eq!(v["sys.argv"], json!(["wsgi-gateway"]));
     // The same over SCGI.
     let r = scgi(&gw.addr, "GET", "/t/echo?z", b"").unwrap();
-    assert_eq!(json(&r).get("PATH_INFO").str(), "/echo");
+    assert_eq!(json(&r)["PATH_INFO"], "/echo");
 }
 
 #[test]
@@ -212,9 +54,9 @@ fn https_scheme_and_latin1_native_strings() {
     s.write_all(&fcgi_bytes(1, false, &params, b"")).unwrap();
     let r = fcgi_read_response(&mut *s, 1).unwrap();
     let v = json(&r);
-    assert_eq!(v.get("wsgi.url_scheme").str(), "https");
+    assert_eq!(v["wsgi.url_scheme"], "https");
     // UTF-8 bytes of "é" as two latin-1 code points, per PEP 3333.
-    assert_eq!(v.get("PATH_INFO").str(), "/echo/\u{c3}\u{a9}");
+    assert_eq!(v["PATH_INFO"], "/echo/\u{c3}\u{a9}");
 }
 
 #[test]
@@ -247,19 +89,12 @@ fn input_stream_methods() {
     let body = b"first line\nabcdef\nl3\nl4\nl5\ntail";
     let r = fcgi(&gw.addr, "POST", "/t/lines", body).unwrap();
     let v = json(&r);
-    assert_eq!(v.get("first").str(), "first line\n");
-    assert_eq!(v.get("limited").str(), "abc");
-    assert_eq!(v.get("rest").str(), "def\n");
-    assert_eq!(v.get("two"), &Value::List(vec![Value::Str("l3\n".into())]));
-    assert_eq!(
-        v.get("remaining"),
-        &Value::List(vec![
-            Value::Str("l4\n".into()),
-            Value::Str("l5\n".into()),
-            Value::Str("tail".into())
-        ])
-    );
-    assert_eq!(v.get("eof").str(), "");
+    assert_eq!(v["first"], "first line\n");
+    assert_eq!(v["limited"], "abc");
+    assert_eq!(v["rest"], "def\n");
+    assert_eq!(v["two"], json!(["l3\n"]));
+    assert_eq!(v["remaining"], json!(["l4\n", "l5\n", "tail"]));
+    assert_eq!(v["eof"], "");
 }
 
 #[test]
@@ -275,8 +110,8 @@ fn body_without_content_length_ends_with_the_stream() {
     let mut s = connect(&gw.addr).unwrap();
     s.write_all(&fcgi_bytes(1, false, &params, &body)).unwrap();
     let v = json(&fcgi_read_response(&mut *s, 1).unwrap());
-    assert_eq!(v.get("length").num() as usize, body.len());
-    assert_eq!(v.get("sha256").str(), sha256_hex(&body));
+    assert_eq!(v["length"].as_u64().unwrap() as usize, body.len());
+    assert_eq!(v["sha256"], sha256_hex(&body));
 }
 
 #[test]
@@ -286,12 +121,12 @@ fn ten_mib_upload_and_fifty_mib_response_are_exact() {
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
     let v = json(&fcgi(&gw.addr, "POST", "/t/upload", &body).unwrap());
-    assert_eq!(v.get("length").num() as usize, body.len());
-    assert_eq!(v.get("sha256").str(), sha256_hex(&body));
+    assert_eq!(v["length"].as_u64().unwrap() as usize, body.len());
+    assert_eq!(v["sha256"], sha256_hex(&body));
     let v = json(&fcgi(&gw.addr, "POST", "/t/upload-chunked-reads?size=7777", &body).unwrap());
-    assert_eq!(v.get("sha256").str(), sha256_hex(&body));
+    assert_eq!(v["sha256"], sha256_hex(&body));
     let v = json(&scgi(&gw.addr, "POST", "/t/upload", &body).unwrap());
-    assert_eq!(v.get("sha256").str(), sha256_hex(&body));
+    assert_eq!(v["sha256"], sha256_hex(&body));
 
     let r = fcgi(&gw.addr, "GET", "/t/big?mb=50", b"").unwrap();
     assert_eq!(r.body.len(), 50 << 20);
@@ -341,7 +176,7 @@ fn concurrent_slow_requests_finish_with_the_configured_threads() {
     for h in handles {
         let r = h.join().unwrap().unwrap();
         assert_eq!(r.status, 200);
-        threads.insert(json(&r).get("thread").num() as u64);
+        threads.insert(json(&r)["thread"].as_u64().unwrap());
     }
     // 50 requests of 200 ms on 4 threads: at least 13 rounds, and never more than 4 threads.
     assert!(threads.len() <= 4, "{} threads", threads.len());

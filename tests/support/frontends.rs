@@ -10,14 +10,14 @@
 //! `Rig` holds a front end and a gateway; when a test fails while it is alive, the servers'
 //! logs are printed with the failure.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{connect, http, parse_http, path_str, root, tmpdir, Gateway, Response, TIMEOUT};
+use super::{http, http_agent, http_response, path_str, root, tmpdir, Gateway, Response, TIMEOUT};
 
 /// The port the examples' web servers listen on (127.0.0.1).
 pub const FRONT_PORT: u16 = 8080;
@@ -547,30 +547,31 @@ impl Drop for Rig {
     }
 }
 
-/// One HTTP/1.1 POST with a chunked request body (Connection: close) to a front end on
-/// loopback.
+/// One HTTP/1.1 POST with a chunked request body (`Transfer-Encoding: chunked`, as a body
+/// of unknown length is sent) to a front end on loopback; the body is read `chunk` bytes at a
+/// time.
 pub fn http_chunked_post(
     port: u16,
     path: &str,
     body: &[u8],
     chunk: usize,
 ) -> Result<Response, String> {
-    let mut s = connect(&format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
-    let mut wire = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    for piece in body.chunks(chunk.max(1)) {
-        wire.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        wire.extend_from_slice(piece);
-        wire.extend_from_slice(b"\r\n");
+    /// Hands out at most `chunk` bytes per read.
+    struct Pieces<'a>(&'a [u8], usize);
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
     }
-    wire.extend_from_slice(b"0\r\n\r\n");
-    s.write_all(&wire).map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    parse_http(&raw)
+    http_response(
+        http_agent()
+            .post(&format!("http://127.0.0.1:{port}{path}"))
+            .set("Content-Type", "application/octet-stream")
+            .send(Pieces(body, chunk.max(1))),
+    )
 }
 
 /// The `KEY=value` lines of tests/apps/frontend_echo.wsgi as a lookup.

@@ -557,7 +557,20 @@ pub fn uwsgi(addr: &str, method: &str, uri: &str, body: &[u8]) -> Result<Respons
     parse_http(&out)
 }
 
-/// One HTTP/1.1 request (Connection: close) to a front end on loopback.
+/// An HTTP client for the front ends: no connection reuse (every request is a connection of
+/// its own, like the tests' load), no redirects followed, bounded timeouts.
+pub fn http_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .max_idle_connections(0)
+        .redirects(0)
+        .timeout_connect(TIMEOUT)
+        .timeout_read(TIMEOUT)
+        .timeout_write(TIMEOUT)
+        .build()
+}
+
+/// One HTTP/1.1 request to a front end on loopback (with `Content-Length`, also when the body
+/// is empty); a 4xx or 5xx answer is a response like any other.
 pub fn http(
     port: u16,
     method: &str,
@@ -565,22 +578,38 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response, String> {
-    let mut s = connect(&format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut req = http_agent().request(method, &format!("http://127.0.0.1:{port}{path}"));
     for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
+        req = req.set(n, v);
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    s.write_all(body).map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    parse_http(&raw)
+    http_response(req.send_bytes(body))
 }
 
+/// A ureq answer as a [`Response`]: statuses are data, transport errors are errors.
+pub fn http_response(r: Result<ureq::Response, ureq::Error>) -> Result<Response, String> {
+    let r = match r {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = r.status();
+    let headers = r
+        .headers_names()
+        .iter()
+        .flat_map(|n| r.all(n).into_iter().map(|v| (n.clone(), v.to_string())))
+        .collect();
+    let mut body = Vec::new();
+    r.into_reader()
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The HTTP head and body that a uwsgi response carries (the gateway writes the status line
+/// and headers itself there).
 pub fn parse_http(raw: &[u8]) -> Result<Response, String> {
     let end = raw
         .windows(4)
