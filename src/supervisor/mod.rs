@@ -45,7 +45,7 @@ struct Slot {
 }
 
 /// One process group: its configuration, listening sockets and worker positions.
-struct GroupRun {
+struct ProcessGroupRun {
     config: ProcessGroup,
     listeners: Vec<Listener>,
     slots: Vec<Slot>,
@@ -55,15 +55,15 @@ struct GroupRun {
     rows: HashMap<i32, usize>,
 }
 
-impl GroupRun {
-    fn new(config: ProcessGroup, listeners: Vec<Listener>, now: Instant) -> GroupRun {
+impl ProcessGroupRun {
+    fn new(config: ProcessGroup, listeners: Vec<Listener>, now: Instant) -> ProcessGroupRun {
         let n = config.processes.unwrap_or(1);
         let board = config.status.as_ref().and_then(|_| {
             Board::new(n, config.threads)
                 .map_err(|e| error!("the status page's scoreboard: {e}; no status page"))
                 .ok()
         });
-        GroupRun {
+        ProcessGroupRun {
             config,
             listeners,
             board,
@@ -92,7 +92,7 @@ struct Supervisor<'a> {
     epoll: Epoll,
     /// The supervisor's end of each worker's channel (a worker that recycles says so at once).
     channels: HashMap<i32, UnixStream>,
-    groups: Vec<GroupRun>,
+    groups: Vec<ProcessGroupRun>,
     /// The supervisor's signals (taken out in a forked worker).
     signals: Option<sys::Signals>,
     /// pid → (group, slot) of current workers.
@@ -120,9 +120,9 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
     let name = display_name(&groups[0].0);
     sys::set_process_title(&format!("{name}: supervisor"));
     let now = Instant::now();
-    let groups: Vec<GroupRun> = groups
+    let groups: Vec<ProcessGroupRun> = groups
         .into_iter()
-        .map(|(c, l)| GroupRun::new(c, l, now))
+        .map(|(c, l)| ProcessGroupRun::new(c, l, now))
         .collect();
     let n: usize = groups.iter().map(|g| g.slots.len()).sum();
     let mut sup = Supervisor {
@@ -530,13 +530,17 @@ impl Supervisor<'_> {
                         error!("reload refused: {e}");
                         warn!("the running workers keep serving the previous configuration");
                         old.extend(listeners);
-                        old.extend(groups.into_iter().flat_map(|g: GroupRun| g.listeners));
+                        old.extend(
+                            groups
+                                .into_iter()
+                                .flat_map(|g: ProcessGroupRun| g.listeners),
+                        );
                         self.give_back(old);
                         return;
                     }
                 }
             }
-            groups.push(GroupRun::new(config, listeners, now));
+            groups.push(ProcessGroupRun::new(config, listeners, now));
         }
         drop(old);
         // SIGHUP to a worker: it is replaced (it finishes its requests, and kept connections
