@@ -12,6 +12,7 @@ mod python;
 mod router;
 mod scoreboard;
 mod server;
+mod sockdiag;
 mod supervisor;
 mod sys;
 mod venv;

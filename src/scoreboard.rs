@@ -51,20 +51,34 @@ const SLOT: usize = S_URI + URI_BYTES / 8;
 
 const IDLE: u64 = 1;
 const RUNNING: u64 = 2;
+const READING: u64 = 3;
+const FINISHING: u64 = 4;
+
+/// Whether a slot's state word is one of a request's (slots start zeroed: idle).
+fn busy(state: u64) -> bool {
+    state >= RUNNING
+}
 
 /// A worker thread's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum State {
     #[default]
     Idle,
+    /// Waiting for the request's body from the web server (`wsgi.input` has nothing yet).
+    Reading,
+    /// Running the app.
     Running,
+    /// The app is done; the response's end goes out and the request is logged.
+    Finishing,
 }
 
 impl State {
     pub fn name(self) -> &'static str {
         match self {
             State::Idle => "Idle",
+            State::Reading => "Reading",
             State::Running => "Running",
+            State::Finishing => "Finishing",
         }
     }
 }
@@ -106,6 +120,11 @@ impl Board {
         &self.words[i]
     }
 
+    /// Whether this board is the size [`Board::new`] makes for `processes` x `threads`.
+    pub fn fits(&self, processes: usize, threads: usize) -> bool {
+        self.rows == processes.max(1) * 2 && self.threads == threads
+    }
+
     /// The pid holding `row` (0: free).
     pub fn pid_of(&self, row: usize) -> u32 {
         self.w(self.row_base(row) + R_PID).load(Relaxed) as u32
@@ -142,7 +161,7 @@ impl Board {
     pub fn release(&self, row: usize) {
         for t in 0..self.threads {
             let state = self.w(self.slot_base(row, t) + S_STATE);
-            if state.swap(IDLE, Relaxed) == RUNNING {
+            if busy(state.swap(IDLE, Relaxed)) {
                 self.w(H_ACTIVE).fetch_sub(1, Relaxed);
             }
         }
@@ -204,10 +223,11 @@ impl Board {
             let method = load(S_METHOD).to_le_bytes();
             let method_len = method.iter().position(|&b| b == 0).unwrap_or(METHOD_BYTES);
             let snap = SlotSnap {
-                state: if load(S_STATE) == RUNNING {
-                    State::Running
-                } else {
-                    State::Idle
+                state: match load(S_STATE) {
+                    RUNNING => State::Running,
+                    READING => State::Reading,
+                    FINISHING => State::Finishing,
+                    _ => State::Idle,
                 },
                 requests: load(S_REQUESTS),
                 start_us: load(S_START_US),
@@ -306,8 +326,25 @@ impl Row {
         w(S_LAST_US).store(took, Relaxed);
         w(S_LAST_CPU_US).store(cpu, Relaxed);
         w(S_REQUESTS).store(w(S_REQUESTS).load(Relaxed) + 1, Relaxed);
-        if w(S_STATE).swap(IDLE, Relaxed) == RUNNING {
+        if busy(w(S_STATE).swap(IDLE, Relaxed)) {
             b.w(H_ACTIVE).fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Thread `thread`, in a request, moves to `state` (Reading, Running or Finishing).
+    pub fn set_state(&self, thread: usize, state: State) {
+        let word = self
+            .board
+            .w(self.board.slot_base(self.row, thread) + S_STATE);
+        if busy(word.load(Relaxed)) {
+            word.store(
+                match state {
+                    State::Reading => READING,
+                    State::Finishing => FINISHING,
+                    State::Running | State::Idle => RUNNING,
+                },
+                Relaxed,
+            );
         }
     }
 }
@@ -363,8 +400,8 @@ impl SlotSnap {
     /// How long the current request has run (Running), or the last one took (Idle).
     pub fn duration(&self, now: SystemTime) -> Duration {
         match self.state {
-            State::Running => Duration::from_micros(unix_us(now).saturating_sub(self.start_us)),
             State::Idle => Duration::from_micros(self.last_us),
+            _ => Duration::from_micros(unix_us(now).saturating_sub(self.start_us)),
         }
     }
 }
@@ -387,7 +424,14 @@ mod tests {
         assert_eq!(t.state, State::Running);
         assert_eq!((t.method.as_str(), t.uri.as_str()), ("POST", "/a/b?c=d"));
         assert_eq!(t.content_length, 12);
+        row.set_state(2, State::Reading);
+        assert_eq!(board.snapshot().procs[0].threads[2].state, State::Reading);
+        row.set_state(2, State::Finishing);
+        assert_eq!(board.snapshot().procs[0].threads[2].state, State::Finishing);
+        assert_eq!(board.w(H_ACTIVE).load(Relaxed), 1);
         row.end(r);
+        // A state change outside a request changes nothing.
+        row.set_state(2, State::Running);
         let s = board.snapshot();
         assert_eq!((s.accepted, s.max_active), (1, 1));
         assert_eq!(board.w(H_ACTIVE).load(Relaxed), 0);
@@ -401,6 +445,7 @@ mod tests {
         let row = board.claim(0, 7);
         let long = vec![b'x'; 300];
         let _r = row.begin(0, b"VERYLONGMETHOD", &long, 0, 1);
+        row.set_state(0, State::Finishing);
         let s = board.snapshot();
         assert_eq!(s.procs[0].threads[0].uri.len(), URI_BYTES);
         assert_eq!(s.procs[0].threads[0].method, "VERYLONG");

@@ -303,6 +303,98 @@ fn full_shows_a_running_request_while_it_runs() {
     assert!(served >= 2, "{page}");
 }
 
+/// A thread whose app waits for body bytes that have not arrived shows as Reading.
+#[test]
+fn full_shows_a_thread_waiting_for_its_body_as_reading() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--status-path",
+        "/status",
+        "--threads",
+        "2",
+        "--buffer-body",
+        "0",
+        "--mount",
+        &mount,
+    ]);
+    let body = vec![b'x'; 100];
+    let wire = fcgi_bytes(1, false, &cgi_params("POST", "/t/upload", 100), &body);
+    let (now, later) = wire.split_at(wire.len() - 60);
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(now).unwrap();
+    let mut text = String::new();
+    wait_for("a thread reading its body", || {
+        text = fcgi(&gw.addr, "GET", "/status?full", b"").unwrap().text();
+        text.split("************************")
+            .any(|e| e.contains("/t/upload") && field(e, "state") == "Reading")
+    });
+    s.write_all(later).unwrap();
+    let r = fcgi_read_response(&mut *s, 1).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains(&sha256_hex(&body)), "{}", r.text());
+    wait_for("the thread to be idle again", || {
+        text = fcgi(&gw.addr, "GET", "/status?full", b"").unwrap().text();
+        text.split("************************")
+            .skip(1)
+            .all(|e| field(e, "state") == "Idle" || field(e, "request URI") == "/status?full")
+    });
+}
+
+/// The listen-queue fields of a Unix socket come from the kernel: connections that wait while
+/// every thread of both worker processes is busy (a busy worker accepts nothing) are seen by
+/// the once-a-second sample ("max listen queue"), and the backlog is the one the socket was
+/// given.
+#[test]
+fn unix_socket_listen_queue_from_the_kernel() {
+    let dir = tmpdir("status-queue");
+    let sock = format!("unix:{}", dir.join("gw.sock").display());
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--fastcgi",
+        &sock,
+        "--listen-backlog",
+        "50",
+        "--status-path",
+        "/status",
+        "--processes",
+        "2",
+        "--threads",
+        "1",
+        "--mount",
+        &mount,
+    ]);
+    wait_for("two workers", || child_pids(gw.pid()).len() == 2);
+    let text = fcgi(&gw.addr, "GET", "/status", b"").unwrap().text();
+    assert_eq!(field(&text, "listen queue"), "0", "{text}");
+    assert_eq!(field(&text, "listen queue len"), "50", "{text}");
+    assert_eq!(field(&text, "max listen queue"), "0", "{text}");
+    // Both workers busy for 3 s: three more connections wait in the kernel's queue, for
+    // longer than the sampling period.
+    let blocked: Vec<_> = (0..2)
+        .map(|i| {
+            let marker = dir.join(format!("m{i}"));
+            let uri = format!("/t/block?marker={}&ms=3000", marker.display());
+            let addr = gw.addr.clone();
+            let t = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b"").unwrap());
+            wait_for("a blocking request to run", || marker.exists());
+            t
+        })
+        .collect();
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = gw.addr.clone();
+            std::thread::spawn(move || fcgi(&addr, "GET", "/t/echo", b"").unwrap())
+        })
+        .collect();
+    for t in blocked.into_iter().chain(waiting) {
+        assert_eq!(t.join().unwrap().status, 200);
+    }
+    let text = fcgi(&gw.addr, "GET", "/status", b"").unwrap().text();
+    let max: u64 = field(&text, "max listen queue").parse().unwrap();
+    assert!((1..=3).contains(&max), "{text}");
+    assert_eq!(field(&text, "listen queue"), "0", "{text}");
+}
+
 #[test]
 fn a_client_outside_status_allow_gets_403() {
     let gw = Gateway::start(&["--status-path", "/status"]);
@@ -347,13 +439,14 @@ fn three_processes_count_every_request_whichever_answers() {
             let page = fcgi(&gw.addr, "GET", "/status?json&full", b"")
                 .unwrap()
                 .text();
-            let pid = page
-                .split("\"state\":\"Running\"")
-                .next()
-                .and_then(|before| before.rsplit("\"pid\":").next())
-                .and_then(|p| p.split(',').next())
+            let doc: serde_json::Value = serde_json::from_str(&page).unwrap();
+            let running = doc["processes"]
+                .as_array()
                 .unwrap()
-                .to_string();
+                .iter()
+                .find(|t| t["state"] == "Running")
+                .unwrap_or_else(|| panic!("no Running thread in {page}"));
+            let pid = running["pid"].as_u64().unwrap();
             pids.insert(pid);
         }
     }
@@ -366,6 +459,24 @@ fn three_processes_count_every_request_whichever_answers() {
         "status answered by {} worker process(es): {pids:?}",
         pids.len()
     );
+    // A reload keeps the board: the counters and the start time go on, and once the old
+    // workers are gone their rows are free again.
+    let old = child_pids(gw.pid());
+    let _ = Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status();
+    wait_for("the old workers to be replaced", || {
+        let now = child_pids(gw.pid());
+        now.len() == 3 && now.is_disjoint(&old)
+    });
+    let mut after = String::new();
+    wait_for("the new workers on the board", || {
+        after = fcgi(&gw.addr, "GET", "/status", b"").unwrap().text();
+        field(&after, "total processes") == "6"
+    });
+    let counted: u64 = field(&after, "accepted conn").parse().unwrap();
+    assert!(counted > accepted, "{after}");
+    assert_eq!(field(&after, "start time"), field(&last, "start time"));
 }
 
 #[test]

@@ -17,6 +17,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// idle meanwhile is closed then); afterwards a kept connection closes after its next
 /// response, so that a worker process under load drains in bounded time.
 const DRAIN_KEPT: Duration = Duration::from_secs(2);
+/// How often the status page's "max listen queue" samples the kernel's accept queues (like
+/// php-fpm's process manager, once a second).
+const LISTEN_QUEUE_SAMPLE: Duration = Duration::from_secs(1);
 
 /// Why a worker process stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,7 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         keeper.begin_stop(Stop::Now);
     }
     let mut events = [EpollEvent::empty(); 4];
+    let mut last_sample = Instant::now();
     loop {
         let _ = own.wait(&mut events, crate::sys::epoll_timeout(Some(TICK)));
         let _ = sh.kick_fd.read();
@@ -107,6 +111,12 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         }
         keeper.expire_connections();
         keeper.expire_queue();
+        if let Some(status) = &sh.config.status {
+            if last_sample.elapsed() >= LISTEN_QUEUE_SAMPLE {
+                last_sample = Instant::now();
+                status.row.board().saw_listen_queue(sh.listen_queue().queue);
+            }
+        }
         keeper.watch_running(runner, &mut thread);
         if let Some(limit) = sh.config.recycle.request_timeout {
             keeper.watch_requests(runner, &mut thread, limit);

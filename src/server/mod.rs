@@ -227,7 +227,16 @@ impl Request {
     /// Waits for body bytes, up to the body timeout.
     pub fn wait_readable(&self) -> Result<(), WaitError> {
         let timeout = self.server.config.timeouts.body;
-        self.conn.wait_readable(&self.server, self.id, timeout)
+        // The status page shows the thread as Reading while it waits.
+        let scored = self.server.config.status.as_ref().zip(thread_index());
+        if let Some((s, t)) = scored {
+            s.row.set_state(t, crate::scoreboard::State::Reading);
+        }
+        let r = self.conn.wait_readable(&self.server, self.id, timeout);
+        if let Some((s, t)) = scored {
+            s.row.set_state(t, crate::scoreboard::State::Running);
+        }
+        r
     }
 
     /// How long a body read or a response write may make no progress.
@@ -613,6 +622,9 @@ impl Shared {
         }));
         if watched {
             *lock(&self.slots[index]) = None;
+        }
+        if let (Some(s), Some(_)) = (&self.config.status, &scored) {
+            s.row.set_state(index, crate::scoreboard::State::Finishing);
         }
         let outcome = job.finish(complete.unwrap_or(false));
         if let (Some(s), Some(r)) = (&self.config.status, scored) {

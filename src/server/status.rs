@@ -65,49 +65,32 @@ pub fn parse_query(query: &[u8]) -> (Format, bool) {
 /// The listen-queue figures of a worker process's listeners, from the kernel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListenQueue {
-    /// Connections waiting to be accepted now (TCP listeners only).
+    /// Connections waiting to be accepted now.
     pub queue: u64,
     /// How many may wait: the backlog the kernel applies.
     pub len: u64,
 }
 
-/// The current accept queue of each listening TCP socket in a `/proc/net/tcp` table, by inode
-/// (for a socket in LISTEN state the kernel shows its accept queue as `rx_queue`).
-fn accept_queues(table: &str, out: &mut Vec<(u64, u64)>) {
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 10 || f[3] != "0A" {
-            continue;
-        }
-        let rx = f[4].split(':').nth(1).unwrap_or("0");
-        let (Ok(rx), Ok(inode)) = (u64::from_str_radix(rx, 16), f[9].parse::<u64>()) else {
-            continue;
-        };
-        out.push((inode, rx));
-    }
-}
-
 impl Shared {
-    fn listen_queue(&self) -> ListenQueue {
-        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(4096);
-        let mut queues = Vec::new();
-        for t in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            if let Ok(text) = std::fs::read_to_string(t) {
-                accept_queues(&text, &mut queues);
-            }
-        }
+    /// The accept queues of this process group's listening sockets, from the kernel
+    /// (sock_diag: the same figures for TCP and Unix sockets).
+    pub(super) fn listen_queue(&self) -> ListenQueue {
+        let queues = crate::sockdiag::accept_queues().unwrap_or_else(|e| {
+            crate::debug!("sock_diag: {e}; the listen queue is reported as 0");
+            Default::default()
+        });
         let l = super::lock(&self.listeners);
         let mut q = ListenQueue::default();
         for listener in &l.list {
-            q.len += u64::from(listener.spec.backlog).min(somaxconn);
             let Ok(st) = nix::sys::stat::fstat(listener.fd().as_fd()) else {
                 continue;
             };
-            if let Some((_, n)) = queues.iter().find(|(ino, _)| *ino == st.st_ino) {
-                q.queue += n;
+            match queues.get(&st.st_ino) {
+                Some(a) => {
+                    q.queue += a.waiting;
+                    q.len += a.backlog;
+                }
+                None => q.len += u64::from(listener.spec.backlog),
             }
         }
         q
@@ -250,7 +233,7 @@ impl View<'_> {
     }
 
     fn active(&self) -> u64 {
-        let running = self.threads().filter(|(_, t)| t.state == State::Running);
+        let running = self.threads().filter(|(_, t)| t.state != State::Idle);
         running.count() as u64
     }
 
@@ -603,7 +586,7 @@ fn openmetrics(v: &View<'_>, full: bool) -> String {
             (
                 "thread_running",
                 "gauge",
-                "Whether the thread runs a request.",
+                "Whether the thread is in a request (Reading, Running or Finishing).",
             ),
             (
                 "thread_request_duration_microseconds",
@@ -618,7 +601,7 @@ fn openmetrics(v: &View<'_>, full: bool) -> String {
                 for (i, t) in p.threads.iter().enumerate() {
                     let n = match metric {
                         "thread_requests" => t.requests,
-                        "thread_running" => u64::from(t.state == State::Running),
+                        "thread_running" => u64::from(t.state != State::Idle),
                         _ => t.duration(v.now).as_micros() as u64,
                     };
                     let sample = if kind == "counter" {
@@ -731,15 +714,5 @@ mod tests {
         let (body, _) = render(&view(&s), Format::OpenMetrics, false);
         assert!(body.contains("wsgi_gateway_accepted_connections_total{pool=\"main\"} 10\n"));
         assert!(body.ends_with("# EOF\n"));
-    }
-
-    #[test]
-    fn proc_net_tcp_listening_sockets() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-   0: 0100007F:2328 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0\n\
-   1: 0100007F:2328 0100007F:D2F4 01 00000000:00000000 00:00000000 00000000     0        0 12346 1 0000000000000000 20 4 30 10 -1\n";
-        let mut q = Vec::new();
-        accept_queues(table, &mut q);
-        assert_eq!(q, vec![(12345, 3)]);
     }
 }

@@ -56,12 +56,20 @@ struct ProcessGroupRun {
 }
 
 impl ProcessGroupRun {
-    fn new(config: ProcessGroup, listeners: Vec<Listener>, now: Instant) -> ProcessGroupRun {
+    /// `board`: the scoreboard of the process group this one replaces, when it is kept.
+    fn new(
+        config: ProcessGroup,
+        listeners: Vec<Listener>,
+        now: Instant,
+        board: Option<Arc<Board>>,
+    ) -> ProcessGroupRun {
         let n = config.processes.unwrap_or(1);
         let board = config.status.as_ref().and_then(|_| {
-            Board::new(n, config.threads)
-                .map_err(|e| error!("the status page's scoreboard: {e}; no status page"))
-                .ok()
+            board.or_else(|| {
+                Board::new(n, config.threads)
+                    .map_err(|e| error!("the status page's scoreboard: {e}; no status page"))
+                    .ok()
+            })
         });
         ProcessGroupRun {
             config,
@@ -122,7 +130,7 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
     let now = Instant::now();
     let groups: Vec<ProcessGroupRun> = groups
         .into_iter()
-        .map(|(c, l)| ProcessGroupRun::new(c, l, now))
+        .map(|(c, l)| ProcessGroupRun::new(c, l, now, None))
         .collect();
     let n: usize = groups.iter().map(|g| g.slots.len()).sum();
     let mut sup = Supervisor {
@@ -540,9 +548,28 @@ impl Supervisor<'_> {
                     }
                 }
             }
-            groups.push(ProcessGroupRun::new(config, listeners, now));
+            // A process group that stays, with the same size, keeps its scoreboard: the
+            // status page's counters go on.
+            let board = self
+                .groups
+                .iter()
+                .find(|o| o.config.name == config.name)
+                .and_then(|o| o.board.clone())
+                .filter(|b| b.fits(config.processes.unwrap_or(1), config.threads));
+            groups.push(ProcessGroupRun::new(config, listeners, now, board));
         }
         drop(old);
+        // The rows of the workers being replaced stay theirs in a kept scoreboard until
+        // they exit.
+        for g in &mut groups {
+            let kept = self.groups.iter_mut().find(|o| match (&o.board, &g.board) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            });
+            if let Some(o) = kept {
+                g.rows = std::mem::take(&mut o.rows);
+            }
+        }
         // SIGHUP to a worker: it is replaced (it finishes its requests, and kept connections
         // close only once the web server was told so).
         let pids: Vec<i32> = self.current.drain().map(|(pid, _)| pid).collect();
