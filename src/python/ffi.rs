@@ -639,7 +639,7 @@ impl<'py> Gil<'py> {
     }
 
     /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_sendfile`,
-    /// `_gw_print`) into `dict` (a module namespace of this interpreter).
+    /// `_gw_print`, `_gw_head`) into `dict` (a module namespace of this interpreter).
     pub fn install_callbacks(self, dict: &Obj<'py>) -> PyResult<()> {
         for def in CALLBACKS.0.iter() {
             // SAFETY: `def` is 'static; the function object is made in this interpreter.
@@ -838,7 +838,7 @@ const fn method(name: &'static CStr, f: Fast) -> ffi::PyMethodDef {
     }
 }
 
-struct Defs([ffi::PyMethodDef; 5]);
+struct Defs([ffi::PyMethodDef; 6]);
 // SAFETY: plain constant C data, never mutated.
 unsafe impl Sync for Defs {}
 
@@ -848,6 +848,7 @@ static CALLBACKS_DEFS: Defs = Defs([
     method(c"_gw_log", gw_log),
     method(c"_gw_sendfile", gw_sendfile),
     method(c"_gw_print", gw_print),
+    method(c"_gw_head", gw_head),
 ]);
 static CALLBACKS: &Defs = &CALLBACKS_DEFS;
 
@@ -969,6 +970,79 @@ unsafe extern "C" fn gw_log(
         host.log(&text, gil.borrowed(a[1]).is_true());
         ret(Ok(gil.none()))
     })
+}
+
+/// The text of an exact `str` (its UTF-8), or None (with no exception set).
+fn str_of<'a>(p: *mut ffi::PyObject) -> Option<&'a str> {
+    let mut len: ffi::Py_ssize_t = 0;
+    // SAFETY: GIL held; `p` is a valid object kept alive by the caller for 'a; the UTF-8
+    // buffer of a str lives as long as the str.
+    unsafe {
+        if ffi::PyUnicode_CheckExact(p) == 0 {
+            return None;
+        }
+        let data = ffi::PyUnicode_AsUTF8AndSize(p, &mut len);
+        if data.is_null() {
+            // Lone surrogates: not latin-1 either.
+            ffi::PyErr_Clear();
+            return None;
+        }
+        std::str::from_utf8(std::slice::from_raw_parts(data.cast(), len as usize)).ok()
+    }
+}
+
+/// `_gw_head(status, headers)`: `(head, content_length)` for a start_response() whose
+/// status and header list are exact str/list/tuple and certainly valid (see
+/// `wsgi::head::build`), else None: gateway.py then checks them itself.
+unsafe extern "C" fn gw_head(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    if nargs != 2 {
+        // SAFETY: builtin exception type.
+        return raise(unsafe { ffi::PyExc_TypeError }, "expected 2 arguments");
+    }
+    let gil = Gil(PhantomData);
+    // SAFETY: CPython passes `nargs` valid borrowed references; we hold the GIL. The list and
+    // its tuples and strs stay alive (and unchanged: no Python code runs) until we return.
+    unsafe {
+        let a = std::slice::from_raw_parts(args, 2);
+        let none = || ret(Ok(gil.none()));
+        let Some(status) = str_of(a[0]) else {
+            return none();
+        };
+        let list = a[1];
+        if ffi::PyList_CheckExact(list) == 0 {
+            return none();
+        }
+        let n = ffi::PyList_GET_SIZE(list);
+        let mut pairs = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let item = ffi::PyList_GET_ITEM(list, i);
+            if ffi::PyTuple_CheckExact(item) == 0 || ffi::PyTuple_GET_SIZE(item) != 2 {
+                return none();
+            }
+            let name = str_of(ffi::PyTuple_GET_ITEM(item, 0));
+            let value = str_of(ffi::PyTuple_GET_ITEM(item, 1));
+            let (Some(name), Some(value)) = (name, value) else {
+                return none();
+            };
+            pairs.push((name, value));
+        }
+        let mut head = Vec::with_capacity(64 + pairs.len() * 48);
+        let Some(length) = crate::wsgi::head::build(status, &pairs, &mut head) else {
+            return none();
+        };
+        let length = match length {
+            Some(l) => gil.int(l as i64),
+            None => Ok(gil.none()),
+        };
+        let (Ok(head), Ok(length)) = (gil.bytes(&head), length) else {
+            return ptr::null_mut();
+        };
+        ret(gil.tuple(&[&head, &length]))
+    }
 }
 
 /// `_gw_print(text)`: a line the interpreter wrote to sys.stderr (or sys.stdout) outside any

@@ -337,6 +337,12 @@ class Response:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError('start_response() called twice without exc_info')
+        fast = _gw_head(status, headers)
+        if fast is not None:
+            # Made and checked in Rust (the usual case).
+            self.head, self.length = fast
+            self.status = status
+            return self.write
         if status.__class__ is not str:
             raise InvalidResponse('status must be str, not %s' % type(status).__name__)
         if status not in _GOOD_STATUS:

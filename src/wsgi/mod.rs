@@ -3,6 +3,8 @@
 //! cycle itself (start_response, write, iteration, close, wsgi.input, wsgi.errors,
 //! file_wrapper) is `gateway.py`, run in each interpreter; Rust builds environ and moves bytes.
 
+pub mod head;
+
 use rustc_hash::FxHashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
