@@ -96,7 +96,8 @@ fn fastcgi(c: &mut Criterion) {
             })
         })
     });
-    assert_eq!(copied, body);
+    // (Empty when a filter left this case out.)
+    assert!(copied.is_empty() || copied == body);
 
     // Into a buffer reused from one response to the next, as a connection's write buffer is.
     let mut response = Vec::new();
