@@ -829,7 +829,7 @@ fn nginx_directory_mount_serves_its_scripts_and_nothing_else() {
         "/apps/hello.wsgi",
         "/apps/index.wsgi",
     ] {
-        let r = rig.get(path);
+        let r = rig.get_verbatim(path);
         assert_eq!(
             r.status,
             404,
@@ -851,7 +851,7 @@ fn nginx_directory_mount_serves_its_scripts_and_nothing_else() {
         );
     }
     // nginx refuses a path above its root itself; nothing is run either way.
-    let r = rig.get("/apps/../../outside");
+    let r = rig.get_verbatim("/apps/../../outside");
     assert!(matches!(r.status, 400 | 404), "{} {:?}", r.status, r.text());
     assert!(!r.text().contains("-ran"));
     let log = rig.gw.log_text();
@@ -1229,7 +1229,7 @@ fn nginx_the_example_config_checks_and_serves() {
         "/tools/nope",
         "/tools/echo%2fx",
     ] {
-        assert_eq!(rig.get(path).status, 404, "{path}");
+        assert_eq!(rig.get_verbatim(path).status, 404, "{path}");
     }
     let log = rig.gw.log_text();
     assert!(log.contains("mount /tools -> "), "{log}");

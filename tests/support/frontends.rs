@@ -492,6 +492,17 @@ impl Rig {
         self.request("GET", path, &[], b"")
     }
 
+    /// A GET whose path goes out exactly as written (see [`super::http_verbatim`]).
+    pub fn get_verbatim(&self, path: &str) -> Response {
+        super::http_verbatim(self.front.port, path).unwrap_or_else(|e| {
+            panic!(
+                "GET {path} through {}: {e}\n{}",
+                self.front.name,
+                self.logs()
+            )
+        })
+    }
+
     /// A request that must answer 200; returns the response.
     pub fn ok(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         let r = self.request(method, path, headers, body);

@@ -585,6 +585,18 @@ pub fn http(
     http_response(req.send_bytes(body))
 }
 
+/// One GET whose request target is sent exactly as written (`..` segments and `%2e`
+/// included): an HTTP client library resolves dot segments first, as browsers do, so tests
+/// of how the web server and the gateway confine paths write the request line themselves.
+pub fn http_verbatim(port: u16, path: &str) -> Result<Response, String> {
+    let mut s = connect(&format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    parse_http(&raw)
+}
+
 /// A ureq answer as a [`Response`]: statuses are data, transport errors are errors.
 pub fn http_response(r: Result<ureq::Response, ureq::Error>) -> Result<Response, String> {
     let r = match r {
