@@ -315,12 +315,14 @@ impl ThreadState {
         let slot =
             unsafe { &*ffi::PyCapsule_GetPointer(cap, CAPSULE_NAME.as_ptr()).cast::<HostSlot>() };
         *lock(&slot.0) = Some(host);
+        CURRENT_CTX.with(|c| c.set(cap));
         Ok(gil.borrowed(cap))
     }
 
     /// The request is over: its context lets go of it (a callback made later, through an
     /// object the app kept, finds no request).
     pub fn end_request(&self, _gil: Gil<'_>) {
+        CURRENT_CTX.with(|c| c.set(ptr::null_mut()));
         let cap = self.ctx.get();
         if cap.is_null() {
             return;
@@ -351,6 +353,13 @@ impl Drop for ThreadState {
 
 /// What a request context capsule points to: the request while it is served.
 struct HostSlot(Mutex<Option<Arc<dyn Host>>>);
+
+thread_local! {
+    /// The context capsule of the request this thread runs (null between requests): where
+    /// `_gw_print` sends what the app prints.
+    static CURRENT_CTX: std::cell::Cell<*mut ffi::PyObject> =
+        const { std::cell::Cell::new(ptr::null_mut()) };
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -1045,8 +1054,8 @@ unsafe extern "C" fn gw_head(
     }
 }
 
-/// `_gw_print(text)`: a line the interpreter wrote to sys.stderr (or sys.stdout) outside any
-/// request, for the log.
+/// `_gw_print(text)`: a line the interpreter wrote to sys.stderr (or sys.stdout), for the
+/// log: with the context of the request this thread runs, if any.
 unsafe extern "C" fn gw_print(
     _slf: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,
@@ -1059,7 +1068,17 @@ unsafe extern "C" fn gw_print(
     let gil = Gil(PhantomData);
     // SAFETY: CPython passes `nargs` valid borrowed references; we hold the GIL.
     let text = gil.borrowed(unsafe { *args }).to_string_lossy();
-    crate::warn!("{text}");
+    let cap = CURRENT_CTX.with(|c| c.get());
+    // SAFETY: a non-null CURRENT_CTX is this thread's live capsule (its thread state owns a
+    // reference until end_request clears CURRENT_CTX), made by request_context.
+    let host = (!cap.is_null())
+        .then(|| unsafe { ffi::PyCapsule_GetPointer(cap, CAPSULE_NAME.as_ptr()) })
+        .filter(|p| !p.is_null())
+        .and_then(|p| lock(&unsafe { &*p.cast::<HostSlot>() }.0).clone());
+    match host {
+        Some(host) => host.log(&text, false),
+        None => crate::warn!("{text}"),
+    }
     ret(Ok(gil.none()))
 }
 

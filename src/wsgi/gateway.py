@@ -198,10 +198,6 @@ class Errors:
             self._pending = ''
 
 
-# The request this thread runs (its ctx), for the lines it prints.
-_local = threading.local()
-
-
 class LogStream(io.TextIOBase):
     """sys.stdout and sys.stderr: whole lines to the gateway's log, with the context of the
     request the thread runs (as wsgi.errors), or on their own outside a request."""
@@ -231,11 +227,8 @@ class LogStream(io.TextIOBase):
             self._emit(pending)
 
     def _emit(self, text):
-        ctx = getattr(_local, 'ctx', None)
-        if ctx is not None:
-            _gw_log(ctx, text, False)
-        else:
-            _gw_print(text)
+        # With the context of the request this thread runs, if any (known to the gateway).
+        _gw_print(text)
 
     def fileno(self):
         return 2
@@ -521,7 +514,6 @@ def _sub_interpreter_hint(text):
 def run(app, environ, ctx):
     """One request, start to end. Never raises: failures are logged and answered. Returns
     False when the response must be cut off (the connection is then aborted)."""
-    _local.ctx = ctx
     environ['wsgi.input'] = Input(ctx)
     errors = environ['wsgi.errors'] = Errors(ctx)
     response = Response(ctx, environ['REQUEST_METHOD'] == 'HEAD')
@@ -529,6 +521,9 @@ def run(app, environ, ctx):
     try:
         result = app(environ, response.start_response)
         if result.__class__ is list:
+            if len(result) == 1 and result[0].__class__ is bytes:
+                response.send(result[0], True)
+                return True
             last = len(result) - 1
             for i, chunk in enumerate(result):
                 if chunk.__class__ is not bytes:
@@ -606,7 +601,6 @@ def run(app, environ, ctx):
                 except BaseException:
                     _gw_log(ctx, 'error in close() of the response iterable\n'
                             + traceback.format_exc(), True)
-        _local.ctx = None
 
 
 def check_script(path, callable_name):
