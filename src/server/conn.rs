@@ -30,8 +30,10 @@ use crate::router::Route;
 pub const MAX_PENDING_INPUT: usize = protocol::fastcgi::MAX_RECORD_LEN + 64 * 1024;
 /// Output a connection holds before the thread writing a response waits for the socket.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// The most output buffer an idle connection keeps.
+const IDLE_OUTPUT_CAPACITY: usize = 16 * 1024;
 /// Body bytes queued for a running request before the connection is no longer read for it.
-pub const BODY_HIGH_WATER: usize = 1024 * 1024;
+pub const BODY_HIGH_WATER: usize = 128 * 1024;
 /// How long a thread that accepted a connection waits for its first request to arrive before
 /// it leaves the connection to the epoll.
 const FIRST_BYTES_WAIT: Duration = Duration::from_millis(10);
@@ -111,43 +113,77 @@ impl ReadBuf {
 #[derive(Default)]
 pub struct Body {
     chunks: VecDeque<Vec<u8>>,
+    /// Bytes of the first chunk already handed out.
+    front_pos: usize,
     /// Bytes queued.
     queued: usize,
     /// Bytes received in all.
     received: u64,
+    /// The body's announced length (CONTENT_LENGTH), 0 when unknown.
+    expected: u64,
     /// The body is complete.
     eof: bool,
 }
 
 impl Body {
+    /// Pieces smaller than this are joined into one chunk.
+    const JOIN: usize = 64 * 1024;
+    /// The most room a chunk is given ahead of the bytes that will fill it.
+    const RESERVE: usize = 1024 * 1024;
+
     fn push(&mut self, data: &[u8]) {
+        let before = self.received;
         self.queued += data.len();
         self.received += data.len() as u64;
         match self.chunks.back_mut() {
-            // Small pieces (FastCGI records cut by reads) are joined.
-            Some(last) if last.len() + data.len() <= 64 * 1024 => last.extend_from_slice(data),
-            _ => self.chunks.push_back(data.to_vec()),
+            // Small pieces (FastCGI records cut by reads) are joined, as are the pieces of a
+            // body with room reserved for it.
+            Some(last)
+                if last.capacity() - last.len() >= data.len()
+                    || last.len() + data.len() <= Self::JOIN =>
+            {
+                last.extend_from_slice(data)
+            }
+            _ => {
+                // Room for the rest of an announced body (up to RESERVE), so that a body
+                // collected before the app runs is one piece, handed over in one copy.
+                let rest = self.expected.saturating_sub(before);
+                let room = usize::try_from(rest)
+                    .unwrap_or(usize::MAX)
+                    .min(Self::RESERVE);
+                let mut chunk = Vec::with_capacity(room.max(data.len()));
+                chunk.extend_from_slice(data);
+                self.chunks.push_back(chunk);
+            }
         }
     }
 
     /// Hands up to `max` bytes (any amount for 0) to `sink`; false when nothing is queued.
     fn pop(&mut self, max: usize, sink: &mut dyn FnMut(&[u8])) -> bool {
-        let Some(front) = self.chunks.front_mut() else {
+        let Some(front) = self.chunks.front() else {
             return false;
         };
-        if max > 0 && front.len() > max {
-            sink(&front[..max]);
-            front.drain(..max);
+        let avail = &front[self.front_pos..];
+        if max > 0 && avail.len() > max {
+            sink(&avail[..max]);
+            self.front_pos += max;
             self.queued -= max;
         } else if max == 0 && self.chunks.len() > 1 {
             // Everything queued, in one piece.
-            let all: Vec<u8> = self.chunks.drain(..).flatten().collect();
+            let mut all = Vec::with_capacity(self.queued);
+            all.extend_from_slice(avail);
+            for c in self.chunks.iter().skip(1) {
+                all.extend_from_slice(c);
+            }
+            self.chunks.clear();
+            self.front_pos = 0;
             sink(&all);
             self.queued = 0;
         } else {
-            let chunk = self.chunks.pop_front().expect("not empty");
-            sink(&chunk);
-            self.queued -= chunk.len();
+            sink(avail);
+            self.queued -= avail.len();
+            self.chunks.pop_front();
+            self.front_pos = 0;
         }
         true
     }
@@ -716,8 +752,11 @@ impl Conn {
         if st.out_pos == st.out.len() {
             st.out.clear();
             st.out_pos = 0;
-            if st.out.capacity() > OUTPUT_HIGH_WATER {
-                // A big response is out: a kept connection keeps no big buffer.
+            if st.out.capacity() > OUTPUT_HIGH_WATER
+                || (st.out.capacity() > IDLE_OUTPUT_CAPACITY && st.reqs.is_empty())
+            {
+                // A big response is out: a kept connection waiting for its next request
+                // keeps no more than a small buffer (reused by the next small response).
                 st.out = Vec::new();
             }
         }
@@ -905,6 +944,7 @@ impl ReqState {
         let body = Body {
             // Nothing will come but the stream's end: the request is complete now.
             eof: content_length == Some(0),
+            expected: content_length.unwrap_or(0),
             ..Body::default()
         };
         ReqState {
@@ -1166,6 +1206,13 @@ impl Conn {
                 self.close(&mut st, sh);
                 return outcome;
             }
+        }
+        if st.reqs.is_empty()
+            && st.out_pos == st.out.len()
+            && st.out.capacity() > IDLE_OUTPUT_CAPACITY
+        {
+            st.out = Vec::new();
+            st.out_pos = 0;
         }
         self.settle(&mut st, sh);
         outcome

@@ -51,6 +51,7 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         started: Instant::now(),
         stop_since: None,
         last_epoch: u64::MAX,
+        last_served: u64::MAX,
         overdue_reported: false,
     };
     let mut thread = None;
@@ -165,6 +166,8 @@ struct Keeper {
     started: Instant,
     stop_since: Option<Instant>,
     last_epoch: u64,
+    /// Requests served at the last tick.
+    last_served: u64,
     overdue_reported: bool,
 }
 
@@ -383,15 +386,22 @@ impl Keeper {
         }
     }
 
-    /// When every thread has been busy since the last tick, the housekeeper does the I/O of
+    /// When every thread has been busy since the last tick and none finished a request, the
+    /// housekeeper does the I/O of
     /// the connections for one tick: bodies are collected, finished responses flushed,
     /// lingering connections read, and requests queued (where queue-timeout answers them on
     /// time). With other worker processes on the same sockets it stops accepting meanwhile.
     fn serve_if_stuck(&mut self) {
         let sh = &self.sh;
         let epoch = sh.idle_epoch.load(Ordering::SeqCst);
-        let stuck = sh.idle.load(Ordering::SeqCst) == 0 && epoch == self.last_epoch;
+        let served = sh.served.load(Ordering::Relaxed);
+        // Threads that go from one request to the next are not stuck: new connections then
+        // wait in the kernel's queue for them, not in this process's memory.
+        let stuck = sh.idle.load(Ordering::SeqCst) == 0
+            && epoch == self.last_epoch
+            && served == self.last_served;
         self.last_epoch = epoch;
+        self.last_served = served;
         if !stuck {
             return;
         }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use protocol::{fastcgi, Protocol, RequestHead};
 use slab::Slab;
@@ -577,6 +577,23 @@ impl Shared {
         }
     }
 
+    /// Between two queued requests: the I/O that is ready now (bodies being collected, heads,
+    /// output, new connections), without waiting, so that none of it waits for the queue to
+    /// drain: a connection in the listen queue would otherwise wait behind every request kept
+    /// connections bring meanwhile. (Only an overloaded process gets here: an idle worker
+    /// process on the same sockets is still woken for a new connection, and usually takes it
+    /// first.)
+    fn poll_connections(self: &Arc<Self>, ready: &mut Vec<Job>) {
+        let mut events = [EpollEvent::empty(); 16];
+        let Ok(n) = self.epoll.wait(&mut events, EpollTimeout::ZERO) else {
+            return;
+        };
+        for ev in &events[..n] {
+            self.dispatch(*ev, ready);
+        }
+        self.push_jobs(std::mem::take(ready));
+    }
+
     /// Queues requests for other threads.
     fn push_jobs(&self, jobs: Vec<Job>) {
         if jobs.is_empty() {
@@ -785,6 +802,9 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
     loop {
         if let Some(job) = sh.pop_job() {
             sh.run_job(runner, &mut thread, index, job);
+            if !lock(&sh.queue).is_empty() {
+                sh.poll_connections(&mut ready);
+            }
             continue;
         }
         if sh.finished.load(Ordering::SeqCst) {
