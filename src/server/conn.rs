@@ -752,11 +752,11 @@ impl Conn {
         if st.out_pos == st.out.len() {
             st.out.clear();
             st.out_pos = 0;
-            if st.out.capacity() > OUTPUT_HIGH_WATER
-                || (st.out.capacity() > IDLE_OUTPUT_CAPACITY && st.reqs.is_empty())
-            {
+            if st.out.capacity() > IDLE_OUTPUT_CAPACITY && st.reqs.is_empty() {
                 // A big response is out: a kept connection waiting for its next request
-                // keeps no more than a small buffer (reused by the next small response).
+                // keeps no more than a small buffer (reused by the next small response). A
+                // streamed response keeps its buffer while it runs (freeing and growing it
+                // again at every drain cost a page fault per page and copies).
                 st.out = Vec::new();
             }
         }
@@ -1005,6 +1005,7 @@ impl Conn {
         head: &[u8],
         body: &[u8],
         done: bool,
+        unlocked: &mut dyn FnMut(&mut dyn FnMut()),
     ) -> Io<usize> {
         let mut st = self.lock();
         let Some(stream) = st.stream.clone() else {
@@ -1032,7 +1033,34 @@ impl Conn {
             }
         }
         if st.out_pos == st.out.len() && !st.writer {
-            match write_frames(&stream, &frames) {
+            match write_frames(&stream, &frames, 0) {
+                Ok(n) if n < frames.len() && st.reqs.len() == 1 => {
+                    // The socket is full: wait for room (with the GIL released) and write the
+                    // rest from the app's own buffer, as a blocking write would, instead of
+                    // copying it. Output other requests of the connection make meanwhile is
+                    // queued behind (the writer role keeps others from flushing).
+                    st.writer = true;
+                    drop(st);
+                    let written = self.write_rest(sh, &stream, &frames, n, unlocked);
+                    st = self.lock();
+                    st.writer = false;
+                    if written.is_err() {
+                        self.notify(&st);
+                        self.peer_closed(&mut st, sh);
+                        return Io::Gone;
+                    }
+                    if end
+                        && st.reqs.len() == 1
+                        && st.session.keeps_open()
+                        && !self.kept_after(&st, sh)
+                    {
+                        stream.shutdown_write();
+                    }
+                    if st.out_pos < st.out.len() {
+                        self.flush(&mut st, sh);
+                    }
+                    self.notify(&st);
+                }
                 Ok(n) if n < frames.len() => frames.copy_rest(n, &mut st.out),
                 Ok(_)
                     if end
@@ -1061,6 +1089,41 @@ impl Conn {
             return Io::Gone;
         }
         Io::Ready(take)
+    }
+
+    /// Writes `frames` after their first `done` bytes, waiting for the socket to take them
+    /// (each wait through `unlocked`, which runs it with the GIL released), up to the body
+    /// timeout between two writes. The connection's lock is not held meanwhile.
+    fn write_rest(
+        &self,
+        sh: &Arc<Shared>,
+        stream: &Stream,
+        frames: &Frames<'_>,
+        mut done: usize,
+        unlocked: &mut dyn FnMut(&mut dyn FnMut()),
+    ) -> Result<(), WaitError> {
+        let timeout = sh.config.timeouts.body;
+        let mut deadline = Instant::now() + timeout;
+        while done < frames.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(WaitError::TimedOut);
+            }
+            let mut writable = false;
+            unlocked(&mut || writable = stream.poll(false, left));
+            if !writable {
+                continue;
+            }
+            match write_frames(stream, frames, done) {
+                Ok(0) => {}
+                Ok(n) => {
+                    done += n;
+                    deadline = Instant::now() + timeout;
+                }
+                Err(_) => return Err(WaitError::Gone),
+            }
+        }
+        Ok(())
     }
 
     /// Waits (up to the body timeout) until the output has room again, writing it out.
@@ -1274,9 +1337,9 @@ impl Conn {
 }
 
 /// One vectored write of a frame set; `Ok(0)` when the socket takes nothing now.
-fn write_frames(stream: &Stream, frames: &Frames<'_>) -> io::Result<usize> {
+fn write_frames(stream: &Stream, frames: &Frames<'_>, skip: usize) -> io::Result<usize> {
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(8);
-    frames.io_slices(&mut slices);
+    frames.io_slices_from(skip, &mut slices);
     loop {
         match stream.write_vectored(&slices) {
             Ok(n) => return Ok(n),

@@ -210,8 +210,16 @@ pub type Job = Arc<Request>;
 impl Request {
     /// Frames and writes response bytes (the head with the first call); `Ready(n)`: `n` body
     /// bytes were taken; `Wait`: call [`Request::wait_writable`] (with the GIL released).
-    pub fn send(&self, head: &[u8], body: &[u8], done: bool) -> Io<usize> {
-        self.conn.send(&self.server, self.id, head, body, done)
+    /// `unlocked` runs a wait for the socket (with the GIL released, from Python).
+    pub fn send(
+        &self,
+        head: &[u8],
+        body: &[u8],
+        done: bool,
+        unlocked: &mut dyn FnMut(&mut dyn FnMut()),
+    ) -> Io<usize> {
+        self.conn
+            .send(&self.server, self.id, head, body, done, unlocked)
     }
 
     pub fn wait_writable(&self) -> Result<(), WaitError> {

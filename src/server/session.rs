@@ -298,14 +298,18 @@ impl<'a> Frames<'a> {
         }
     }
 
-    /// The bytes as slices for a vectored write.
-    pub fn io_slices<'s>(&'s self, out: &mut Vec<IoSlice<'s>>) {
+    /// The bytes after the first `skip` as slices for a vectored write.
+    pub fn io_slices_from<'s>(&'s self, mut skip: usize, out: &mut Vec<IoSlice<'s>>) {
         out.clear();
-        out.extend(
-            self.parts[..self.n]
-                .iter()
-                .map(|&p| IoSlice::new(self.slice(p))),
-        );
+        for &p in &self.parts[..self.n] {
+            let s = self.slice(p);
+            if skip >= s.len() {
+                skip -= s.len();
+                continue;
+            }
+            out.push(IoSlice::new(&s[skip..]));
+            skip = 0;
+        }
     }
 
     /// Appends the bytes after the first `skip` (those a write did not take) to `out`.

@@ -158,7 +158,7 @@ impl Shared {
         );
         let (mut head, mut body) = (&head[..], body.as_bytes());
         loop {
-            match job.send(head, body, true) {
+            match job.send(head, body, true, &mut |wait| wait()) {
                 Io::Ready(n) => {
                     head = b"";
                     body = &body[n..];

@@ -468,7 +468,7 @@ pub fn label(req: &Request) -> String {
 /// piece.
 fn write(req: &Request, gil: Gil<'_>, mut head: &[u8], mut body: &[u8], done: bool) -> bool {
     loop {
-        match req.send(head, body, done) {
+        match req.send(head, body, done, &mut |wait| gil.allow_threads(wait)) {
             Io::Ready(n) => {
                 head = b"";
                 body = &body[n..];
