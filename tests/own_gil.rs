@@ -162,3 +162,163 @@ fn own_gil_is_for_sub_interpreters_and_one_per_group() {
         );
     }
 }
+
+/// GET `uri` over FastCGI: the status and the JSON body.
+fn get_json(addr: &str, uri: &str) -> (u16, serde_json::Value, String) {
+    let r = fcgi(addr, "GET", uri, b"").unwrap_or_else(|e| panic!("GET {uri}: {e}"));
+    let text = r.text();
+    (
+        r.status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        text,
+    )
+}
+
+/// Both `/a` and `/b` run `/meet` at once, each with a deadline of `bound` seconds; their
+/// answers, in mount order.
+fn meet(gw: &Gateway, dir: &std::path::Path, tag: &str, bound: u32) -> Vec<serde_json::Value> {
+    let shm = dir.join(format!("meet-{tag}"));
+    fs::write(&shm, [0u8; 32]).unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let clients: Vec<_> = ["a", "b"]
+        .into_iter()
+        .enumerate()
+        .map(|(me, mount)| {
+            let (addr, barrier) = (gw.addr.clone(), barrier.clone());
+            let uri = format!("/{mount}/meet?me={me}&bound={bound}&shm={}", shm.display());
+            std::thread::spawn(move || {
+                barrier.wait();
+                get_json(&addr, &uri)
+            })
+        })
+        .collect();
+    clients
+        .into_iter()
+        .map(|c| {
+            let (status, json, text) = c.join().unwrap();
+            assert_eq!(status, 200, "{text}\n{}", gw.log_text());
+            json
+        })
+        .collect()
+}
+
+#[test]
+fn two_own_gil_groups_run_flask_in_parallel_in_one_process() {
+    if !own_gil_python() {
+        eprintln!("SKIPPED: own-gil needs Python 3.12 or later; this build embeds {PY_VERSION}");
+        return;
+    }
+    let Some(venv) = test_venv() else {
+        require(false, "the test venv with Flask (WSGI_GATEWAY_TEST_VENV)");
+        return;
+    };
+    let dir = tmpdir("own-gil-race");
+    let script = app("own_gil/race.wsgi");
+    let (a, b) = (format!("/a={script}"), format!("/b={script}"));
+    let home = venv.display().to_string();
+    let mut args = vec![
+        "--python-home",
+        &home,
+        "--threads",
+        "6",
+        "--mount",
+        &a,
+        "--mount",
+        &b,
+    ];
+
+    // The control: two groups sharing the GIL never see each other move.
+    let mut shared = Gateway::start(&args);
+    for m in ["/a", "/b"] {
+        let (status, _, text) = get_json(&shared.addr, &format!("{m}/spin?n=10"));
+        assert_eq!(status, 200, "{text}\n{}", shared.log_text());
+    }
+    for answer in meet(&shared, &dir, "shared", 2) {
+        assert_eq!(answer["saw_other"], false, "{answer}");
+        assert_eq!(answer["gil_interval"], 60.0, "{answer}");
+    }
+    assert!(shared.stop("TERM").success(), "{}", shared.log_text());
+
+    let refused = format!("/r={}", app("own_gil/refused.wsgi"));
+    args.extend(["--own-gil", "--mount", &refused]);
+    let mut gw = Gateway::start(&args);
+    // First requests in both groups at once: both import Flask (and its extension modules)
+    // at the same time.
+    let first: Vec<_> = ["/a", "/b"]
+        .into_iter()
+        .map(|m| {
+            let addr = gw.addr.clone();
+            std::thread::spawn(move || get_json(&addr, &format!("{m}/spin?n=1000")))
+        })
+        .collect();
+    for f in first {
+        let (status, json, text) = f.join().unwrap();
+        assert_eq!(status, 200, "{text}\n{}", gw.log_text());
+        assert!(
+            json["third"].as_str().unwrap().starts_with("0.3333"),
+            "{json}"
+        );
+    }
+    let log = gw.log_text();
+    for m in ["/a", "/b"] {
+        assert!(
+            log.contains(&format!(
+                "made a sub-interpreter with its own GIL for mount {m}"
+            )),
+            "{log}"
+        );
+    }
+
+    // Each request saw the other one's counter move while it held its own GIL.
+    for answer in meet(&gw, &dir, "own", 20) {
+        assert_eq!(answer["saw_other"], true, "{answer}\n{}", gw.log_text());
+        assert_eq!(answer["both"], true, "{answer}");
+        assert!(
+            answer["other_advanced"].as_i64().unwrap() >= 1000,
+            "{answer}"
+        );
+    }
+
+    // A while of CPU-bound Flask requests in both groups at once, two clients per group.
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = gw.addr.clone();
+            let mount = ["/a", "/b"][i % 2];
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let (status, json, text) = get_json(&addr, &format!("{mount}/spin?n=200000"));
+                    assert_eq!(status, 200, "{text}");
+                    assert!(json["n"].as_i64().unwrap() > 0, "{json}");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join()
+            .unwrap_or_else(|_| panic!("a client failed:\n{}", gw.log_text()));
+    }
+
+    // A standard-library module that cannot be loaded with an own GIL: refused with a hint.
+    let r = fcgi(&gw.addr, "GET", "/r", b"").unwrap();
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("cannot be loaded in a sub-interpreter with its own GIL"),
+        "{}",
+        r.text()
+    );
+    let log = gw.log_text();
+    assert!(
+        log.contains(
+            "module readline does not support loading in subinterpreters with their own GIL"
+        ),
+        "{log}"
+    );
+
+    // Both interpreters are ended and Python finalised without a crash.
+    let status = gw.stop("TERM");
+    let log = gw.log_text();
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(log.contains("stopped"), "{log}");
+    assert!(!log.contains("Fatal Python error"), "{log}");
+}
