@@ -776,6 +776,43 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
+    fn own_gil_mounts_are_warned_of_extensions_refusing_sub_interpreters() {
+        let root = std::env::temp_dir().join(format!("own-gil-warn-{}", std::process::id()));
+        let site = root.join(format!(
+            "lib/python{}/site-packages",
+            venv::EMBEDDED_VERSION
+        ));
+        std::fs::create_dir_all(site.join("numpy")).unwrap();
+        std::fs::create_dir_all(site.join("flask")).unwrap();
+        std::fs::write(site.join("rpds.cpython-312-x86_64-linux-gnu.so"), b"").unwrap();
+        std::fs::write(site.join("cryptography.txt"), b"").unwrap();
+        let mount = Mount {
+            prefix: "/a".into(),
+            target: Target::Diagnostics,
+            callable: DEFAULT_CALLABLE.into(),
+            group: AppGroup::Own,
+            own_gil: true,
+            venv: Some(root.clone()),
+            python_path: Vec::new(),
+            reload: true,
+        };
+        let w = refusing_extensions_warning(&mount, &Settings::default());
+        std::fs::remove_dir_all(&root).unwrap();
+        let w = w.expect("a warning");
+        assert!(w.starts_with("mount /a has its own GIL"), "{w}");
+        assert!(w.contains(": rpds, numpy;"), "{w}");
+        assert!(!w.contains("flask") && !w.contains("cryptography"), "{w}");
+        let bare = Mount {
+            venv: None,
+            ..mount
+        };
+        assert_eq!(
+            refusing_extensions_warning(&bare, &Settings::default()),
+            None
+        );
+    }
+
+    #[test]
     fn a_shared_app_group_cannot_hold_two_venvs() {
         let m = |prefix: &str, group: AppGroup, venv: Option<&str>| Mount {
             prefix: prefix.into(),
