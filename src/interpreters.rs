@@ -152,6 +152,8 @@ pub struct Interpreters {
     main: InterpId,
     global: Arc<Interpreter>,
     subs: Mutex<HashMap<GroupKey, Arc<Interpreter>>>,
+    /// Held while an interpreter is made.
+    making: Mutex<()>,
     /// Interpreters replaced by a reload, until they are ended.
     retired: Mutex<Vec<Arc<Interpreter>>>,
     /// Sub-interpreters whose set-up failed: ended when the gateway stops.
@@ -279,6 +281,7 @@ impl Interpreters {
                 retired: AtomicBool::new(false),
             }),
             subs: Mutex::new(HashMap::new()),
+            making: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
             failed: Mutex::new(Vec::new()),
             mount_scripts,
@@ -507,10 +510,20 @@ impl Interpreters {
         if *key == GroupKey::Global {
             return Ok(self.global.clone());
         }
-        let mut subs = lock(&self.subs);
-        if let Some(i) = subs.get(key) {
+        let existing = || {
+            let subs = lock(&self.subs);
+            let i = subs.get(key)?;
             i.inflight.fetch_add(1, Ordering::SeqCst);
-            return Ok(i.clone());
+            Some(i.clone())
+        };
+        if let Some(i) = existing() {
+            return Ok(i);
+        }
+        // One interpreter is made at a time, without holding the registry: requests of the
+        // groups that exist go on meanwhile (those of own-GIL groups hold no GIL it needs).
+        let _making = lock(&self.making);
+        if let Some(i) = existing() {
+            return Ok(i);
         }
         let members: Vec<&Mount> = match &mount.group {
             AppGroup::Own => vec![mount],
@@ -561,7 +574,7 @@ impl Interpreters {
         } else {
             crate::info!("made a sub-interpreter for {}", interp.label);
         }
-        subs.insert(key.clone(), interp.clone());
+        lock(&self.subs).insert(key.clone(), interp.clone());
         Ok(interp)
     }
 
