@@ -1,6 +1,8 @@
 //! Application groups: which interpreter runs a request, made on first use. `%{GLOBAL}` is the
 //! main interpreter; a mount's own application group and named ones are sub-interpreters
-//! sharing the GIL (mod_wsgi's semantics: isolation of modules and `sys`, not parallelism).
+//! sharing the GIL (mod_wsgi's semantics: isolation of modules and `sys`, not parallelism),
+//! or, with own-gil (Python 3.12+), each with a GIL of its own: a worker thread entering such
+//! an interpreter takes only that interpreter's GIL, so groups run Python in parallel.
 //! Also the scripts, and their reload when they change on disk.
 
 use std::collections::HashMap;
@@ -9,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use crate::python::{InterpId, MainThread, SubInterpreter, ThreadState};
+use crate::python::{imports, InterpId, MainThread, SubInterpreter, ThreadState};
 use crate::router::{AppGroup, Mount, Target};
 use crate::server::{Interrupt, Job};
 use crate::wsgi::{self, Script, WsgiState};
@@ -34,6 +36,8 @@ pub struct Interpreter {
     id: InterpId,
     wsgi: WsgiState,
     label: String,
+    /// It has a GIL of its own.
+    own_gil: bool,
     /// How to end it (a sub-interpreter not yet ended).
     sub: Mutex<Option<SubInterpreter>>,
     /// Requests running in it (counted under the registry's lock, so that a replaced
@@ -148,6 +152,8 @@ pub struct Interpreters {
     main: InterpId,
     global: Arc<Interpreter>,
     subs: Mutex<HashMap<GroupKey, Arc<Interpreter>>>,
+    /// Held while an interpreter is made.
+    making: Mutex<()>,
     /// Interpreters replaced by a reload, until they are ended.
     retired: Mutex<Vec<Arc<Interpreter>>>,
     /// Sub-interpreters whose set-up failed: ended when the gateway stops.
@@ -161,6 +167,9 @@ pub struct Interpreters {
     serials: AtomicU64,
     script_ids: AtomicU64,
     changes: Changes,
+    /// Some application group has its own GIL: extension-module loads, and the making and
+    /// ending of interpreters, are serialised process-wide (`python::imports`).
+    guard_imports: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,8 +236,9 @@ impl ScriptFile {
 impl Interpreters {
     /// Sets up the main interpreter (`%{GLOBAL}`) on the main thread.
     pub fn new(main: &MainThread, mounts: Vec<Mount>, base: Base) -> Result<Interpreters, String> {
+        let guard_imports = mounts.iter().any(|m| m.own_gil);
         let global = mounts.iter().filter(|m| m.group == AppGroup::Global);
-        let settings = settings(&base, global, AppGroup::GLOBAL.into(), false);
+        let settings = settings(&base, global, AppGroup::GLOBAL.into(), false, guard_imports);
         let wsgi = main
             .with_gil(|gil| WsgiState::setup(gil, &settings))
             .map_err(|e| format!("setting up the main interpreter failed:\n{e}"))?;
@@ -264,12 +274,14 @@ impl Interpreters {
                 id: main.interp(),
                 wsgi,
                 label: AppGroup::GLOBAL.into(),
+                own_gil: false,
                 sub: Mutex::new(None),
                 inflight: AtomicUsize::new(0),
                 holders: AtomicUsize::new(0),
                 retired: AtomicBool::new(false),
             }),
             subs: Mutex::new(HashMap::new()),
+            making: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
             failed: Mutex::new(Vec::new()),
             mount_scripts,
@@ -277,6 +289,7 @@ impl Interpreters {
             resolved: Mutex::new(HashMap::new()),
             serials: AtomicU64::new(1),
             script_ids,
+            guard_imports,
         })
     }
 
@@ -469,10 +482,12 @@ impl Interpreters {
                 continue;
             };
             lock(&self.retired).retain(|i| !Arc::ptr_eq(i, &interp));
-            match states
+            let held = self.guard_imports.then(imports::hold);
+            let ended = states
                 .main
-                .with_gil(|gil| sub.end(gil, |in_sub| interp.wsgi.release(in_sub)))
-            {
+                .with_gil(|gil| sub.end(gil, |in_sub| interp.wsgi.release(in_sub)));
+            drop(held);
+            match ended {
                 Ok(()) => crate::info!("ended the replaced sub-interpreter of {}", interp.label),
                 Err(sub) => {
                     crate::warn!(
@@ -495,20 +510,42 @@ impl Interpreters {
         if *key == GroupKey::Global {
             return Ok(self.global.clone());
         }
-        let mut subs = lock(&self.subs);
-        if let Some(i) = subs.get(key) {
+        let existing = || {
+            let subs = lock(&self.subs);
+            let i = subs.get(key)?;
             i.inflight.fetch_add(1, Ordering::SeqCst);
-            return Ok(i.clone());
+            Some(i.clone())
+        };
+        if let Some(i) = existing() {
+            return Ok(i);
+        }
+        // One interpreter is made at a time, without holding the registry: requests of the
+        // groups that exist go on meanwhile (those of own-GIL groups hold no GIL it needs).
+        let _making = lock(&self.making);
+        if let Some(i) = existing() {
+            return Ok(i);
         }
         let members: Vec<&Mount> = match &mount.group {
             AppGroup::Own => vec![mount],
             named => self.mounts.iter().filter(|m| &m.group == named).collect(),
         };
         let label = self.label(key);
-        let settings = settings(&self.base, members.into_iter(), label.clone(), true);
-        let (sub, wsgi) = states
+        let own_gil = mount.own_gil;
+        let settings = settings(
+            &self.base,
+            members.into_iter(),
+            label.clone(),
+            true,
+            self.guard_imports,
+        );
+        // Taken before the GIL (see python::imports), held while the interpreter imports its
+        // first modules.
+        let held = self.guard_imports.then(imports::hold);
+        let made = states
             .main
-            .with_gil(|gil| gil.new_interpreter(|sub| WsgiState::setup(sub, &settings)))?;
+            .with_gil(|gil| gil.new_interpreter(own_gil, |sub| WsgiState::setup(sub, &settings)));
+        drop(held);
+        let (sub, wsgi) = made?;
         let id = sub.interp;
         let wsgi = match wsgi {
             Ok(w) => w,
@@ -523,13 +560,21 @@ impl Interpreters {
             id,
             wsgi,
             label,
+            own_gil,
             sub: Mutex::new(Some(sub)),
             inflight: AtomicUsize::new(1),
             holders: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
         });
-        crate::info!("made a sub-interpreter for {}", interp.label);
-        subs.insert(key.clone(), interp.clone());
+        if interp.own_gil {
+            crate::info!(
+                "made a sub-interpreter with its own GIL for {}",
+                interp.label
+            );
+        } else {
+            crate::info!("made a sub-interpreter for {}", interp.label);
+        }
+        lock(&self.subs).insert(key.clone(), interp.clone());
         Ok(interp)
     }
 
@@ -576,6 +621,7 @@ impl Interpreters {
         let subs: Vec<Arc<Interpreter>> = lock(&self.subs).values().cloned().collect();
         let retired: Vec<Arc<Interpreter>> = lock(&self.retired).clone();
         let mut left = 0;
+        let _held = self.guard_imports.then(imports::hold);
         for i in subs.iter().chain(retired.iter()) {
             if let Some(sub) = lock(&i.sub).take() {
                 let ended = main.with_gil(|gil| sub.end(gil, |in_sub| i.wsgi.release(in_sub)));
@@ -609,11 +655,14 @@ fn settings<'a>(
     members: impl Iterator<Item = &'a Mount>,
     label: String,
     sub: bool,
+    guard_imports: bool,
 ) -> wsgi::Settings {
     let mut venv = None;
     let mut python_path = Vec::new();
+    let mut own_gil = false;
     for m in members {
         venv = venv.or(m.venv.clone());
+        own_gil |= m.own_gil;
         for p in &m.python_path {
             if !python_path.contains(p) {
                 python_path.push(p.clone());
@@ -626,6 +675,8 @@ fn settings<'a>(
         venv,
         label,
         sub,
+        own_gil: sub && own_gil,
+        guard_imports,
         threads: base.threads,
         multiprocess: base.multiprocess,
     }

@@ -150,6 +150,11 @@ fn describe(config: &ProcessGroup, listeners: &[server::Listener]) {
             .as_ref()
             .map(|v| format!(", venv {}", v.display()))
             .unwrap_or_default();
+        let venv = if m.own_gil {
+            format!(", its own GIL{venv}")
+        } else {
+            venv
+        };
         match &m.target {
             router::Target::Script(p) => {
                 info!(
@@ -202,6 +207,18 @@ fn check(args: &config::Settings) -> ExitCode {
         }
         for w in &config.warnings {
             println!("warning: {w}");
+        }
+        let own: Vec<String> = config
+            .mounts
+            .iter()
+            .filter(|m| m.own_gil)
+            .map(|m| format!("mount {} ({})", m.shown_prefix(), m.group))
+            .collect();
+        if !own.is_empty() {
+            println!(
+                "own GIL (sub-interpreters running Python in parallel): {}",
+                own.join(", ")
+            );
         }
         // Each group's python-home needs an interpreter of its own: check in a child process.
         match sys::fork() {

@@ -73,6 +73,8 @@ pub struct Mount {
     pub target: Target,
     pub callable: String,
     pub group: AppGroup,
+    /// Its sub-interpreter has a GIL of its own (Python 3.12+; never `%{GLOBAL}`).
+    pub own_gil: bool,
     /// A virtualenv activated in this mount's interpreter (checked root).
     pub venv: Option<PathBuf>,
     /// Extra sys.path entries for this mount's interpreter.
@@ -303,6 +305,7 @@ mod tests {
             target,
             callable: "application".into(),
             group: AppGroup::Own,
+            own_gil: false,
             venv: None,
             python_path: Vec::new(),
             reload: true,

@@ -27,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 
-DEFAULT_SMOKE_FILTER='binary(wsgi-gateway) | binary(preflight)
+DEFAULT_SMOKE_FILTER='binary(wsgi-gateway) | binary(preflight) | binary(own_gil)
   | (binary(wsgi) & test(/^(environ_is_pep3333|https_scheme_and_latin1_native_strings|write_callable_exc_info_and_content_length|input_stream_methods|responses_are_streamed|app_errors_give_500_or_a_cut_off_response_and_the_process_keeps_serving|close_is_called_also_when_the_client_goes_away|keep_conn_and_multiplexed_requests|file_wrapper_streams_a_real_file|the_request_subcommand_speaks_both_protocols)$/))
   | (binary(groups) & test(/^(module_state_is_shared_within_a_group_and_isolated_between_groups|replaced_sub_interpreters_are_ended|an_extension_refusing_sub_interpreters_gets_a_hint_naming_its_group|a_daemon_thread_in_a_sub_interpreter_does_not_break_the_graceful_stop|apps_sharing_the_python_home_venv_each_in_their_own_sub_interpreter|nginx_mount_venvs_with_conflicting_versions_side_by_side|scripts_that_activate_their_own_venv_keep_working)$/))
   | (binary(frontends) & test(/^(nginx_fastcgi_root_and_submount|nginx_scgi_root_and_submount|flask_behind_nginx_fastcgi)$/))'

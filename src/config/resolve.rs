@@ -390,7 +390,16 @@ fn mounts(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<Mount> {
     let specs: Vec<&MountSpec> = script_mount.iter().chain(&s.mount).collect();
     let mut mounts: Vec<Mount> = Vec::new();
     for (i, spec) in specs.into_iter().enumerate() {
-        let Some(m) = mount(i, spec, callable, default_group, reload, s.no_reload, ctx) else {
+        let Some(m) = mount(
+            i,
+            spec,
+            callable,
+            default_group,
+            s.own_gil,
+            reload,
+            s.no_reload,
+            ctx,
+        ) else {
             continue;
         };
         if let Some(other) = mounts.iter().find(|o| o.prefix == m.prefix) {
@@ -406,6 +415,7 @@ fn mounts(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<Mount> {
             target: Target::Diagnostics,
             callable: DEFAULT_CALLABLE.into(),
             group: AppGroup::Global,
+            own_gil: false,
             venv: None,
             python_path: Vec::new(),
             reload: false,
@@ -415,16 +425,98 @@ fn mounts(s: &Settings, ctx: &mut Ctx<'_>) -> Vec<Mount> {
         ctx.problems
             .push(Problem::new("", problem).at(Origin::Derived));
     }
+    own_gil(s, &mounts, ctx);
     mounts
+}
+
+/// own-gil: only for sub-interpreters, only on Python 3.12 or later.
+fn own_gil(s: &Settings, mounts: &[Mount], ctx: &mut Ctx<'_>) {
+    if s.own_gil == Some(true) && s.application_group.as_deref() == Some(AppGroup::GLOBAL) {
+        ctx.problem("own-gil", NO_OWN_GIL_FOR_GLOBAL);
+    }
+    if !OWN_GIL_SUPPORTED && mounts.iter().any(|m| m.own_gil) {
+        let message = format!(
+            "needs Python 3.12 or later (a GIL per interpreter came with 3.12), but this gateway \
+             embeds Python {}; rebuild it against Python 3.12+ (PYO3_PYTHON), or run CPU-bound \
+             apps in parallel with processes (a process group per app)",
+            crate::python::BUILD_VERSION
+        );
+        match s.mount.iter().position(|m| m.own_gil == Some(true)) {
+            Some(j) if s.own_gil != Some(true) => {
+                let index = j + usize::from(s.script.is_some());
+                let prefix = s.mount[j].prefix.clone();
+                ctx.mount_problem(index, &prefix, "own-gil", format!("own-gil {message}"));
+            }
+            _ => ctx.problem("own-gil", message),
+        }
+        return;
+    }
+    for m in mounts.iter().filter(|m| m.own_gil) {
+        if let Some(w) = refusing_extensions_warning(m, s) {
+            ctx.warnings.push(w);
+        }
+    }
+}
+
+/// Whether the embedded Python can give an interpreter a GIL of its own.
+pub const OWN_GIL_SUPPORTED: bool = cfg!(Py_3_12);
+
+const NO_OWN_GIL_FOR_GLOBAL: &str = "%{GLOBAL} is the main interpreter, which has the \
+     process's GIL; own-gil applies to sub-interpreters (leave application-group empty or name \
+     a group)";
+
+/// Extension modules known to refuse any sub-interpreter (pyo3-built ones, and those keeping
+/// process-wide state): by the name they are imported as.
+pub const REFUSING_SUB_INTERPRETERS: &[&str] = &["pydantic_core", "cryptography", "rpds", "numpy"];
+
+/// A warning when the packages an own-GIL mount sees (its venv, else python-home's) hold
+/// extension modules that cannot be loaded in a sub-interpreter.
+fn refusing_extensions_warning(m: &Mount, s: &Settings) -> Option<String> {
+    let root = match (&m.venv, &s.python_home) {
+        (Some(v), _) => v.clone(),
+        (None, Some(home)) => home.path().to_path_buf(),
+        (None, None) => return None,
+    };
+    let site = root.join(format!(
+        "lib/python{}/site-packages",
+        venv::EMBEDDED_VERSION
+    ));
+    let entries: Vec<String> = std::fs::read_dir(&site)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let found: Vec<&str> = REFUSING_SUB_INTERPRETERS
+        .iter()
+        .copied()
+        .filter(|name| {
+            entries
+                .iter()
+                .any(|e| e == name || (e.starts_with(&format!("{name}.")) && e.ends_with(".so")))
+        })
+        .collect();
+    if found.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "mount {} has its own GIL, but {} holds extension modules that cannot be loaded in a \
+         sub-interpreter: {}; an app importing them fails there: run it in application-group \
+         = \"%{{GLOBAL}}\"",
+        m.shown_prefix(),
+        site.display(),
+        found.join(", ")
+    ))
 }
 
 /// One mount, checked: its target exists and is of the right kind, its venv passes the
 /// preflight, its python-path entries are directories.
+#[allow(clippy::too_many_arguments)]
 fn mount(
     index: usize,
     spec: &MountSpec,
     callable: &str,
     default_group: &str,
+    default_own_gil: Option<bool>,
     reload: bool,
     no_reload: bool,
     ctx: &mut Ctx<'_>,
@@ -480,11 +572,23 @@ fn mount(
         }
         python_path.push(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
     }
+    let group = AppGroup::parse(spec.application_group.as_deref().unwrap_or(default_group));
+    // The gateway-wide own-gil is for the sub-interpreters; %{GLOBAL} mounts keep theirs.
+    let own_gil = match (spec.own_gil, &group) {
+        (Some(true), AppGroup::Global) => {
+            ctx.mount_problem(index, &shown, "own-gil", NO_OWN_GIL_FOR_GLOBAL.into());
+            return None;
+        }
+        (Some(own), _) => own,
+        (None, AppGroup::Global) => false,
+        (None, _) => default_own_gil.unwrap_or(false),
+    };
     Some(Mount {
         prefix,
         target,
         callable: spec.callable.as_deref().unwrap_or(callable).to_string(),
-        group: AppGroup::parse(spec.application_group.as_deref().unwrap_or(default_group)),
+        group,
+        own_gil,
         venv,
         python_path,
         reload: !no_reload && spec.reload.unwrap_or(reload),
@@ -524,6 +628,16 @@ fn app_group_conflicts(mounts: &[Mount]) -> Vec<String> {
     }
     let mut problems = Vec::new();
     for (group, members) in by_group {
+        if let Some(own) = members.iter().find(|m| m.own_gil) {
+            if let Some(shared) = members.iter().find(|m| !m.own_gil) {
+                problems.push(format!(
+                    "mounts {} (own-gil) and {} (no own-gil) share application group {group}: \
+                     one interpreter has one GIL; set own-gil alike on both",
+                    own.shown_prefix(),
+                    shared.shown_prefix()
+                ));
+            }
+        }
         let Some(first) = members.iter().find(|m| m.venv.is_some()) else {
             continue;
         };
@@ -662,12 +776,50 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
+    fn own_gil_mounts_are_warned_of_extensions_refusing_sub_interpreters() {
+        let root = std::env::temp_dir().join(format!("own-gil-warn-{}", std::process::id()));
+        let site = root.join(format!(
+            "lib/python{}/site-packages",
+            venv::EMBEDDED_VERSION
+        ));
+        std::fs::create_dir_all(site.join("numpy")).unwrap();
+        std::fs::create_dir_all(site.join("flask")).unwrap();
+        std::fs::write(site.join("rpds.cpython-312-x86_64-linux-gnu.so"), b"").unwrap();
+        std::fs::write(site.join("cryptography.txt"), b"").unwrap();
+        let mount = Mount {
+            prefix: "/a".into(),
+            target: Target::Diagnostics,
+            callable: DEFAULT_CALLABLE.into(),
+            group: AppGroup::Own,
+            own_gil: true,
+            venv: Some(root.clone()),
+            python_path: Vec::new(),
+            reload: true,
+        };
+        let w = refusing_extensions_warning(&mount, &Settings::default());
+        std::fs::remove_dir_all(&root).unwrap();
+        let w = w.expect("a warning");
+        assert!(w.starts_with("mount /a has its own GIL"), "{w}");
+        assert!(w.contains(": rpds, numpy;"), "{w}");
+        assert!(!w.contains("flask") && !w.contains("cryptography"), "{w}");
+        let bare = Mount {
+            venv: None,
+            ..mount
+        };
+        assert_eq!(
+            refusing_extensions_warning(&bare, &Settings::default()),
+            None
+        );
+    }
+
+    #[test]
     fn a_shared_app_group_cannot_hold_two_venvs() {
         let m = |prefix: &str, group: AppGroup, venv: Option<&str>| Mount {
             prefix: prefix.into(),
             target: Target::Diagnostics,
             callable: DEFAULT_CALLABLE.into(),
             group,
+            own_gil: false,
             venv: venv.map(PathBuf::from),
             python_path: Vec::new(),
             reload: true,

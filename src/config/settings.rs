@@ -207,6 +207,11 @@ settings! {
     /// or empty for a sub-interpreter per mount [default: empty].
     #[arg(long, value_name = "GROUP")]
     application_group: Option<String>,
+    /// Give the mounts' sub-interpreters a GIL of their own, so that application groups run
+    /// Python at the same time in one process (Python 3.12 or later) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    own_gil: Option<bool>,
     /// Reload a script when its file changes [default: true].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
@@ -673,6 +678,8 @@ pub struct MountSpec {
     pub extension: Option<String>,
     pub callable: Option<String>,
     pub application_group: Option<String>,
+    /// A GIL of its own for this mount's sub-interpreter (Python 3.12+).
+    pub own_gil: Option<bool>,
     /// A virtualenv activated in this mount's interpreter only.
     pub venv: Option<ConfigPath>,
     pub python_path: Option<PathList>,
@@ -695,6 +702,7 @@ impl FromStr for MountSpec {
             extension: None,
             callable: None,
             application_group: None,
+            own_gil: None,
             venv: None,
             python_path: None,
             reload: None,

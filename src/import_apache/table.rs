@@ -405,11 +405,11 @@ pub const DIRECTIVES: &[(&str, Rule)] = &[
     ),
     (
         "WSGIPerInterpreterGIL",
-        Rule::Unsupported("sub-interpreters share the GIL in the gateway"),
+        Rule::Unsupported("the gateway's equivalent is own-gil = true (Python 3.12+): set it by hand"),
     ),
     (
         "WSGIInterpreterOptions",
-        Rule::Unsupported("sub-interpreters share the GIL in the gateway"),
+        Rule::Unsupported("the gateway's equivalent is own-gil = true (Python 3.12+): set it by hand"),
     ),
     (
         "WSGIFreeThreading",

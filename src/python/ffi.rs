@@ -215,6 +215,7 @@ unsafe impl Sync for InterpId {}
 pub struct SubInterpreter {
     pub interp: InterpId,
     ts: *mut ffi::PyThreadState,
+    own_gil: bool,
 }
 
 // SAFETY: the thread state is only attached by `end` and `MainThread::finalize`, with the GIL
@@ -233,7 +234,13 @@ impl SubInterpreter {
         // creation state, end it when it is the last state, and swap the caller's state back.
         unsafe {
             let prev = ffi::PyThreadState_Get();
-            ffi::PyThreadState_Swap(self.ts);
+            if self.own_gil {
+                // Let go of the caller's GIL and take this interpreter's.
+                ffi::PyEval_SaveThread();
+                ffi::PyEval_RestoreThread(self.ts);
+            } else {
+                ffi::PyThreadState_Swap(self.ts);
+            }
             before(Gil(PhantomData));
             // -1 when it raised (the traceback is printed to stderr, i.e. the log); ending
             // the interpreter goes on either way: threading's shutdown is only a courtesy to
@@ -244,9 +251,17 @@ impl SubInterpreter {
             let head = ffi::PyInterpreterState_ThreadHead(self.interp.0);
             let alone = head == self.ts && ffi::PyThreadState_Next(head).is_null();
             if alone {
+                // Leaves no thread state current (an own GIL is destroyed with it).
                 ffi::Py_EndInterpreter(self.ts);
             }
-            ffi::PyThreadState_Swap(prev);
+            if self.own_gil {
+                if !alone {
+                    ffi::PyEval_SaveThread();
+                }
+                ffi::PyEval_RestoreThread(prev);
+            } else {
+                ffi::PyThreadState_Swap(prev);
+            }
             if alone {
                 Ok(())
             } else {
@@ -599,19 +614,28 @@ impl<'py> Gil<'py> {
         }
     }
 
-    /// Creates a sub-interpreter sharing this GIL (mod_wsgi's application groups: isolation
-    /// of modules and `sys`, not parallelism), runs `setup` in it, and returns to the calling
-    /// thread state.
+    /// Creates a sub-interpreter, runs `setup` in it, and returns to the calling thread state.
+    /// Without `own_gil` it shares this GIL (mod_wsgi's application groups: isolation of
+    /// modules and `sys`, not parallelism); with it (Python 3.12+), it gets a GIL of its own
+    /// and runs Python at the same time as the other interpreters, with its own allocator and
+    /// only extension modules that support several interpreters.
     pub fn new_interpreter<R>(
         self,
+        own_gil: bool,
         setup: impl FnOnce(Gil<'_>) -> R,
     ) -> Result<(SubInterpreter, R), String> {
-        // SAFETY: we hold the GIL with a current thread state (`prev`). Py_NewInterpreter makes
-        // a new interpreter and thread state and makes it current (same GIL). Afterwards we
-        // swap `prev` back in, which is valid because the GIL is shared.
+        // SAFETY: we hold the GIL with a current thread state (`prev`). Both calls make a new
+        // interpreter and thread state and make it current (holding the new interpreter's
+        // GIL); afterwards we swap `prev` back in, the way CPython's own `_interpreters`
+        // module does: PyThreadState_Swap lets go of the new interpreter's GIL and takes
+        // back `prev`'s (the same GIL when it is shared).
         unsafe {
             let prev = ffi::PyThreadState_Get();
-            let ts = ffi::Py_NewInterpreter();
+            let ts = if own_gil {
+                new_own_gil_interpreter()?
+            } else {
+                ffi::Py_NewInterpreter()
+            };
             if ts.is_null() {
                 ffi::PyThreadState_Swap(prev);
                 return Err("Py_NewInterpreter failed to create a sub-interpreter".into());
@@ -619,7 +643,14 @@ impl<'py> Gil<'py> {
             let interp = InterpId(ffi::PyThreadState_GetInterpreter(ts));
             let r = setup(Gil(PhantomData));
             ffi::PyThreadState_Swap(prev);
-            Ok((SubInterpreter { interp, ts }, r))
+            Ok((
+                SubInterpreter {
+                    interp,
+                    ts,
+                    own_gil,
+                },
+                r,
+            ))
         }
     }
 
@@ -648,7 +679,8 @@ impl<'py> Gil<'py> {
     }
 
     /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_sendfile`,
-    /// `_gw_print`, `_gw_head`) into `dict` (a module namespace of this interpreter).
+    /// `_gw_print`, `_gw_head`, `_gw_ext_enter`, `_gw_ext_leave`) into `dict` (a module
+    /// namespace of this interpreter).
     pub fn install_callbacks(self, dict: &Obj<'py>) -> PyResult<()> {
         for def in CALLBACKS.0.iter() {
             // SAFETY: `def` is 'static; the function object is made in this interpreter.
@@ -667,6 +699,41 @@ impl<'py> Gil<'py> {
         }
         Ok(())
     }
+}
+
+/// `Py_NewInterpreterFromConfig` with a GIL of its own: its own object allocator (required by
+/// an own GIL), only multi-phase-init extension modules, threads (daemon ones too, like the
+/// shared-GIL groups), `subprocess` but no `os.fork()`. Returns its thread state, current; on
+/// failure the calling thread state is current again.
+#[cfg(Py_3_12)]
+unsafe fn new_own_gil_interpreter() -> Result<*mut ffi::PyThreadState, String> {
+    let prev = ffi::PyThreadState_Get();
+    let config = ffi::PyInterpreterConfig {
+        use_main_obmalloc: 0,
+        allow_fork: 0,
+        allow_exec: 1,
+        allow_threads: 1,
+        allow_daemon_threads: 1,
+        check_multi_interp_extensions: 1,
+        gil: ffi::PyInterpreterConfig_OWN_GIL,
+    };
+    let mut ts: *mut ffi::PyThreadState = ptr::null_mut();
+    let status = ffi::Py_NewInterpreterFromConfig(&mut ts, &config);
+    if let Some(err) = status_error(&status) {
+        // A failed creation leaves the caller's state current on 3.12 and 3.13; make sure.
+        if ffi::PyThreadState_Get() != prev {
+            ffi::PyThreadState_Swap(prev);
+        }
+        return Err(format!(
+            "creating a sub-interpreter with its own GIL failed: {err}"
+        ));
+    }
+    Ok(ts)
+}
+
+#[cfg(not(Py_3_12))]
+unsafe fn new_own_gil_interpreter() -> Result<*mut ffi::PyThreadState, String> {
+    Err("own-gil needs Python 3.12 or later".into())
 }
 
 impl<'py> Obj<'py> {
@@ -847,7 +914,7 @@ const fn method(name: &'static CStr, f: Fast) -> ffi::PyMethodDef {
     }
 }
 
-struct Defs([ffi::PyMethodDef; 6]);
+struct Defs([ffi::PyMethodDef; 8]);
 // SAFETY: plain constant C data, never mutated.
 unsafe impl Sync for Defs {}
 
@@ -858,6 +925,8 @@ static CALLBACKS_DEFS: Defs = Defs([
     method(c"_gw_sendfile", gw_sendfile),
     method(c"_gw_print", gw_print),
     method(c"_gw_head", gw_head),
+    method(c"_gw_ext_enter", gw_ext_enter),
+    method(c"_gw_ext_leave", gw_ext_leave),
 ]);
 static CALLBACKS: &Defs = &CALLBACKS_DEFS;
 
@@ -1108,4 +1177,51 @@ unsafe extern "C" fn gw_sendfile(
             Err(e) => raise(unsafe { ffi::PyExc_OSError }, &e),
         }
     })
+}
+
+/// `_gw_ext_enter(origin)`: takes the process's extension-loading lock (letting go of the GIL
+/// while it waits); returns CPython's message when an own-GIL interpreter refused the file
+/// `origin` before, else None. Pair it with `_gw_ext_leave` (see `python::imports`).
+unsafe extern "C" fn gw_ext_enter(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    if nargs != 1 {
+        // SAFETY: builtin exception type.
+        return raise(unsafe { ffi::PyExc_TypeError }, "expected 1 argument");
+    }
+    let gil = Gil(PhantomData);
+    // SAFETY: CPython passes `nargs` valid borrowed references; we hold the GIL.
+    let origin = gil.borrowed(unsafe { *args }).to_string_lossy();
+    gil.allow_threads(super::imports::enter);
+    match super::imports::refusal(&origin) {
+        Some(message) => ret(gil.str(&message)),
+        None => ret(Ok(gil.none())),
+    }
+}
+
+/// `_gw_ext_leave(origin, refusal)`: remembers `refusal` (CPython's message, or None) for the
+/// file `origin` and lets go of one `_gw_ext_enter`.
+unsafe extern "C" fn gw_ext_leave(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    if nargs != 2 {
+        // SAFETY: builtin exception type.
+        return raise(unsafe { ffi::PyExc_TypeError }, "expected 2 arguments");
+    }
+    let gil = Gil(PhantomData);
+    // SAFETY: CPython passes `nargs` valid borrowed references; we hold the GIL.
+    let (origin, refusal) = unsafe { (*args, *args.add(1)) };
+    // SAFETY: comparing with the None singleton.
+    if refusal != unsafe { ffi::Py_None() } {
+        super::imports::record_refusal(
+            &gil.borrowed(origin).to_string_lossy(),
+            &gil.borrowed(refusal).to_string_lossy(),
+        );
+    }
+    super::imports::leave();
+    ret(Ok(gil.none()))
 }

@@ -1,6 +1,7 @@
 //! The embedded CPython: starting and stopping it. Every raw call lives in [`ffi`].
 
 pub mod ffi;
+pub mod imports;
 
 use std::io::ErrorKind;
 use std::path::Path;

@@ -418,12 +418,99 @@ SUB_INTERPRETER_FAILURES = (
 )
 
 
-def init_interpreter(python_path, venv, label, is_sub):
+# Standard-library extension modules an interpreter with its own GIL must not load: on 3.12
+# the single-phase-init ones (CPython refuses them, and on 3.12.1 running such a module's
+# initialisation in a second own-GIL interpreter, to refuse it, corrupts the process); on 3.13
+# those still single-phase, and _datetime, whose objects outlive their interpreter (a process
+# whose own-GIL interpreters imported datetime crashes when they are ended). They are refused
+# before they load: datetime, decimal and xml.etree fall back to their pure-Python versions.
+REFUSED_STDLIB = {
+    (3, 12): ('_datetime', '_decimal', '_elementtree', 'pyexpat', '_ctypes', '_lsprof',
+              '_curses', '_curses_panel', 'readline', '_tkinter', 'nis', 'ossaudiodev'),
+    (3, 13): ('_datetime', '_curses', '_curses_panel', 'readline', '_tkinter'),
+}
+
+
+class _RefuseStdlib:
+    """sys.meta_path entry of an own-GIL interpreter: refuses REFUSED_STDLIB modules without
+    running their initialisation."""
+
+    def __init__(self, names):
+        self.names = frozenset(names)
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.names:
+            raise ImportError(
+                'module %s does not support loading in subinterpreters with their own GIL '
+                '(wsgi-gateway refuses it on Python %d.%d: see README, own-GIL application groups)'
+                % ((name,) + sys.version_info[:2]), name=name)
+        return None
+
+
+def _serialise_extension_loads(own_gil):
+    """Extension modules load one at a time in the whole process (see python/imports.rs); an
+    own-GIL interpreter remembers CPython's refusals process-wide and repeats them."""
+    loader = importlib.machinery.ExtensionFileLoader
+    create, execute = loader.create_module, loader.exec_module
+
+    def create_module(self, spec):
+        origin = spec.origin or spec.name
+        refused = _gw_ext_enter(origin)
+        new_refusal = None
+        try:
+            if own_gil and refused is not None:
+                raise ImportError(refused, name=spec.name, path=origin)
+            try:
+                return create(self, spec)
+            except ImportError as e:
+                if own_gil and 'does not support loading in subinterpreters' in str(e):
+                    new_refusal = str(e)
+                raise
+        finally:
+            _gw_ext_leave(origin, new_refusal)
+
+    def exec_module(self, module):
+        origin = getattr(module, '__file__', None) or module.__name__
+        _gw_ext_enter(origin)
+        try:
+            return execute(self, module)
+        finally:
+            _gw_ext_leave(origin, None)
+
+    loader.create_module = create_module
+    loader.exec_module = exec_module
+
+
+# Modules whose first import sets up process-wide state of a C library (OpenSSL): the main
+# interpreter imports them first. On 3.12.1 a process whose OpenSSL was first set up by
+# `import hashlib` or `import ssl` in an own-GIL interpreter crashes when it ends.
+PROCESS_WIDE_FIRST = ('hashlib', 'ssl')
+
+
+def _import_process_wide_first():
+    for name in PROCESS_WIDE_FIRST:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+
+
+OWN_GIL = False
+
+
+def init_interpreter(python_path, venv, label, is_sub, own_gil, guard_imports):
     """Per-interpreter set-up: sys.argv, print() to the log (with the request's context), the
     venv's site-packages and the python-path entries at the front of sys.path (python-path
-    first)."""
-    global LABEL, IS_SUB
-    LABEL, IS_SUB = label, is_sub
+    first). In a process with own-GIL interpreters, the import guards above."""
+    global LABEL, IS_SUB, OWN_GIL
+    LABEL, IS_SUB, OWN_GIL = label, is_sub, own_gil
+    if guard_imports:
+        _serialise_extension_loads(own_gil)
+        if not is_sub:
+            _import_process_wide_first()
+    if own_gil:
+        names = REFUSED_STDLIB.get(sys.version_info[:2], REFUSED_STDLIB[(3, 13)])
+        sys.meta_path.insert(0, _RefuseStdlib(names))
     sys.argv = ['wsgi-gateway']
     sys.stdout = sys.stderr = LogStream()
     if venv is not None:
@@ -505,6 +592,10 @@ def _error_500(ctx, extra=b''):
 
 def _sub_interpreter_hint(text):
     if IS_SUB and any(s in text for s in SUB_INTERPRETER_FAILURES):
+        if OWN_GIL:
+            return ('%s: this application uses an extension module that cannot be loaded in a '
+                    'sub-interpreter with its own GIL; run it without own-gil, or in the main '
+                    'interpreter: application-group = "%%{GLOBAL}"' % LABEL)
         return ('%s: this application uses an extension module that cannot be loaded in a '
                 'sub-interpreter; run it in the main interpreter: application-group = "%%{GLOBAL}"'
                 % LABEL)

@@ -34,6 +34,10 @@ pub struct Settings {
     pub label: String,
     /// Whether this is a sub-interpreter (for the C-extension hint on import failures).
     pub sub: bool,
+    /// Whether it has a GIL of its own.
+    pub own_gil: bool,
+    /// Whether the process has own-GIL interpreters (extension-module loads are serialised).
+    pub guard_imports: bool,
     pub threads: usize,
     pub multiprocess: bool,
 }
@@ -139,6 +143,8 @@ impl WsgiState {
             &venv,
             &gil.str(&settings.label)?,
             &gil.bool(settings.sub),
+            &gil.bool(settings.own_gil),
+            &gil.bool(settings.guard_imports),
         ])?;
         let diag = gil.exec_module(
             "wsgi_gateway_diagnostics",
