@@ -114,7 +114,7 @@ for py in "${smoke[@]}"; do
     echo "test.sh: smoke subset on $py (Python $version) in $dir" >&2
     WSGI_GATEWAY_TEST_PYTHON="$py" WSGI_GATEWAY_TEST_VENV="$dir/test-venv" tools/make-test-venv.sh
     PYO3_PYTHON="$py" CARGO_TARGET_DIR="$dir" WSGI_GATEWAY_TEST_VENV="$dir/test-venv" \
-        cargo nextest run -p wsgi-gateway --bins --test wsgi --test groups --test preflight \
+        cargo nextest run -p wsgi-gateway --bins --test wsgi --test groups --test preflight --test own_gil \
         --test frontends --no-fail-fast -E "$SMOKE_FILTER"
 done
 
