@@ -30,8 +30,6 @@ use crate::router::Route;
 pub const MAX_PENDING_INPUT: usize = protocol::fastcgi::MAX_RECORD_LEN + 64 * 1024;
 /// Output a connection holds before the thread writing a response waits for the socket.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
-/// The most output buffer an idle connection keeps.
-const IDLE_OUTPUT_CAPACITY: usize = 16 * 1024;
 /// Body bytes queued for a running request before the connection is no longer read for it.
 pub const BODY_HIGH_WATER: usize = 128 * 1024;
 /// How long a thread that accepted a connection waits for its first request to arrive before
@@ -752,11 +750,10 @@ impl Conn {
         if st.out_pos == st.out.len() {
             st.out.clear();
             st.out_pos = 0;
-            if st.out.capacity() > IDLE_OUTPUT_CAPACITY && st.reqs.is_empty() {
-                // A big response is out: a kept connection waiting for its next request
-                // keeps no more than a small buffer (reused by the next small response). A
-                // streamed response keeps its buffer while it runs (freeing and growing it
-                // again at every drain cost a page fault per page and copies).
+            if st.out.capacity() > 0 && st.reqs.is_empty() {
+                // A kept connection waiting for its next request holds no buffer. A streamed
+                // response keeps its buffer while it runs (freeing and growing it again at
+                // every drain cost a page fault per page and copies).
                 st.out = Vec::new();
             }
         }
@@ -1270,10 +1267,7 @@ impl Conn {
                 return outcome;
             }
         }
-        if st.reqs.is_empty()
-            && st.out_pos == st.out.len()
-            && st.out.capacity() > IDLE_OUTPUT_CAPACITY
-        {
+        if st.reqs.is_empty() && st.out_pos == st.out.len() && st.out.capacity() > 0 {
             st.out = Vec::new();
             st.out_pos = 0;
         }
