@@ -5,7 +5,6 @@
 mod support;
 
 use std::fs;
-use std::process::{Command, Stdio};
 
 use support::*;
 
@@ -13,20 +12,6 @@ use support::*;
 fn own_gil_python() -> bool {
     let mut parts = PY_VERSION.split('.').map(|p| p.parse::<u32>().unwrap());
     (parts.next().unwrap(), parts.next().unwrap()) >= (3, 12)
-}
-
-/// Runs `wsgi-gateway ARGS` to completion: (exit code, stdout, stderr).
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn problems(stderr: &str) -> Vec<&str> {
@@ -53,7 +38,7 @@ fn own_gil_needs_python_3_12_and_check_names_the_groups_that_have_it() {
         "--mount",
         &b,
     ];
-    let (code, out, err) = run(&args);
+    let (code, out, err) = run_gateway_output(&args);
     if own_gil_python() {
         assert_eq!(code, 0, "{out}\n{err}");
         let line = out
@@ -83,7 +68,8 @@ fn own_gil_needs_python_3_12_and_check_names_the_groups_that_have_it() {
         assert!(err.contains("own-gil: needs Python 3.12 or later"), "{err}");
     }
     // Without own-gil the same mounts are fine on every version.
-    let (code, out, err) = run(&["check", "--fastcgi", &sock, "--mount", &a, "--mount", &b]);
+    let (code, out, err) =
+        run_gateway_output(&["check", "--fastcgi", &sock, "--mount", &a, "--mount", &b]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(!out.contains("own GIL"), "{out}");
 }
@@ -110,7 +96,7 @@ fn own_gil_is_for_sub_interpreters_and_one_per_group() {
         ]
         .concat(),
     );
-    let (code, out, err) = run(&["check", "--config", &f]);
+    let (code, out, err) = run_gateway_output(&["check", "--config", &f]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
         problems(&err).iter().any(|p| p.contains("mount /g")
@@ -128,7 +114,7 @@ fn own_gil_is_for_sub_interpreters_and_one_per_group() {
         ]
         .concat(),
     );
-    let (code, out, err) = run(&["check", "--config", &f]);
+    let (code, out, err) = run_gateway_output(&["check", "--config", &f]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
         problems(&err).iter().any(|p| p.contains(
@@ -148,7 +134,7 @@ fn own_gil_is_for_sub_interpreters_and_one_per_group() {
         ]
         .concat(),
     );
-    let (code, out, err) = run(&["check", "--config", &f]);
+    let (code, out, err) = run_gateway_output(&["check", "--config", &f]);
     if own_gil_python() {
         assert_eq!(code, 0, "{out}\n{err}");
         assert!(out.contains("own GIL (sub-interpreters running Python in parallel): mount /s (its own sub-interpreter)\n"), "{out}");

@@ -1077,15 +1077,14 @@ unsafe extern "C" fn gw_head(
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    if nargs != 2 {
-        // SAFETY: builtin exception type.
-        return raise(unsafe { ffi::PyExc_TypeError }, "expected 2 arguments");
-    }
+    let a = match plain_args(args, nargs, 2) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
     let gil = Gil(PhantomData);
-    // SAFETY: CPython passes `nargs` valid borrowed references; we hold the GIL. The list and
-    // its tuples and strs stay alive (and unchanged: no Python code runs) until we return.
+    // SAFETY: we hold the GIL. The list and its tuples and strs stay alive (and unchanged: no
+    // Python code runs) until we return.
     unsafe {
-        let a = std::slice::from_raw_parts(args, 2);
         let none = || ret(Ok(gil.none()));
         let Some(status) = str_of(a[0]) else {
             return none();
@@ -1123,6 +1122,24 @@ unsafe extern "C" fn gw_head(
     }
 }
 
+/// The arguments of a callback that takes no request context: exactly `want` borrowed
+/// references, or a TypeError raised (the `Err` is the NULL to return).
+fn plain_args<'a>(
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    want: usize,
+) -> Result<&'a [*mut ffi::PyObject], *mut ffi::PyObject> {
+    if nargs as usize != want {
+        // SAFETY: builtin exception type.
+        return Err(raise(
+            unsafe { ffi::PyExc_TypeError },
+            &format!("expected {want} arguments"),
+        ));
+    }
+    // SAFETY: CPython passes `nargs` valid borrowed references, alive for the call.
+    Ok(unsafe { std::slice::from_raw_parts(args, want) })
+}
+
 /// `_gw_print(text)`: a line the interpreter wrote to sys.stderr (or sys.stdout), for the
 /// log: with the context of the request this thread runs, if any.
 unsafe extern "C" fn gw_print(
@@ -1130,13 +1147,12 @@ unsafe extern "C" fn gw_print(
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    if nargs != 1 {
-        // SAFETY: builtin exception type.
-        return raise(unsafe { ffi::PyExc_TypeError }, "expected 1 argument");
-    }
+    let a = match plain_args(args, nargs, 1) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
     let gil = Gil(PhantomData);
-    // SAFETY: CPython passes `nargs` valid borrowed references; we hold the GIL.
-    let text = gil.borrowed(unsafe { *args }).to_string_lossy();
+    let text = gil.borrowed(a[0]).to_string_lossy();
     let cap = CURRENT_CTX.with(|c| c.get());
     // SAFETY: a non-null CURRENT_CTX is this thread's live capsule (its thread state owns a
     // reference until end_request clears CURRENT_CTX), made by request_context.
@@ -1187,13 +1203,12 @@ unsafe extern "C" fn gw_ext_enter(
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    if nargs != 1 {
-        // SAFETY: builtin exception type.
-        return raise(unsafe { ffi::PyExc_TypeError }, "expected 1 argument");
-    }
+    let a = match plain_args(args, nargs, 1) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
     let gil = Gil(PhantomData);
-    // SAFETY: CPython passes `nargs` valid borrowed references; we hold the GIL.
-    let origin = gil.borrowed(unsafe { *args }).to_string_lossy();
+    let origin = gil.borrowed(a[0]).to_string_lossy();
     gil.allow_threads(super::imports::enter);
     match super::imports::refusal(&origin) {
         Some(message) => ret(gil.str(&message)),
@@ -1208,13 +1223,12 @@ unsafe extern "C" fn gw_ext_leave(
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    if nargs != 2 {
-        // SAFETY: builtin exception type.
-        return raise(unsafe { ffi::PyExc_TypeError }, "expected 2 arguments");
-    }
+    let a = match plain_args(args, nargs, 2) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
     let gil = Gil(PhantomData);
-    // SAFETY: CPython passes `nargs` valid borrowed references; we hold the GIL.
-    let (origin, refusal) = unsafe { (*args, *args.add(1)) };
+    let (origin, refusal) = (a[0], a[1]);
     // SAFETY: comparing with the None singleton.
     if refusal != unsafe { ffi::Py_None() } {
         super::imports::record_refusal(

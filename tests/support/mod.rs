@@ -352,6 +352,12 @@ impl Drop for Gateway {
 
 /// Runs the gateway to completion (for refusals) and returns (exit code, stderr).
 pub fn run_gateway(args: &[&str]) -> (i32, String) {
+    let (code, _, err) = run_gateway_output(args);
+    (code, err)
+}
+
+/// Runs `wsgi-gateway ARGS` to completion: (exit code, stdout, stderr).
+pub fn run_gateway_output(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())
         .args(args)
         .stdin(Stdio::null())
@@ -359,6 +365,7 @@ pub fn run_gateway(args: &[&str]) -> (i32, String) {
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
