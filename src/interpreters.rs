@@ -36,8 +36,6 @@ pub struct Interpreter {
     id: InterpId,
     wsgi: WsgiState,
     label: String,
-    /// It has a GIL of its own.
-    own_gil: bool,
     /// How to end it (a sub-interpreter not yet ended).
     sub: Mutex<Option<SubInterpreter>>,
     /// Requests running in it (counted under the registry's lock, so that a replaced
@@ -274,7 +272,6 @@ impl Interpreters {
                 id: main.interp(),
                 wsgi,
                 label: AppGroup::GLOBAL.into(),
-                own_gil: false,
                 sub: Mutex::new(None),
                 inflight: AtomicUsize::new(0),
                 holders: AtomicUsize::new(0),
@@ -530,7 +527,6 @@ impl Interpreters {
             named => self.mounts.iter().filter(|m| &m.group == named).collect(),
         };
         let label = self.label(key);
-        let own_gil = mount.own_gil;
         let settings = settings(
             &self.base,
             members.into_iter(),
@@ -541,9 +537,9 @@ impl Interpreters {
         // Taken before the GIL (see python::imports), held while the interpreter imports its
         // first modules.
         let held = self.guard_imports.then(imports::hold);
-        let made = states
-            .main
-            .with_gil(|gil| gil.new_interpreter(own_gil, |sub| WsgiState::setup(sub, &settings)));
+        let made = states.main.with_gil(|gil| {
+            gil.new_interpreter(settings.own_gil, |sub| WsgiState::setup(sub, &settings))
+        });
         drop(held);
         let (sub, wsgi) = made?;
         let id = sub.interp;
@@ -560,13 +556,12 @@ impl Interpreters {
             id,
             wsgi,
             label,
-            own_gil,
             sub: Mutex::new(Some(sub)),
             inflight: AtomicUsize::new(1),
             holders: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
         });
-        if interp.own_gil {
+        if settings.own_gil {
             crate::info!(
                 "made a sub-interpreter with its own GIL for {}",
                 interp.label

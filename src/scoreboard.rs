@@ -331,20 +331,20 @@ impl Row {
         }
     }
 
-    /// Thread `thread`, in a request, moves to `state` (Reading, Running or Finishing).
+    /// Thread `thread`, in a request, moves to `state` (Reading, Running or Finishing; a
+    /// request becomes Idle only by [`Row::end`]).
     pub fn set_state(&self, thread: usize, state: State) {
+        let value = match state {
+            State::Reading => READING,
+            State::Running => RUNNING,
+            State::Finishing => FINISHING,
+            State::Idle => return,
+        };
         let word = self
             .board
             .w(self.board.slot_base(self.row, thread) + S_STATE);
         if busy(word.load(Relaxed)) {
-            word.store(
-                match state {
-                    State::Reading => READING,
-                    State::Finishing => FINISHING,
-                    State::Running | State::Idle => RUNNING,
-                },
-                Relaxed,
-            );
+            word.store(value, Relaxed);
         }
     }
 }

@@ -690,9 +690,7 @@ fn nginx_worker_kill_and_sighup_under_load() {
     let load = http_load(4, "/slow?ms=10");
     load.wait_served(20);
     let serving = child_pids(rig.gw.pid());
-    let _ = std::process::Command::new("kill")
-        .args(["-HUP", &rig.gw.pid().to_string()])
-        .status();
+    rig.gw.hup();
     wait_for("new workers", || {
         let now = child_pids(rig.gw.pid());
         now.len() == 2 && now.is_disjoint(&serving)

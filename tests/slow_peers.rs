@@ -187,9 +187,7 @@ fn reloads_under_load(example: &str, flag: &str, addr: &str, secs: u64) {
     let mut reloads = 0;
     while started.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(2));
-        let _ = std::process::Command::new("kill")
-            .args(["-HUP", &rig.gw.pid().to_string()])
-            .status();
+        rig.gw.hup();
         reloads += 1;
     }
     let (ok, errors) = load.finish();

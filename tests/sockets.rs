@@ -91,9 +91,7 @@ fn systemd_sockets_are_served_by_the_workers_and_survive_a_reload() {
     let pid = gw.child.id();
     let before = child_pids(pid);
     assert_eq!(before.len(), 2, "{log}");
-    let _ = Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status();
+    signal(pid, "HUP");
     wait_for("new workers", || {
         let now = child_pids(pid);
         now.len() == 2 && now.is_disjoint(&before)

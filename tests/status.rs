@@ -71,6 +71,11 @@ fn field(text: &str, name: &str) -> String {
         .to_string()
 }
 
+/// The per-thread entries of a `?full` text page (after the pool's fields).
+fn full_entries(text: &str) -> Vec<&str> {
+    text.split("************************").skip(1).collect()
+}
+
 /// One FastCGI request with REMOTE_ADDR set to `remote`.
 fn fcgi_from(addr: &str, uri: &str, remote: &str) -> Response {
     let mut params = cgi_params("GET", uri, 0);
@@ -272,7 +277,7 @@ fn full_shows_a_running_request_while_it_runs() {
     let page = fcgi(&gw.addr, "GET", "/status?full", b"").unwrap();
     assert_eq!(page.status, 200);
     let text = page.text();
-    let entries: Vec<&str> = text.split("************************").skip(1).collect();
+    let entries = full_entries(&text);
     assert_eq!(entries.len(), 2, "{text}");
     let running = entries
         .iter()
@@ -290,12 +295,11 @@ fn full_shows_a_running_request_while_it_runs() {
     wait_for("the request to be counted", || {
         page = fcgi(&gw.addr, "GET", "/status?full", b"").unwrap().text();
         !page.contains("/t/block")
-            || page
-                .split("************************")
-                .skip(1)
+            || full_entries(&page)
+                .iter()
                 .any(|e| field(e, "request URI") == uri && field(e, "state") == "Idle")
     });
-    let entries: Vec<&str> = page.split("************************").skip(1).collect();
+    let entries = full_entries(&page);
     let served: u64 = entries
         .iter()
         .map(|e| field(e, "requests").parse::<u64>().unwrap())
@@ -325,7 +329,8 @@ fn full_shows_a_thread_waiting_for_its_body_as_reading() {
     let mut text = String::new();
     wait_for("a thread reading its body", || {
         text = fcgi(&gw.addr, "GET", "/status?full", b"").unwrap().text();
-        text.split("************************")
+        full_entries(&text)
+            .iter()
             .any(|e| e.contains("/t/upload") && field(e, "state") == "Reading")
     });
     s.write_all(later).unwrap();
@@ -334,8 +339,8 @@ fn full_shows_a_thread_waiting_for_its_body_as_reading() {
     assert!(r.text().contains(&sha256_hex(&body)), "{}", r.text());
     wait_for("the thread to be idle again", || {
         text = fcgi(&gw.addr, "GET", "/status?full", b"").unwrap().text();
-        text.split("************************")
-            .skip(1)
+        full_entries(&text)
+            .iter()
             .all(|e| field(e, "state") == "Idle" || field(e, "request URI") == "/status?full")
     });
 }
@@ -462,9 +467,7 @@ fn three_processes_count_every_request_whichever_answers() {
     // A reload keeps the board: the counters and the start time go on, and once the old
     // workers are gone their rows are free again.
     let old = child_pids(gw.pid());
-    let _ = Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status();
+    gw.hup();
     wait_for("the old workers to be replaced", || {
         let now = child_pids(gw.pid());
         now.len() == 3 && now.is_disjoint(&old)

@@ -158,9 +158,7 @@ fn sighup_replaces_workers_without_failed_requests_and_applies_the_new_config() 
         "\n[[mount]]\nprefix = \"/u\"\nscript = \"{}\"\n",
         app("pep3333.wsgi")
     ));
-    let _ = std::process::Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status();
+    gw.hup();
     wait_for("new workers", || {
         let now = child_pids(gw.pid());
         now.len() == 2 && now.is_disjoint(&before)
@@ -174,9 +172,7 @@ fn sighup_replaces_workers_without_failed_requests_and_applies_the_new_config() 
     // A bad configuration is refused; the workers keep serving.
     std::fs::write(&config, "processes = 2\nthreds = 3\n").unwrap();
     let serving = child_pids(gw.pid());
-    let _ = std::process::Command::new("kill")
-        .args(["-HUP", &gw.pid().to_string()])
-        .status();
+    gw.hup();
     wait_for("the refusal", || gw.log_text().contains("reload refused"));
     assert!(gw
         .log_text()

@@ -192,6 +192,7 @@ fn app_errors_give_500_or_a_cut_off_response_and_the_process_keeps_serving() {
         "bad-status",
         "bad-header",
         "hop-by-hop",
+        "bad-length",
         "str-body",
         "no-start",
     ] {
@@ -209,6 +210,7 @@ fn app_errors_give_500_or_a_cut_off_response_and_the_process_keeps_serving() {
     assert!(log.contains("GET /t/error-before"), "{log}");
     assert!(log.contains("response cut off"), "{log}");
     assert!(log.contains("hop-by-hop header"), "{log}");
+    assert!(log.contains("Content-Length '-5' is not a number"), "{log}");
     // The single worker thread survived all of it.
     assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
 }

@@ -370,6 +370,8 @@ impl Drop for ThreadState {
 struct HostSlot(Mutex<Option<Arc<dyn Host>>>);
 
 thread_local! {
+    /// Where `_gw_head` makes a response head (reused from one request to the next).
+    static HEAD_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     /// The context capsule of the request this thread runs (null between requests): where
     /// `_gw_print` sends what the app prints.
     static CURRENT_CTX: std::cell::Cell<*mut ffi::PyObject> =
@@ -1093,29 +1095,40 @@ unsafe extern "C" fn gw_head(
         if ffi::PyList_CheckExact(list) == 0 {
             return none();
         }
-        let n = ffi::PyList_GET_SIZE(list);
-        let mut pairs = Vec::with_capacity(n as usize);
-        for i in 0..n {
+        // The items are read as `build` goes; the first that is not a (str, str) tuple ends
+        // the list early, and `bad` says so.
+        let bad = std::cell::Cell::new(false);
+        let pairs = (0..ffi::PyList_GET_SIZE(list)).map_while(|i| {
             let item = ffi::PyList_GET_ITEM(list, i);
-            if ffi::PyTuple_CheckExact(item) == 0 || ffi::PyTuple_GET_SIZE(item) != 2 {
-                return none();
-            }
-            let name = str_of(ffi::PyTuple_GET_ITEM(item, 0));
-            let value = str_of(ffi::PyTuple_GET_ITEM(item, 1));
-            let (Some(name), Some(value)) = (name, value) else {
-                return none();
+            let pair = (ffi::PyTuple_CheckExact(item) != 0 && ffi::PyTuple_GET_SIZE(item) == 2)
+                .then(|| {
+                    let name = str_of(ffi::PyTuple_GET_ITEM(item, 0))?;
+                    Some((name, str_of(ffi::PyTuple_GET_ITEM(item, 1))?))
+                })
+                .flatten();
+            bad.set(pair.is_none());
+            pair
+        });
+        // The head is made in a buffer each thread reuses; Python gets its copy.
+        let made = HEAD_SCRATCH.with(|scratch| {
+            let mut head = scratch.take();
+            head.clear();
+            let length = crate::wsgi::head::build(status, pairs, &mut head);
+            let made = match length {
+                Some(l) if !bad.get() => Some((gil.bytes(&head), l)),
+                _ => None,
             };
-            pairs.push((name, value));
-        }
-        let mut head = Vec::with_capacity(64 + pairs.len() * 48);
-        let Some(length) = crate::wsgi::head::build(status, &pairs, &mut head) else {
+            scratch.set(head);
+            made
+        });
+        let Some((head, length)) = made else {
             return none();
         };
         let length = match length {
             Some(l) => gil.int(l as i64),
             None => Ok(gil.none()),
         };
-        let (Ok(head), Ok(length)) = (gil.bytes(&head), length) else {
+        let (Ok(head), Ok(length)) = (head, length) else {
             return ptr::null_mut();
         };
         ret(gil.tuple(&[&head, &length]))

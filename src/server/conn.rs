@@ -117,8 +117,6 @@ pub struct Body {
     queued: usize,
     /// Bytes received in all.
     received: u64,
-    /// The body's announced length (CONTENT_LENGTH), 0 when unknown.
-    expected: u64,
     /// The body is complete.
     eof: bool,
 }
@@ -129,7 +127,8 @@ impl Body {
     /// The most room a chunk is given ahead of the bytes that will fill it.
     const RESERVE: usize = 1024 * 1024;
 
-    fn push(&mut self, data: &[u8]) {
+    /// Queues body bytes; `expected`: the body's announced length (CONTENT_LENGTH).
+    fn push(&mut self, data: &[u8], expected: Option<u64>) {
         let before = self.received;
         self.queued += data.len();
         self.received += data.len() as u64;
@@ -145,7 +144,7 @@ impl Body {
             _ => {
                 // Room for the rest of an announced body (up to RESERVE), so that a body
                 // collected before the app runs is one piece, handed over in one copy.
-                let rest = self.expected.saturating_sub(before);
+                let rest = expected.unwrap_or(0).saturating_sub(before);
                 let room = usize::try_from(rest)
                     .unwrap_or(usize::MAX)
                     .min(Self::RESERVE);
@@ -608,7 +607,7 @@ impl Conn {
                 }
                 Some(Event::Body { rid, data }) => {
                     if let Some(r) = reqs.iter_mut().find(|r| r.rid == rid && !r.ended) {
-                        r.body.push(data);
+                        r.body.push(data, r.content_length);
                         if r.content_length.is_some_and(|len| r.body.received >= len) {
                             r.body.eof = true;
                         }
@@ -750,12 +749,6 @@ impl Conn {
         if st.out_pos == st.out.len() {
             st.out.clear();
             st.out_pos = 0;
-            if st.out.capacity() > 0 && st.reqs.is_empty() {
-                // A kept connection waiting for its next request holds no buffer. A streamed
-                // response keeps its buffer while it runs (freeing and growing it again at
-                // every drain cost a page fault per page and copies).
-                st.out = Vec::new();
-            }
         }
         if was_full || st.out.is_empty() {
             self.notify(st);
@@ -783,6 +776,13 @@ impl Conn {
             }
         }
         let out_pending = st.out_pos < st.out.len();
+        if st.reqs.is_empty() && !out_pending && st.out.capacity() > 0 {
+            // A connection waiting for its next request holds no buffer. A streamed response
+            // keeps its buffer while it runs (freeing and growing it again at every drain cost
+            // a page fault per page and copies).
+            st.out = Vec::new();
+            st.out_pos = 0;
+        }
         if st.reqs.is_empty() && !out_pending {
             let input = st.session.input_pending();
             if st.closing {
@@ -941,7 +941,6 @@ impl ReqState {
         let body = Body {
             // Nothing will come but the stream's end: the request is complete now.
             eof: content_length == Some(0),
-            expected: content_length.unwrap_or(0),
             ..Body::default()
         };
         ReqState {
@@ -1030,51 +1029,41 @@ impl Conn {
             }
         }
         if st.out_pos == st.out.len() && !st.writer {
-            match write_frames(&stream, &frames, 0) {
-                Ok(n) if n < frames.len() && st.reqs.len() == 1 => {
-                    // The socket is full: wait for room (with the GIL released) and write the
-                    // rest from the app's own buffer, as a blocking write would, instead of
-                    // copying it. Output other requests of the connection make meanwhile is
-                    // queued behind (the writer role keeps others from flushing).
-                    st.writer = true;
-                    drop(st);
-                    let written = self.write_rest(sh, &stream, &frames, n, unlocked);
-                    st = self.lock();
-                    st.writer = false;
-                    if written.is_err() {
-                        self.notify(&st);
-                        self.peer_closed(&mut st, sh);
-                        return Io::Gone;
-                    }
-                    if end
-                        && st.reqs.len() == 1
-                        && st.session.keeps_open()
-                        && !self.kept_after(&st, sh)
-                    {
-                        stream.shutdown_write();
-                    }
-                    if st.out_pos < st.out.len() {
-                        self.flush(&mut st, sh);
-                    }
-                    self.notify(&st);
-                }
-                Ok(n) if n < frames.len() => frames.copy_rest(n, &mut st.out),
-                Ok(_)
-                    if end
-                        && st.reqs.len() == 1
-                        && st.session.keeps_open()
-                        && !self.kept_after(&st, sh) =>
-                {
-                    // A kept connection closes after this response (the worker drains): the
-                    // close follows its end at once (not after the app's clean-up), so that
-                    // nginx reads the close with the end and does not reuse the connection.
-                    stream.shutdown_write();
-                }
-                Ok(_) => {}
-                Err(_) => {
+            let Ok(n) = write_frames(&stream, &frames, 0) else {
+                self.peer_closed(&mut st, sh);
+                return Io::Gone;
+            };
+            if n < frames.len() && st.reqs.len() == 1 {
+                // The socket is full: wait for room (with the GIL released) and write the
+                // rest from the app's own buffer, as a blocking write would, instead of
+                // copying it. Output other requests of the connection make meanwhile is
+                // queued behind (the writer role keeps others from flushing).
+                st.writer = true;
+                drop(st);
+                let written = self.write_rest(sh, &stream, &frames, n, unlocked);
+                st = self.lock();
+                st.writer = false;
+                self.notify(&st);
+                if written.is_err() {
                     self.peer_closed(&mut st, sh);
                     return Io::Gone;
                 }
+                if st.out_pos < st.out.len() {
+                    self.flush(&mut st, sh);
+                }
+            } else if n < frames.len() {
+                frames.copy_rest(n, &mut st.out);
+            }
+            if end
+                && st.out_pos == st.out.len()
+                && st.reqs.len() == 1
+                && st.session.keeps_open()
+                && !self.kept_after(&st, sh)
+            {
+                // A kept connection closes after this response (the worker drains): the
+                // close follows its end at once (not after the app's clean-up), so that
+                // nginx reads the close with the end and does not reuse the connection.
+                stream.shutdown_write();
             }
         } else {
             frames.copy_rest(0, &mut st.out);
@@ -1266,10 +1255,6 @@ impl Conn {
                 self.close(&mut st, sh);
                 return outcome;
             }
-        }
-        if st.reqs.is_empty() && st.out_pos == st.out.len() && st.out.capacity() > 0 {
-            st.out = Vec::new();
-            st.out_pos = 0;
         }
         self.settle(&mut st, sh);
         outcome

@@ -413,21 +413,14 @@ impl Keeper {
             }
         }
         let until = Instant::now() + TICK;
-        let mut events = [EpollEvent::empty(); 16];
-        let mut ready = Vec::new();
         while Instant::now() < until && sh.idle.load(Ordering::SeqCst) == 0 {
             let left = until.saturating_duration_since(Instant::now());
-            let n = match sh
-                .epoll
-                .wait(&mut events, crate::sys::epoll_timeout(Some(left)))
+            if sh
+                .dispatch_ready(crate::sys::epoll_timeout(Some(left)))
+                .is_err()
             {
-                Ok(n) => n,
-                Err(_) => break,
-            };
-            for ev in &events[..n] {
-                sh.dispatch(*ev, &mut ready);
+                break;
             }
-            sh.push_jobs(std::mem::take(&mut ready));
         }
         if pause && !sh.stopping() {
             let mut l = lock(&sh.listeners);

@@ -585,21 +585,17 @@ impl Shared {
         }
     }
 
-    /// Between two queued requests: the I/O that is ready now (bodies being collected, heads,
-    /// output, new connections), without waiting, so that none of it waits for the queue to
-    /// drain: a connection in the listen queue would otherwise wait behind every request kept
-    /// connections bring meanwhile. (Only an overloaded process gets here: an idle worker
-    /// process on the same sockets is still woken for a new connection, and usually takes it
-    /// first.)
-    fn poll_connections(self: &Arc<Self>, ready: &mut Vec<Job>) {
+    /// Waits up to `timeout` for events of the shared epoll, acts on them and queues the
+    /// requests they complete for the threads.
+    fn dispatch_ready(self: &Arc<Self>, timeout: EpollTimeout) -> io::Result<()> {
         let mut events = [EpollEvent::empty(); 16];
-        let Ok(n) = self.epoll.wait(&mut events, EpollTimeout::ZERO) else {
-            return;
-        };
+        let n = self.epoll.wait(&mut events, timeout).map_err(os)?;
+        let mut ready = Vec::new();
         for ev in &events[..n] {
-            self.dispatch(*ev, ready);
+            self.dispatch(*ev, &mut ready);
         }
-        self.push_jobs(std::mem::take(ready));
+        self.push_jobs(ready);
+        Ok(())
     }
 
     /// Queues requests for other threads.
@@ -811,7 +807,13 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
         if let Some(job) = sh.pop_job() {
             sh.run_job(runner, &mut thread, index, job);
             if !lock(&sh.queue).is_empty() {
-                sh.poll_connections(&mut ready);
+                // Between two queued requests: the I/O that is ready now (bodies being
+                // collected, heads, output, new connections), without waiting, so that none
+                // of it waits for the queue to drain (a connection in the listen queue would
+                // otherwise wait behind every request kept connections bring meanwhile). Only
+                // an overloaded process gets here: an idle worker process on the same sockets
+                // is still woken for a new connection, and usually takes it first.
+                let _ = sh.dispatch_ready(EpollTimeout::ZERO);
             }
             continue;
         }

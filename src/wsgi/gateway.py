@@ -288,25 +288,16 @@ class FileWrapper:
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS_RE = re.compile(r"[1-9][0-9][0-9] [^\r\n]*")
-# Header names and statuses seen before are known valid: most responses repeat them, so the
-# checks run once per distinct name (bounded caches; dict and set operations hold the GIL).
-_NAME_KIND = {}
-_GOOD_STATUS = set()
-_PLAIN, _LENGTH = 0, 1
 
 
-def _name_kind(name):
-    kind = _NAME_KIND.get(name)
-    if kind is None:
-        if _TOKEN_RE.fullmatch(name) is None:
-            raise InvalidResponse('invalid header name %r' % (name,))
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            raise InvalidResponse('hop-by-hop header %r is not allowed' % (name,))
-        kind = _LENGTH if lname == 'content-length' else _PLAIN
-        if len(_NAME_KIND) < 4096:
-            _NAME_KIND[name] = kind
-    return kind
+def _is_length(name):
+    """Checks a header name (a token, not hop-by-hop); whether it is Content-Length."""
+    if _TOKEN_RE.fullmatch(name) is None:
+        raise InvalidResponse('invalid header name %r' % (name,))
+    lname = name.lower()
+    if lname in HOP_BY_HOP:
+        raise InvalidResponse('hop-by-hop header %r is not allowed' % (name,))
+    return lname == 'content-length'
 
 
 class Response:
@@ -332,17 +323,15 @@ class Response:
             raise AssertionError('start_response() called twice without exc_info')
         fast = _gw_head(status, headers)
         if fast is not None:
-            # Made and checked in Rust (the usual case).
+            # Made and checked in Rust (the usual case). What Rust does not make goes through
+            # the checks below, which say what is wrong.
             self.head, self.length = fast
             self.status = status
             return self.write
         if status.__class__ is not str:
             raise InvalidResponse('status must be str, not %s' % type(status).__name__)
-        if status not in _GOOD_STATUS:
-            if _STATUS_RE.fullmatch(status) is None:
-                raise InvalidResponse('status %r is not "NNN reason"' % (status,))
-            if len(_GOOD_STATUS) < 1024:
-                _GOOD_STATUS.add(status)
+        if _STATUS_RE.fullmatch(status) is None:
+            raise InvalidResponse('status %r is not "NNN reason"' % (status,))
         if headers.__class__ is not list:
             raise InvalidResponse('headers must be a list, not %s' % type(headers).__name__)
         parts = ['Status: ', status, '\r\n']
@@ -353,11 +342,11 @@ class Response:
             name, value = item
             if name.__class__ is not str or value.__class__ is not str:
                 raise InvalidResponse('header %r: name and value must be str' % (item,))
-            if _name_kind(name) is _LENGTH:
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise InvalidResponse('Content-Length %r is not a number' % value) from None
+            if _is_length(name):
+                digits = value.strip()
+                if not (digits.isascii() and digits.isdigit()):
+                    raise InvalidResponse('Content-Length %r is not a number' % value)
+                length = int(digits)
             if '\n' in value or '\r' in value:
                 raise InvalidResponse('header %s: value contains a line break' % name)
             parts += (name, ': ', value, '\r\n')

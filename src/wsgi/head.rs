@@ -45,7 +45,11 @@ fn push_latin1(text: &str, out: &mut Vec<u8>) -> bool {
 /// Writes `Status: STATUS\r\n`, the headers and the blank line to `out`. `Some(length)`: the
 /// head is valid, with its Content-Length if it has one; `None`: let gateway.py check it
 /// (`out` then holds garbage).
-pub fn build(status: &str, headers: &[(&str, &str)], out: &mut Vec<u8>) -> Option<Option<u64>> {
+pub fn build<'h>(
+    status: &str,
+    headers: impl IntoIterator<Item = (&'h str, &'h str)>,
+    out: &mut Vec<u8>,
+) -> Option<Option<u64>> {
     let s = status.as_bytes();
     let status_ok = s.len() >= 4
         && (b'1'..=b'9').contains(&s[0])
@@ -74,7 +78,14 @@ pub fn build(status: &str, headers: &[(&str, &str)], out: &mut Vec<u8>) -> Optio
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            length = Some(digits.parse::<i64>().ok()?.unsigned_abs());
+            // No more than Python's int can be handed (i64), so that the caller's conversion
+            // cannot wrap.
+            length = Some(
+                digits
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&l| l <= i64::MAX as u64)?,
+            );
         }
         out.extend_from_slice(n);
         out.extend_from_slice(b": ");
@@ -93,7 +104,7 @@ mod tests {
 
     fn head(status: &str, headers: &[(&str, &str)]) -> Option<(Vec<u8>, Option<u64>)> {
         let mut out = Vec::new();
-        build(status, headers, &mut out).map(|l| (out, l))
+        build(status, headers.iter().copied(), &mut out).map(|l| (out, l))
     }
 
     #[test]

@@ -165,6 +165,9 @@ def application(environ, start_response):
     if path == '/bad-header':
         start_response('200 OK', [('X-Number', 5)])
         return [b'x']
+    if path == '/bad-length':
+        start_response('200 OK', [('Content-Length', '-5')])
+        return [b'x']
     if path == '/hop-by-hop':
         start_response('200 OK', [('Connection', 'close')])
         return [b'x']

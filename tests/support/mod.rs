@@ -314,6 +314,11 @@ impl Gateway {
         self.child.id()
     }
 
+    /// Sends the gateway SIGHUP (a reload).
+    pub fn hup(&self) {
+        signal(self.pid(), "HUP");
+    }
+
     /// Sends a signal and waits (bounded) for the exit status.
     pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
         let _ = Command::new("kill")
@@ -348,6 +353,14 @@ impl Drop for Gateway {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Sends `pid` the signal `name` (as kill(1) names it).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{name} {pid}");
 }
 
 /// Runs the gateway to completion (for refusals) and returns (exit code, stderr).
