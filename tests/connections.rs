@@ -598,3 +598,67 @@ fn a_world_writable_socket_is_warned_about() {
         "{log}"
     );
 }
+
+/// Connections waiting in the listen queue are taken before kept connections' next requests:
+/// with kept connections busy, the epoll reports a listener once per round of them, so a queue
+/// of new connections would drain one per round (the last one waiting for every kept
+/// connection many times over). Counted in requests, not timed.
+#[test]
+fn waiting_connections_are_not_starved_by_kept_ones() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const KEPT: usize = 4;
+    const NEW: usize = 8;
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--mount", &mount, "--threads", "1"]);
+    let served = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let kept: Vec<_> = (0..KEPT)
+        .map(|_| {
+            let (addr, served, stop) = (gw.addr.clone(), served.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut s = connect(&addr).unwrap();
+                let wire = fcgi_bytes(1, true, &cgi_params("GET", "/t/slow?ms=5", 0), b"");
+                let mut reader = FcgiReader::default();
+                while !stop.load(Ordering::SeqCst) {
+                    s.write_all(&wire).unwrap();
+                    let mut stdout = Vec::new();
+                    reader
+                        .read_until(&mut *s, 1, &mut stdout, |kind, _| {
+                            kind == fastcgi::END_REQUEST
+                        })
+                        .unwrap();
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    wait_for("the kept connections to be served", || {
+        served.load(Ordering::SeqCst) >= 2 * KEPT
+    });
+    // New connections, all waiting at once.
+    let mut new: Vec<_> = (0..NEW)
+        .map(|_| {
+            let mut s = connect(&gw.addr).unwrap();
+            let wire = fcgi_bytes(1, false, &cgi_params("GET", "/t/slow?ms=5", 0), b"");
+            s.write_all(&wire).unwrap();
+            s
+        })
+        .collect();
+    let before = served.load(Ordering::SeqCst);
+    for s in &mut new {
+        assert_eq!(fcgi_read_response(&mut **s, 1).unwrap().status, 200);
+    }
+    let meanwhile = served.load(Ordering::SeqCst) - before;
+    stop.store(true, Ordering::SeqCst);
+    for t in kept {
+        t.join().unwrap();
+    }
+    // Served in order of arrival, the new connections wait for about one round of the kept
+    // ones; one per round, they would wait for NEW rounds (KEPT * NEW requests).
+    assert!(
+        meanwhile <= 2 * KEPT + NEW / 2,
+        "{meanwhile} requests of kept connections were served while {NEW} new connections \
+         waited"
+    );
+}

@@ -348,6 +348,9 @@ pub struct Shared {
     /// Threads waiting in the epoll, and how many times one began to.
     idle: AtomicUsize,
     idle_epoch: AtomicU64,
+    /// A listener had a connection waiting when it was last looked at: a thread that becomes
+    /// free looks again before anything else.
+    backlog: AtomicBool,
     /// Requests running.
     running: AtomicUsize,
     served: AtomicU64,
@@ -416,6 +419,7 @@ impl Shared {
             finished: AtomicBool::new(false),
             idle: AtomicUsize::new(0),
             idle_epoch: AtomicU64::new(0),
+            backlog: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
@@ -506,28 +510,55 @@ impl Shared {
         }
     }
 
-    /// Accepts one connection on listener `i` and reads what came with it.
-    fn accept(self: &Arc<Self>, i: usize, ready: &mut Vec<Job>) {
+    /// A thread that became free takes a connection waiting in a listen queue before it
+    /// looks at the epoll: that connection has waited longest. (The epoll reports a listener
+    /// once per round of ready connections, so with kept connections busy a listen queue
+    /// would drain one connection per round, and its last connection wait for all of
+    /// them.) Returns whether it took one.
+    fn accept_waiting(self: &Arc<Self>, ready: &mut Vec<Job>) -> bool {
+        if !self.backlog.load(Ordering::Relaxed) {
+            return false;
+        }
+        let count = {
+            let l = lock(&self.listeners);
+            if !l.watched {
+                return false;
+            }
+            l.list.len()
+        };
+        for i in 0..count {
+            if self.accept(i, ready) {
+                return true;
+            }
+        }
+        self.backlog.store(false, Ordering::Relaxed);
+        false
+    }
+
+    /// Accepts one connection on listener `i` and reads what came with it; false when none
+    /// was waiting.
+    fn accept(self: &Arc<Self>, i: usize, ready: &mut Vec<Job>) -> bool {
         let (stream, proto) = {
             let mut l = lock(&self.listeners);
             let Some(listener) = l.list.get_mut(i) else {
-                return;
+                return false;
             };
             let proto = listener.spec.proto;
             match listener.accept() {
                 Ok(Some(s)) => (s, proto),
-                Ok(None) => return,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(None) => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     // EMFILE and friends: the listener stays ready; an idle thread retries
                     // after a short pause instead of spinning.
                     crate::error!("accept on {}: {e}", listener.spec.addr);
                     let _ = self.set_listeners(&mut l, false);
                     l.at_limit = true;
-                    return;
+                    return false;
                 }
             }
         };
+        self.backlog.store(true, Ordering::Relaxed);
         let session = Session::new(
             match proto {
                 Proto::FastCgi => Some(Protocol::FastCgi),
@@ -566,6 +597,7 @@ impl Shared {
             conn
         };
         conn.start(self, ready);
+        true
     }
 
     /// Acts on one epoll event.
@@ -576,7 +608,9 @@ impl Shared {
                 let _ = self.queue_fd.read();
             }
             STOP_TOKEN => {}
-            t if t & LISTENER_BASE != 0 => self.accept((t - LISTENER_BASE) as usize, ready),
+            t if t & LISTENER_BASE != 0 => {
+                self.accept((t - LISTENER_BASE) as usize, ready);
+            }
             t => {
                 if let Some(conn) = self.conn(t) {
                     conn.on_event(self, Interest::of_event(ev.events()), ready);
@@ -804,6 +838,17 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
     let mut ready: Vec<Job> = Vec::new();
     let mut events = [EpollEvent::empty(); 1];
     loop {
+        if sh.accept_waiting(&mut ready) {
+            let mut jobs = std::mem::take(&mut ready);
+            if !jobs.is_empty() && lock(&sh.queue).is_empty() {
+                let first = jobs.remove(0);
+                sh.push_jobs(jobs);
+                sh.run_job(runner, &mut thread, index, first);
+            } else {
+                sh.push_jobs(jobs);
+            }
+            continue;
+        }
         if let Some(job) = sh.pop_job() {
             sh.run_job(runner, &mut thread, index, job);
             if !lock(&sh.queue).is_empty() {
