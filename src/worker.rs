@@ -128,6 +128,7 @@ pub fn run(
             graceful: config.graceful_timeout,
         },
         buffer_body: c.buffer_body,
+        buffer_body_total: c.buffer_body_total,
         max_body_bytes: c.max_body_bytes,
         max_connections: c.max_connections,
         cancel_on_disconnect: life.cancel_on_disconnect,

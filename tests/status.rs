@@ -515,3 +515,54 @@ fn the_status_subcommand_prints_the_page() {
     assert_eq!(code, Some(1));
     assert!(err.contains("--status-path /elsewhere"), "{err}");
 }
+
+/// Past buffer-body-total, a body is not collected before its request takes a thread: with
+/// the total held by a request whose app has not read its 1 MiB body, a second request whose
+/// body stalls runs at once and waits for it in its app (Reading), rather than waiting to be
+/// collected. Both are answered in full.
+#[test]
+fn past_buffer_body_total_bodies_are_not_collected() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--status-path",
+        "/status",
+        "--threads",
+        "2",
+        "--buffer-body-total",
+        "1048576",
+        "--mount",
+        &mount,
+    ]);
+    // Holds the whole budget: collected, and not read by its app for a while.
+    let big = vec![b'b'; 1 << 20];
+    let mut a = connect(&gw.addr).unwrap();
+    a.write_all(&fcgi_bytes(
+        1,
+        false,
+        &cgi_params("POST", "/t/slow?ms=1500", big.len()),
+        &big,
+    ))
+    .unwrap();
+    wait_for("the first request to run", || {
+        let text = fcgi(&gw.addr, "GET", "/status?full", b"").unwrap().text();
+        full_entries(&text)
+            .iter()
+            .any(|e| e.contains("/t/slow") && field(e, "state") == "Running")
+    });
+    let body = vec![b'x'; 100];
+    let wire = fcgi_bytes(1, false, &cgi_params("POST", "/t/upload", 100), &body);
+    let (now, later) = wire.split_at(wire.len() - 60);
+    let mut c = connect(&gw.addr).unwrap();
+    c.write_all(now).unwrap();
+    wait_for("the second request to read its body in its app", || {
+        let text = fcgi(&gw.addr, "GET", "/status?full", b"").unwrap().text();
+        full_entries(&text)
+            .iter()
+            .any(|e| e.contains("/t/upload") && field(e, "state") == "Reading")
+    });
+    c.write_all(later).unwrap();
+    let r = fcgi_read_response(&mut *c, 1).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains(&sha256_hex(&body)), "{}", r.text());
+    assert_eq!(fcgi_read_response(&mut *a, 1).unwrap().status, 200);
+}

@@ -5,6 +5,8 @@ mod support;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use protocol::fastcgi::{self, encode};
+use protocol::{scgi, uwsgi};
 use support::*;
 
 fn gateway(extra: &[&str]) -> Gateway {
@@ -519,5 +521,92 @@ fn idle_keep_alive_connections_pin_no_thread() {
         s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", "/t/write", 0), b""))
             .unwrap();
         assert_eq!(fcgi_read_response(&mut **s, 1).unwrap().status, 200);
+    }
+}
+
+/// Writes `wire` in pieces of varying size with short pauses, so that the gateway's reads end
+/// anywhere: inside a record header, its content or its padding.
+fn trickle(s: &mut dyn Stream, wire: &[u8]) {
+    let mut pos = 0;
+    let mut i = 0usize;
+    while pos < wire.len() {
+        let n = [1, 7, 8, 9, 4093, 65536, 12345, 3, 70001][i % 9].min(wire.len() - pos);
+        s.write_all(&wire[pos..pos + n]).unwrap();
+        s.flush().unwrap();
+        pos += n;
+        i += 1;
+        if i.is_multiple_of(3) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Bodies the app reads straight from the socket (`--buffer-body 0`: they stream), sent in
+/// pieces that end anywhere: FastCGI in records of odd sizes with padding, SCGI and uwsgi
+/// raw. Read whole and in 7777-byte reads, every byte arrives in order.
+#[test]
+fn streamed_bodies_cut_anywhere_arrive_exact() {
+    let gw = gateway(&["--buffer-body", "0", "--threads", "2"]);
+    let body = support::frontends::pseudo_random(1_500_000, 9);
+    let want = sha256_hex(&body);
+    for uri in ["/t/upload", "/t/upload-chunked-reads?size=7777"] {
+        // FastCGI: STDIN records of 1 to 65535 content bytes, padded to 8 or not at all.
+        let mut wire = Vec::new();
+        encode::begin_request(1, fastcgi::RESPONDER, 0, &mut wire);
+        let params = cgi_params("POST", uri, body.len());
+        encode::params(
+            1,
+            params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+            &mut wire,
+        );
+        let sizes = [1usize, 65535, 8, 33333, 7, 4096, 65535, 12, 20000];
+        let (mut pos, mut i) = (0, 0);
+        while pos < body.len() {
+            let n = sizes[i % sizes.len()].min(body.len() - pos);
+            let pad = if i % 2 == 0 { (8 - n % 8) % 8 } else { 0 };
+            wire.extend_from_slice(&[1, fastcgi::STDIN, 0, 1]);
+            wire.extend_from_slice(&(n as u16).to_be_bytes());
+            wire.extend_from_slice(&[pad as u8, 0]);
+            wire.extend_from_slice(&body[pos..pos + n]);
+            wire.extend(std::iter::repeat_n(0xAA, pad));
+            pos += n;
+            i += 1;
+        }
+        encode::stream_end(fastcgi::STDIN, 1, &mut wire);
+        let mut s = connect(&gw.addr).unwrap();
+        trickle(&mut *s, &wire);
+        let v = json(&fcgi_read_response(&mut *s, 1).unwrap());
+        assert_eq!(
+            v["length"].as_u64(),
+            Some(body.len() as u64),
+            "FastCGI {uri}"
+        );
+        assert_eq!(v["sha256"], want, "FastCGI {uri}");
+
+        // SCGI and uwsgi: the body follows the head.
+        let plain: Vec<_> = params
+            .iter()
+            .filter(|(n, _)| n != "CONTENT_LENGTH")
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        let mut wire = Vec::new();
+        scgi::encode_request(body.len() as u64, plain.iter().copied(), &mut wire);
+        wire.extend_from_slice(&body);
+        let mut s = connect(&gw.addr).unwrap();
+        trickle(&mut *s, &wire);
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let v = json(&parse_cgi(&out).unwrap());
+        assert_eq!(v["sha256"], want, "SCGI {uri}");
+
+        let mut wire = Vec::new();
+        uwsgi::encode_request(body.len() as u64, plain.iter().copied(), &mut wire);
+        wire.extend_from_slice(&body);
+        let mut s = connect(&gw.addr).unwrap();
+        trickle(&mut *s, &wire);
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let v = json(&parse_http(&out).unwrap());
+        assert_eq!(v["sha256"], want, "uwsgi {uri}");
     }
 }

@@ -69,6 +69,7 @@ pub struct Connections {
     pub max_connections: usize,
     pub max_body_bytes: Option<u64>,
     pub buffer_body: usize,
+    pub buffer_body_total: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub keepalive_timeout: Duration,

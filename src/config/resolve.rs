@@ -24,6 +24,7 @@ const DEFAULT_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CALLABLE: &str = "application";
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 const DEFAULT_BUFFER_BODY: usize = 1 << 20;
+const DEFAULT_BUFFER_BODY_TOTAL: usize = 4 << 20;
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -207,6 +208,7 @@ fn connections(s: &Settings, ctx: &mut Ctx<'_>) -> Connections {
         max_connections: s.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         max_body_bytes: s.max_body_bytes,
         buffer_body: s.buffer_body.unwrap_or(DEFAULT_BUFFER_BODY),
+        buffer_body_total: s.buffer_body_total.unwrap_or(DEFAULT_BUFFER_BODY_TOTAL),
         header_timeout: secs(s.header_timeout).unwrap_or(DEFAULT_HEADER_TIMEOUT),
         body_timeout: secs(s.body_timeout).unwrap_or(DEFAULT_BODY_TIMEOUT),
         keepalive_timeout: secs(s.keepalive_timeout).unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),

@@ -249,6 +249,11 @@ settings! {
     /// [default: 1048576; 0: run at once and stream the body].
     #[arg(long, value_name = "BYTES")]
     buffer_body: Option<usize>,
+    /// Body bytes one worker process holds at most for its requests, collected or waiting for
+    /// their apps: past it, bodies are not collected (their requests wait for a thread, their
+    /// bodies stay with the web server until the app reads them) [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    buffer_body_total: Option<usize>,
     /// Connections one worker process holds at most; more wait in the listen backlog
     /// [default: 4096].
     #[arg(long, value_name = "N")]

@@ -27,6 +27,13 @@ use std::sync::{Arc, Mutex};
 
 use pyo3_ffi as ffi;
 
+use crate::server::BodySink;
+
+extern "C" {
+    // CPython's own (cpython/bytesobject.h); pyo3-ffi does not export it.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> c_int;
+}
+
 /// A Python exception, rendered as its traceback text.
 #[derive(Debug, Clone)]
 pub struct PyErr {
@@ -863,9 +870,11 @@ pub trait Host: Send + Sync {
     /// Sends `head` (may be empty) then `body`, and ends the response when `done`; false when
     /// the client is gone.
     fn send(&self, gil: Gil<'_>, head: &[u8], body: &[u8], done: bool) -> bool;
-    /// Hands up to `max` body bytes (any amount when `max` is 0) to `sink`, an empty slice
-    /// at the end of the body.
-    fn recv(&self, gil: Gil<'_>, max: usize, sink: &mut dyn FnMut(&[u8])) -> Recv;
+    /// Hands up to `max` body bytes (any amount when `max` is 0) to `sink`; with `exact`,
+    /// `max` bytes unless the body ends first.
+    fn recv(&self, gil: Gil<'_>, max: usize, exact: bool, sink: &mut dyn BodySink) -> Recv;
+    /// Body bytes not yet handed to the app (`usize::MAX` when the body's length is not known).
+    fn body_left(&self) -> usize;
     /// A line (or lines) for the log, from `wsgi.errors` or the gateway's Python side;
     /// `error`: the application failed (an exception and its traceback).
     fn log(&self, text: &str, error: bool);
@@ -1017,16 +1026,30 @@ unsafe extern "C" fn gw_recv(
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    callback(args, nargs, 2, |gil, host, a| {
+    callback(args, nargs, 3, |gil, host, a| {
         let Some(max) = arg_int(a[0]) else {
             return ptr::null_mut();
         };
-        let mut got = None;
-        let status = host.recv(gil, max.max(0) as usize, &mut |data| {
-            got = Some(gil.bytes(data));
-        });
-        match status {
-            Recv::Done => ret(got.unwrap_or_else(|| gil.bytes(b""))),
+        let exact = gil.borrowed(a[1]).is_true();
+        let max = max.max(0) as usize;
+        let mut sink = BytesSink {
+            gil,
+            // Exact reads fill one object of the size asked for (no larger than the rest of
+            // the body); others take the first piece handed over.
+            size: if exact {
+                match host.body_left() {
+                    usize::MAX => max.min(EXACT_UNKNOWN),
+                    left => left.min(max),
+                }
+            } else {
+                0
+            },
+            buf: None,
+            filled: 0,
+            got: None,
+        };
+        match host.recv(gil, max, exact, &mut sink) {
+            Recv::Done => ret(sink.finish()),
             Recv::Gone => ret(Ok(gil.none())),
             Recv::TimedOut(after) => raise(
                 // SAFETY: builtin exception type.
@@ -1038,6 +1061,133 @@ unsafe extern "C" fn gw_recv(
             ),
         }
     })
+}
+
+/// The most an exact read of a body of unknown length allocates ahead; it grows as bytes come.
+const EXACT_UNKNOWN: usize = 1 << 20;
+
+/// A body read's result, built in one bytes object: bytes handed over are copied into it, and
+/// the socket may be read straight into it. Without a size (any amount), the first piece
+/// handed over is the result.
+struct BytesSink<'py> {
+    gil: Gil<'py>,
+    /// The size asked for (0: any amount).
+    size: usize,
+    /// The bytes object being filled, its size, and how much is filled.
+    buf: Option<(Obj<'py>, usize)>,
+    filled: usize,
+    /// A copy made of a piece handed over without a size, or a failure.
+    got: Option<PyResult<Obj<'py>>>,
+}
+
+impl<'py> BytesSink<'py> {
+    /// Makes sure the bytes object has room for `n` more bytes (allocating or growing it).
+    fn reserve(&mut self, n: usize) -> Option<()> {
+        let need = self.filled + n;
+        match self.buf.take() {
+            Some((obj, len)) if len >= need => self.buf = Some((obj, len)),
+            Some((obj, len)) => {
+                // Grown by half at least: a long read in many pieces is not quadratic.
+                let to = need.max(len + len / 2);
+                let grown = self.resize(obj, to)?;
+                self.buf = Some((grown, to));
+            }
+            None => {
+                let len = need.max(self.size);
+                // SAFETY: a new bytes object of `len` uninitialised bytes; it is filled (or
+                // shrunk to what was filled) before Python sees it.
+                let obj = self.gil.own(unsafe {
+                    ffi::PyBytes_FromStringAndSize(ptr::null(), len as ffi::Py_ssize_t)
+                });
+                match obj {
+                    Ok(obj) => self.buf = Some((obj, len)),
+                    Err(e) => {
+                        self.got = Some(Err(e));
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// `obj` resized to `len` bytes (kept up to the shorter of the two lengths).
+    fn resize(&mut self, obj: Obj<'py>, len: usize) -> Option<Obj<'py>> {
+        let mut p = obj.ptr.as_ptr();
+        std::mem::forget(obj);
+        // SAFETY: `p` is a bytes object with refcount 1 that no Python code has seen (the
+        // condition for resizing it); on failure it is freed and `p` set to NULL.
+        let rc = unsafe { _PyBytes_Resize(&mut p, len as ffi::Py_ssize_t) };
+        if rc == 0 {
+            self.gil.own(p).ok()
+        } else {
+            self.got = Some(Err(self.gil.fetch_err()));
+            None
+        }
+    }
+
+    /// The bytes read (empty at the end of the body).
+    fn finish(mut self) -> PyResult<Obj<'py>> {
+        if let Some(got) = self.got.take() {
+            return got;
+        }
+        match self.buf.take() {
+            None => self.gil.bytes(b""),
+            Some((obj, len)) if len == self.filled => Ok(obj),
+            Some((obj, _)) => {
+                let filled = self.filled;
+                match self.resize(obj, filled) {
+                    Some(obj) => Ok(obj),
+                    None => self.got.take().unwrap_or_else(|| self.gil.bytes(b"")),
+                }
+            }
+        }
+    }
+}
+
+impl BodySink for BytesSink<'_> {
+    fn put(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.size == 0 && self.buf.is_none() && self.got.is_none() {
+            self.got = Some(self.gil.bytes(data));
+            return;
+        }
+        if self.reserve(data.len()).is_none() {
+            return;
+        }
+        if let Some(room) = self.room(data.len()) {
+            room[..data.len()].copy_from_slice(data);
+            self.commit(data.len());
+        }
+    }
+
+    fn room(&mut self, n: usize) -> Option<&mut [u8]> {
+        if self.got.is_some() {
+            return None;
+        }
+        self.reserve(n)?;
+        let (obj, len) = self.buf.as_ref()?;
+        // SAFETY: the object is a bytes object of `len` bytes that only this sink holds (no
+        // Python code has seen it), so writing into its buffer is allowed; the slice lives no
+        // longer than the sink's borrow.
+        let all = unsafe {
+            std::slice::from_raw_parts_mut(ffi::PyBytes_AsString(obj.ptr.as_ptr()).cast(), *len)
+        };
+        Some(&mut all[self.filled..self.filled + n])
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.filled += n;
+    }
+
+    fn filled(&self) -> usize {
+        match &self.got {
+            Some(Ok(obj)) => bytes_of(obj.ptr.as_ptr()).map_or(0, <[u8]>::len),
+            _ => self.filled,
+        }
+    }
 }
 
 unsafe extern "C" fn gw_log(

@@ -15,11 +15,11 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use protocol::cgi;
+use protocol::{cgi, fastcgi};
 
 use super::listener::Stream;
 use super::session::{Event, Frames, Rid, Session, FRAME_LIMIT};
@@ -107,6 +107,10 @@ impl ReadBuf {
     }
 }
 
+/// Memory the worker process holds for request bodies (the capacity of their buffers, collected
+/// or queued for their apps): past `buffer-body-total`, bodies are no longer collected.
+static BODY_HELD: AtomicUsize = AtomicUsize::new(0);
+
 /// A request's body on its way to the app.
 #[derive(Default)]
 pub struct Body {
@@ -127,8 +131,9 @@ impl Body {
     /// The most room a chunk is given ahead of the bytes that will fill it.
     const RESERVE: usize = 1024 * 1024;
 
-    /// Queues body bytes; `expected`: the body's announced length (CONTENT_LENGTH).
-    fn push(&mut self, data: &[u8], expected: Option<u64>) {
+    /// Queues body bytes; `expected`: the body's announced length (CONTENT_LENGTH) when room
+    /// may be reserved for it; `total`: buffer-body-total.
+    fn push(&mut self, data: &[u8], expected: Option<u64>, total: usize) {
         let before = self.received;
         self.queued += data.len();
         self.received += data.len() as u64;
@@ -139,17 +144,24 @@ impl Body {
                 if last.capacity() - last.len() >= data.len()
                     || last.len() + data.len() <= Self::JOIN =>
             {
-                last.extend_from_slice(data)
+                let cap = last.capacity();
+                last.extend_from_slice(data);
+                BODY_HELD.fetch_add(last.capacity() - cap, Ordering::Relaxed);
             }
             _ => {
                 // Room for the rest of an announced body (up to RESERVE), so that a body
-                // collected before the app runs is one piece, handed over in one copy.
+                // collected before the app runs is one piece, handed over in one copy; only
+                // as far as buffer-body-total allows.
                 let rest = expected.unwrap_or(0).saturating_sub(before);
-                let room = usize::try_from(rest)
+                let mut room = usize::try_from(rest)
                     .unwrap_or(usize::MAX)
                     .min(Self::RESERVE);
+                if BODY_HELD.load(Ordering::Relaxed) + room > total {
+                    room = 0;
+                }
                 let mut chunk = Vec::with_capacity(room.max(data.len()));
                 chunk.extend_from_slice(data);
+                BODY_HELD.fetch_add(chunk.capacity(), Ordering::Relaxed);
                 self.chunks.push_back(chunk);
             }
         }
@@ -172,17 +184,32 @@ impl Body {
             for c in self.chunks.iter().skip(1) {
                 all.extend_from_slice(c);
             }
-            self.chunks.clear();
-            self.front_pos = 0;
+            self.release();
             sink(&all);
             self.queued = 0;
         } else {
             sink(avail);
             self.queued -= avail.len();
-            self.chunks.pop_front();
+            if let Some(c) = self.chunks.pop_front() {
+                BODY_HELD.fetch_sub(c.capacity(), Ordering::Relaxed);
+            }
             self.front_pos = 0;
         }
         true
+    }
+
+    /// Lets go of every chunk.
+    fn release(&mut self) {
+        let held: usize = self.chunks.iter().map(Vec::capacity).sum();
+        BODY_HELD.fetch_sub(held, Ordering::Relaxed);
+        self.chunks.clear();
+        self.front_pos = 0;
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -257,7 +284,55 @@ pub struct ConnState {
     next_id: u64,
     /// Close as soon as the output is out, without reading the rest of the input.
     closing: bool,
+    /// FastCGI: the rest of a STDIN record whose header a direct read took.
+    stdin_rest: Option<StdinRest>,
+    /// An app read the socket itself (input it left is read when its request is done).
+    direct: bool,
 }
+
+/// The rest of a FastCGI STDIN record whose header and first content bytes a direct read took
+/// (see [`Conn::read_direct`]): the next `content` input bytes are request `rid`'s body, then
+/// `padding` bytes to skip. The session's decoder does not see them.
+#[derive(Debug, Clone, Copy)]
+struct StdinRest {
+    rid: Rid,
+    content: usize,
+    padding: usize,
+}
+
+/// A read into the buffer of the app's own body read: where request `id`'s body bytes lie in
+/// the input, in order.
+struct Direct {
+    id: u64,
+    ranges: Vec<(usize, usize)>,
+}
+
+/// How a direct read went.
+enum DirectRead {
+    /// The input is not only this request's body now: read the usual way.
+    No,
+    /// Body bytes are in the sink.
+    Filled,
+    /// Nothing for this request (the socket had nothing, or only other records).
+    Empty,
+}
+
+/// What an app's body read is handed: a copy of bytes, or room to read into.
+pub trait BodySink {
+    /// Takes (a copy of) `data`; an empty slice is the body's end.
+    fn put(&mut self, data: &[u8]);
+    /// Room for `n` bytes, written in place; `None` when it cannot be had.
+    fn room(&mut self, n: usize) -> Option<&mut [u8]>;
+    /// The first `n` bytes of the room are the bytes read.
+    fn commit(&mut self, n: usize);
+    /// Bytes taken so far.
+    fn filled(&self) -> usize;
+}
+
+/// The most a direct read takes when the app asks for any amount.
+const DIRECT_READ: usize = 64 * 1024;
+/// The most one direct read takes.
+const DIRECT_READ_MAX: usize = 1024 * 1024;
 
 /// A connection.
 pub struct Conn {
@@ -312,6 +387,8 @@ impl Conn {
                 lingering: None,
                 next_id: 0,
                 closing: false,
+                stdin_rest: None,
+                direct: false,
             }),
             cond: Condvar::new(),
             deadline: AtomicU64::new(0),
@@ -502,7 +579,7 @@ impl Conn {
                     let room = scratch.len();
                     let n = stream.read(&mut scratch)?;
                     if n > 0 {
-                        let used = self.decode(st, sh, ready, &scratch[..n]);
+                        let used = self.decode(st, sh, ready, &scratch[..n], None);
                         if let Some(used) = used {
                             st.rbuf.append(&scratch[used..n]);
                         }
@@ -516,7 +593,7 @@ impl Conn {
                     st.rbuf.len += n;
                     if n > 0 {
                         let buf = std::mem::take(&mut st.rbuf);
-                        let used = self.decode(st, sh, ready, buf.filled());
+                        let used = self.decode(st, sh, ready, buf.filled(), None);
                         st.rbuf = buf;
                         st.rbuf.consume(used.unwrap_or(st.rbuf.len));
                     }
@@ -565,13 +642,15 @@ impl Conn {
     }
 
     /// Decodes `input` and acts on every event; returns the bytes consumed, `None` when the
-    /// connection closed.
+    /// connection closed. With `direct`, that request's body bytes are left in place (their
+    /// ranges noted) rather than queued.
     fn decode(
         self: &Arc<Self>,
         st: &mut ConnState,
         sh: &Arc<Shared>,
         ready: &mut Vec<Job>,
         input: &[u8],
+        mut direct: Option<&mut Direct>,
     ) -> Option<usize> {
         let mut pos = 0;
         let mut reply = Vec::new();
@@ -583,11 +662,42 @@ impl Conn {
                 heads,
                 lingering,
                 next_id,
+                stdin_rest,
                 ..
             } = &mut *st;
-            let (used, event) = match session.decode(&input[pos..], &mut reply) {
-                Ok(step) => step,
-                Err(e) => break Err(e.0),
+            let (used, event) = match *stdin_rest {
+                // The rest of a record whose header a direct read took.
+                Some(rest) if pos < input.len() => {
+                    let left = input.len() - pos;
+                    if rest.content > 0 {
+                        let n = rest.content.min(left);
+                        let data = &input[pos..pos + n];
+                        let after = StdinRest {
+                            content: rest.content - n,
+                            ..rest
+                        };
+                        *stdin_rest = (after.content + after.padding > 0).then_some(after);
+                        (
+                            n,
+                            Some(Event::Body {
+                                rid: rest.rid,
+                                data,
+                            }),
+                        )
+                    } else {
+                        let n = rest.padding.min(left);
+                        let after = rest.padding - n;
+                        *stdin_rest = (after > 0).then_some(StdinRest {
+                            padding: after,
+                            ..rest
+                        });
+                        (n, None)
+                    }
+                }
+                _ => match session.decode(&input[pos..], &mut reply) {
+                    Ok(step) => step,
+                    Err(e) => break Err(e.0),
+                },
             };
             if used == 0 && event.is_none() {
                 break Ok(());
@@ -607,7 +717,21 @@ impl Conn {
                 }
                 Some(Event::Body { rid, data }) => {
                     if let Some(r) = reqs.iter_mut().find(|r| r.rid == rid && !r.ended) {
-                        r.body.push(data, r.content_length);
+                        if let Some(d) = direct.as_deref_mut().filter(|d| d.id == r.id) {
+                            // Read into the app's buffer: left where it is.
+                            let at = data.as_ptr() as usize - input.as_ptr() as usize;
+                            d.ranges.push((at, data.len()));
+                            r.body.received += data.len() as u64;
+                            if r.content_length.is_some_and(|len| r.body.received >= len) {
+                                r.body.eof = true;
+                            }
+                            progress = true;
+                            continue;
+                        }
+                        // Room is reserved for a body that is collected (a body that streams
+                        // is held a piece at a time).
+                        let expected = r.content_length.filter(|_| r.phase == Phase::Collecting);
+                        r.body.push(data, expected, sh.config.buffer_body_total);
                         if r.content_length.is_some_and(|len| r.body.received >= len) {
                             r.body.eof = true;
                         }
@@ -645,9 +769,12 @@ impl Conn {
         // Requests whose body is complete run now; so do those whose body is larger than is
         // buffered (announced, or as much as is buffered has arrived): they stream.
         let buffer = sh.config.buffer_body as u64;
+        // Past buffer-body-total, bodies are not collected: their requests wait for a thread
+        // like any other, and their bodies stay in the socket until their apps read them.
+        let full = BODY_HELD.load(Ordering::Relaxed) >= sh.config.buffer_body_total;
         for r in &mut st.reqs {
             let larger = r.content_length.is_some_and(|len| len > buffer);
-            let complete = r.body.eof || larger || r.body.received >= buffer;
+            let complete = r.body.eof || larger || r.body.received >= buffer || full;
             if r.phase == Phase::Collecting && (complete || r.aborted) {
                 r.phase = Phase::Running;
                 let Some((head, Some(route))) = r.head.take() else {
@@ -938,11 +1065,9 @@ impl ReqState {
     fn new(id: u64, rid: Rid, head: protocol::RequestHead, sh: &Arc<Shared>) -> ReqState {
         let route = sh.router.route(&head);
         let content_length = head.content_length().and_then(Result::ok);
-        let body = Body {
-            // Nothing will come but the stream's end: the request is complete now.
-            eof: content_length == Some(0),
-            ..Body::default()
-        };
+        let mut body = Body::default();
+        // Nothing will come but the stream's end: the request is complete now.
+        body.eof = content_length == Some(0);
         ReqState {
             id,
             rid,
@@ -1152,14 +1277,14 @@ impl Conn {
         sh: &Arc<Shared>,
         id: u64,
         max: usize,
-        sink: &mut dyn FnMut(&[u8]),
+        sink: &mut dyn BodySink,
     ) -> Io<()> {
         let mut st = self.lock();
         for attempt in 0..2 {
             let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) else {
                 return Io::Gone;
             };
-            if r.body.pop(max, sink) {
+            if r.body.pop(max, &mut |data| sink.put(data)) {
                 let resume = r.body.queued < BODY_HIGH_WATER / 2;
                 if resume && attempt == 0 {
                     self.settle(&mut st, sh);
@@ -1168,7 +1293,7 @@ impl Conn {
             }
             if r.body.eof || r.ended {
                 // After the response's end the rest of the body is not read for the app.
-                sink(&[]);
+                sink.put(&[]);
                 return Io::Ready(());
             }
             if r.aborted || st.stream.is_none() {
@@ -1177,12 +1302,202 @@ impl Conn {
             if attempt == 1 || st.reader {
                 break;
             }
-            // Nobody reads this connection now: read what arrived.
+            // Nobody reads this connection now: read what arrived, into the app's own buffer
+            // when nothing but this request's body can come.
+            match self.read_direct(&mut st, sh, id, max, sink) {
+                DirectRead::Filled => return Io::Ready(()),
+                DirectRead::Empty => continue,
+                DirectRead::No => {}
+            }
             let mut ready = Vec::new();
             self.read_input(&mut st, sh, &mut ready);
             sh.push_jobs(ready);
         }
         Io::Wait
+    }
+
+    /// Reads the socket straight into the buffer the app's body read returns (`sink`'s room),
+    /// when the input can only be request `id`'s body: its body queue is empty, no other
+    /// request is on the connection and no undecoded input is pending. SCGI and uwsgi bodies
+    /// then take no copy but the kernel's; FastCGI record headers are cut out in place, and
+    /// a record that the read ends inside is noted ([`StdinRest`]) so that the rest of its
+    /// content is read in place too.
+    fn read_direct(
+        self: &Arc<Self>,
+        st: &mut ConnState,
+        sh: &Arc<Shared>,
+        id: u64,
+        max: usize,
+        sink: &mut dyn BodySink,
+    ) -> DirectRead {
+        let [r] = &st.reqs[..] else {
+            return DirectRead::No;
+        };
+        if r.id != id || r.phase != Phase::Running || r.body.queued > 0 || r.body.eof {
+            return DirectRead::No;
+        }
+        if st.lingering.is_some() || st.closing {
+            return DirectRead::No;
+        }
+        let Some(stream) = st.stream.clone() else {
+            return DirectRead::No;
+        };
+        let fastcgi = st.session.is_fastcgi();
+        let rid = r.rid;
+        let mut want = if max > 0 {
+            max.min(DIRECT_READ_MAX)
+        } else {
+            DIRECT_READ
+        };
+        if !fastcgi {
+            // SCGI and uwsgi: the body is all that is left; not more than it.
+            match r
+                .content_length
+                .map(|len| len.saturating_sub(r.body.received))
+            {
+                Some(0) => return DirectRead::No,
+                Some(rest) => want = want.min(usize::try_from(rest).unwrap_or(usize::MAX)),
+                None => {}
+            }
+        }
+        // Undecoded input can only be the start of a STDIN record of this request (a read
+        // that ended inside it): its content is taken, and the rest of the record is read in
+        // place.
+        let mut start = 0;
+        let mut taken = None;
+        if st.rbuf.len > 0 {
+            let pending = st.rbuf.filled();
+            let Some(h) = fastcgi::parse_header(pending).filter(|_| fastcgi) else {
+                return DirectRead::No;
+            };
+            let content = pending.len() - fastcgi::HEADER_LEN;
+            if st.stdin_rest.is_some()
+                || h.record_type != fastcgi::STDIN
+                || h.request_id != rid
+                || content >= h.content_len as usize
+                || content > want
+            {
+                return DirectRead::No;
+            }
+            start = content;
+            taken = Some(StdinRest {
+                rid,
+                content: h.content_len as usize - content,
+                padding: h.padding_len as usize,
+            });
+        }
+        // Inside a record: only its content (its padding is left to the decoder's path).
+        let limit = match taken.or(st.stdin_rest) {
+            None => want,
+            Some(rest) if rest.rid == rid && rest.content > 0 => want.min(start + rest.content),
+            Some(_) => return DirectRead::No,
+        };
+        let Some(buf) = sink.room(want) else {
+            return DirectRead::No;
+        };
+        if let Some(rest) = taken {
+            buf[..start].copy_from_slice(&st.rbuf.filled()[fastcgi::HEADER_LEN..]);
+            st.rbuf.consume(st.rbuf.len);
+            st.stdin_rest = Some(rest);
+            if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
+                r.body.received += start as u64;
+            }
+        }
+        let n = match stream.read(&mut buf[start..limit]) {
+            Ok(0) => {
+                self.peer_closed(st, sh);
+                return DirectRead::Empty;
+            }
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                0
+            }
+            Err(_) => {
+                self.peer_closed(st, sh);
+                return DirectRead::Empty;
+            }
+        };
+        if n == 0 {
+            // Nothing more now: what was pending is the read's result.
+            return if start > 0 {
+                sink.commit(start);
+                DirectRead::Filled
+            } else {
+                DirectRead::Empty
+            };
+        }
+        // More may wait in the socket (readiness is edge-triggered): the app reads it, or the
+        // connection once the request is done (see `finish`).
+        st.direct = true;
+        let mut direct = Direct {
+            id,
+            ranges: vec![(0, start)],
+        };
+        let end = start + n;
+        let mut ready = Vec::new();
+        let input = &buf[start..end];
+        let Some(used) = self.decode(st, sh, &mut ready, input, Some(&mut direct)) else {
+            return DirectRead::Empty;
+        };
+        sh.push_jobs(ready);
+        for range in &mut direct.ranges[1..] {
+            range.0 += start;
+        }
+        let used = start + used;
+        let mut rest = &buf[used..end];
+        if fastcgi && st.stdin_rest.is_none() && st.stream.is_some() {
+            // The read ended inside a STDIN record of this request: its content so far is
+            // taken, the rest of it will be too.
+            if let Some(h) = fastcgi::parse_header(rest) {
+                let content = rest.len() - fastcgi::HEADER_LEN;
+                if h.record_type == fastcgi::STDIN
+                    && h.request_id == rid
+                    && content > 0
+                    && content < h.content_len as usize
+                {
+                    if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
+                        direct.ranges.push((used + fastcgi::HEADER_LEN, content));
+                        r.body.received += content as u64;
+                        st.stdin_rest = Some(StdinRest {
+                            rid,
+                            content: h.content_len as usize - content,
+                            padding: h.padding_len as usize,
+                        });
+                        rest = &[];
+                    }
+                }
+            }
+        }
+        if st.stream.is_some() {
+            st.rbuf.append(rest);
+        }
+        // The body bytes, moved together at the front.
+        let mut filled = 0;
+        for (at, len) in direct.ranges {
+            if at != filled {
+                buf.copy_within(at..at + len, filled);
+            }
+            filled += len;
+        }
+        if filled == 0 {
+            return DirectRead::Empty;
+        }
+        sink.commit(filled);
+        DirectRead::Filled
+    }
+
+    /// Body bytes of request `id` not yet handed to its app; `None` when its length is not
+    /// known.
+    pub fn body_left(&self, id: u64) -> Option<u64> {
+        let st = self.lock();
+        let r = st.reqs.iter().find(|r| r.id == id)?;
+        let handed = r.body.received - r.body.queued as u64;
+        r.content_length.map(|len| len.saturating_sub(handed))
     }
 
     /// Waits (up to `timeout`) for input of request `id`, reading the socket itself unless another
@@ -1221,12 +1536,11 @@ impl Conn {
             let readable = stream.poll(true, left);
             st = self.lock();
             st.reader = false;
-            if readable {
-                let mut ready = Vec::new();
-                self.read_input(&mut st, sh, &mut ready);
-                sh.push_jobs(ready);
-            }
             self.notify(&st);
+            if readable {
+                // The caller reads it (into the app's own buffer where it can).
+                return Ok(());
+            }
             self.settle(&mut st, sh);
         }
     }
@@ -1255,6 +1569,11 @@ impl Conn {
                 self.close(&mut st, sh);
                 return outcome;
             }
+        }
+        if std::mem::take(&mut st.direct) {
+            // The app read the socket itself, consuming its readiness: what it left is read
+            // now (edge-triggered, it would not be signalled again).
+            st.unread = true;
         }
         self.settle(&mut st, sh);
         outcome

@@ -16,7 +16,7 @@ mod listener;
 pub mod session;
 mod status;
 
-pub use conn::{Io, Outcome, WaitError};
+pub use conn::{BodySink, Io, Outcome, WaitError};
 pub use listener::{inherited, Addr, Listener, ListenerSpec, Proto};
 pub use status::StatusPage;
 
@@ -128,6 +128,8 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// Body bytes collected before a request takes a thread.
     pub buffer_body: usize,
+    /// Body bytes the process holds at most before it stops collecting bodies.
+    pub buffer_body_total: usize,
     /// Larger bodies are refused with 413 before the app runs.
     pub max_body_bytes: Option<u64>,
     /// Connections one worker process holds at most.
@@ -228,8 +230,13 @@ impl Request {
 
     /// Up to `max` body bytes (any amount for 0), handed to `sink`; an empty slice at the
     /// end. `Wait`: call [`Request::wait_readable`].
-    pub fn recv(&self, max: usize, sink: &mut dyn FnMut(&[u8])) -> Io<()> {
+    pub fn recv(&self, max: usize, sink: &mut dyn BodySink) -> Io<()> {
         self.conn.recv(&self.server, self.id, max, sink)
+    }
+
+    /// Body bytes not yet handed to the app; `None` when the body's length is not known.
+    pub fn body_left(&self) -> Option<u64> {
+        self.conn.body_left(self.id)
     }
 
     /// Waits for body bytes, up to the body timeout.

@@ -212,6 +212,11 @@ impl Session {
         }
     }
 
+    /// Whether this is a FastCGI connection.
+    pub fn is_fastcgi(&self) -> bool {
+        matches!(self.kind, Kind::FastCgi(_))
+    }
+
     /// Whether the connection stays open once its requests are answered: FastCGI with
     /// KEEP_CONN; never SCGI or uwsgi (a response ends with the connection).
     pub fn keeps_open(&self) -> bool {

@@ -72,17 +72,21 @@ class Input:
         self._pos = 0
         self._eof = False
 
+    def _recv(self, want, exact):
+        try:
+            data = _gw_recv(self._ctx, want, exact)
+        except TimeoutError as e:
+            raise BodyTimeout(str(e)) from None
+        if data is None:
+            raise ClientDisconnected('request body read failed: client disconnected')
+        return data
+
     def _next(self, want):
         """Replaces the used-up buffer with the next piece of the body (up to `want` bytes,
         any amount for 0); False at the end of the body."""
         if self._eof:
             return False
-        try:
-            data = _gw_recv(self._ctx, want)
-        except TimeoutError as e:
-            raise BodyTimeout(str(e)) from None
-        if data is None:
-            raise ClientDisconnected('request body read failed: client disconnected')
+        data = self._recv(want, False)
         self._pos = 0
         self._buf = data
         if not data:
@@ -106,16 +110,25 @@ class Input:
             while self._next(0):
                 parts.append(self._buf)
             self._buf = b''
-        else:
-            while size > 0:
-                avail = len(self._buf) - self._pos
-                if avail == 0:
-                    if not self._next(size if size > CHUNK else CHUNK):
-                        break
-                    avail = len(self._buf)
-                n = avail if avail < size else size
-                parts.append(self._take(n))
-                size -= n
+        elif size > 0:
+            avail = len(self._buf) - self._pos
+            if avail >= size:
+                return self._take(size)
+            if avail:
+                parts.append(self._take(avail))
+                size -= avail
+            self._buf = b''
+            self._pos = 0
+            if not self._eof:
+                # The rest in one bytes object, read into by the gateway (as much as asked
+                # for unless the body ends first).
+                data = self._recv(size, True)
+                if len(data) < size:
+                    self._eof = True
+                if data:
+                    parts.append(data)
+        if not parts:
+            return b''
         return parts[0] if len(parts) == 1 else b''.join(parts)
 
     def read1(self, size=-1):

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use crate::interpreters::ScriptFile;
 use crate::python::{Gil, Host, Obj, PyObj, PyResult, Recv, ThreadState};
 use crate::router::{Mount, Target};
-use crate::server::{Io, Job, Request, WaitError};
+use crate::server::{BodySink, Io, Job, Request, WaitError};
 
 const GATEWAY_PY: &str = include_str!("gateway.py");
 const DIAGNOSTICS_PY: &str = include_str!("diagnostics.py");
@@ -512,10 +512,18 @@ impl Host for Request {
         write(self, gil, head, body, done)
     }
 
-    fn recv(&self, gil: Gil<'_>, max: usize, sink: &mut dyn FnMut(&[u8])) -> Recv {
+    fn recv(&self, gil: Gil<'_>, max: usize, exact: bool, sink: &mut dyn BodySink) -> Recv {
         loop {
-            match Request::recv(self, max, sink) {
-                Io::Ready(()) => return Recv::Done,
+            let before = sink.filled();
+            let want = if exact { max - before } else { max };
+            match Request::recv(self, want, sink) {
+                Io::Ready(()) => {
+                    // Nothing handed over: the body's end.
+                    let got = sink.filled() - before;
+                    if !exact || got == 0 || sink.filled() >= max {
+                        return Recv::Done;
+                    }
+                }
                 Io::Gone => return Recv::Gone,
                 Io::Wait => match gil.allow_threads(|| self.wait_readable()) {
                     Ok(()) => {}
@@ -534,6 +542,12 @@ impl Host for Request {
                 },
             }
         }
+    }
+
+    fn body_left(&self) -> usize {
+        Request::body_left(self).map_or(usize::MAX, |left| {
+            usize::try_from(left).unwrap_or(usize::MAX)
+        })
     }
 
     fn log(&self, text: &str, error: bool) {

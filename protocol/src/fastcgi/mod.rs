@@ -7,7 +7,7 @@ pub mod params;
 pub mod record;
 
 pub use conn::{Config, Connection, Decoded, Event};
-pub use record::{parse_record, Header, Record};
+pub use record::{parse_header, parse_record, Header, Record};
 
 pub const VERSION_1: u8 = 1;
 /// Length of a record header.

@@ -46,6 +46,15 @@ fn header(input: Bytes<'_>) -> PResult<'_, Header> {
     ))
 }
 
+/// The header at the start of `input`: `None` when fewer than 8 bytes are there or the version
+/// is not 1.
+pub fn parse_header(input: &[u8]) -> Option<Header> {
+    if input.first() != Some(&VERSION_1) {
+        return None;
+    }
+    header(Bytes(input)).ok().map(|(_, h)| h)
+}
+
 /// A record: its header, `content_len` bytes of content and `padding_len` of padding.
 #[inline]
 fn record(input: Bytes<'_>) -> PResult<'_, Record<'_>> {
@@ -83,6 +92,23 @@ pub fn parse_record(input: &[u8]) -> Result<Option<(Record<'_>, usize)>, DecodeE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_alone_is_parsed_without_its_content() {
+        let h = parse_header(&[1, 5, 0, 1, 0x80, 0x01, 7, 0, b'x']).unwrap();
+        assert_eq!(
+            h,
+            Header {
+                record_type: 5,
+                request_id: 1,
+                content_len: 0x8001,
+                padding_len: 7,
+            }
+        );
+        assert_eq!(parse_header(&[1, 5, 0, 1, 0, 1, 0]), None);
+        assert_eq!(parse_header(&[2, 5, 0, 1, 0, 1, 0, 0]), None);
+        assert_eq!(parse_header(&[]), None);
+    }
 
     #[test]
     fn parses_with_padding_and_reports_short_input() {
