@@ -1579,6 +1579,12 @@ impl Conn {
         outcome
     }
 
+    /// Whether the connection is kept open between requests (FastCGI keep-conn).
+    pub fn keeps_open(&self) -> bool {
+        let st = self.lock();
+        st.stream.is_some() && st.session.keeps_open()
+    }
+
     /// Whether the client of request `id` went away (or the web server aborted it).
     pub fn is_gone(&self, id: u64) -> bool {
         let st = self.lock();

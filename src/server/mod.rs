@@ -517,11 +517,12 @@ impl Shared {
         }
     }
 
-    /// A thread that became free takes a connection waiting in a listen queue before it
-    /// looks at the epoll: that connection has waited longest. (The epoll reports a listener
-    /// once per round of ready connections, so with kept connections busy a listen queue
-    /// would drain one connection per round, and its last connection wait for all of
-    /// them.) Returns whether it took one.
+    /// A thread that finished a request of a kept connection takes a connection waiting in a
+    /// listen queue before it looks at the epoll: that connection has waited longest. (The
+    /// epoll reports a listener once per round of ready connections, so with kept connections
+    /// busy a listen queue would drain one connection per round, and its last connection wait
+    /// for all of them.) Without kept connections the epoll's order is kept: idle threads, of
+    /// this process or another, take new connections first. Returns whether it took one.
     fn accept_waiting(self: &Arc<Self>, ready: &mut Vec<Job>) -> bool {
         if !self.backlog.load(Ordering::Relaxed) {
             return false;
@@ -844,19 +845,25 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
     let mut thread = runner.thread();
     let mut ready: Vec<Job> = Vec::new();
     let mut events = [EpollEvent::empty(); 1];
+    // The last request came on a kept connection: the next work may be a waiting connection.
+    let mut after_kept = false;
     loop {
-        if sh.accept_waiting(&mut ready) {
+        if std::mem::take(&mut after_kept) && sh.accept_waiting(&mut ready) {
             let mut jobs = std::mem::take(&mut ready);
             if !jobs.is_empty() && lock(&sh.queue).is_empty() {
                 let first = jobs.remove(0);
                 sh.push_jobs(jobs);
+                after_kept = first.conn.keeps_open();
                 sh.run_job(runner, &mut thread, index, first);
-            } else {
-                sh.push_jobs(jobs);
+                continue;
             }
-            continue;
+            // Behind the requests queued already: one of those runs now (a thread takes one
+            // waiting connection per request it runs, so the listen queue is not drained into
+            // this process while others could serve it).
+            sh.push_jobs(jobs);
         }
         if let Some(job) = sh.pop_job() {
+            after_kept = job.conn.keeps_open();
             sh.run_job(runner, &mut thread, index, job);
             if !lock(&sh.queue).is_empty() {
                 // Between two queued requests: the I/O that is ready now (bodies being
@@ -891,6 +898,7 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
         if !jobs.is_empty() {
             let first = jobs.remove(0);
             sh.push_jobs(jobs);
+            after_kept = first.conn.keeps_open();
             sh.run_job(runner, &mut thread, index, first);
         }
     }
