@@ -330,6 +330,8 @@ impl Frontend {
         let out = dir.join("stdout+stderr");
         let f = std::fs::File::create(&out).unwrap();
         logs.push(out);
+        // A process group of its own, stopped as a whole (see `stop`).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
@@ -380,21 +382,35 @@ impl Frontend {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if child.try_wait().ok().flatten().is_some() {
-                return;
+        let pid = child.id().to_string();
+        // The server leads a process group of its own: whatever of it outlives the parent
+        // (mod_wsgi's daemon processes, a child still stopping) is killed with the group.
+        let leader = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(2)
+                    .map(String::from)
+            })
+            .is_some_and(|pgrp| pgrp == pid);
+        if child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        if leader {
+            // The group outlives its leader while any member lives, so its id is not reused.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 
