@@ -589,24 +589,21 @@ fn streamed_bodies_cut_anywhere_arrive_exact() {
             .filter(|(n, _)| n != "CONTENT_LENGTH")
             .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
             .collect();
-        let mut wire = Vec::new();
-        scgi::encode_request(body.len() as u64, plain.iter().copied(), &mut wire);
-        wire.extend_from_slice(&body);
-        let mut s = connect(&gw.addr).unwrap();
-        trickle(&mut *s, &wire);
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).unwrap();
-        let v = json(&parse_cgi(&out).unwrap());
-        assert_eq!(v["sha256"], want, "SCGI {uri}");
-
-        let mut wire = Vec::new();
-        uwsgi::encode_request(body.len() as u64, plain.iter().copied(), &mut wire);
-        wire.extend_from_slice(&body);
-        let mut s = connect(&gw.addr).unwrap();
-        trickle(&mut *s, &wire);
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).unwrap();
-        let v = json(&parse_http(&out).unwrap());
-        assert_eq!(v["sha256"], want, "uwsgi {uri}");
+        let (mut scgi_wire, mut uwsgi_wire) = (Vec::new(), Vec::new());
+        scgi::encode_request(body.len() as u64, plain.iter().copied(), &mut scgi_wire);
+        uwsgi::encode_request(body.len() as u64, plain.iter().copied(), &mut uwsgi_wire);
+        type Parse = fn(&[u8]) -> Result<Response, String>;
+        for (name, mut wire, parse) in [
+            ("SCGI", scgi_wire, parse_cgi as Parse),
+            ("uwsgi", uwsgi_wire, parse_http as Parse),
+        ] {
+            wire.extend_from_slice(&body);
+            let mut s = connect(&gw.addr).unwrap();
+            trickle(&mut *s, &wire);
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).unwrap();
+            let v = json(&parse(&out).unwrap());
+            assert_eq!(v["sha256"], want, "{name} {uri}");
+        }
     }
 }

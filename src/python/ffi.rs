@@ -1035,7 +1035,7 @@ unsafe extern "C" fn gw_recv(
         let mut sink = BytesSink {
             gil,
             // Exact reads fill one object of the size asked for (no larger than the rest of
-            // the body); others take the first piece handed over.
+            // the body); others one of the size of the piece handed over.
             size: if exact {
                 match host.body_left() {
                     usize::MAX => max.min(EXACT_UNKNOWN),
@@ -1067,16 +1067,15 @@ unsafe extern "C" fn gw_recv(
 const EXACT_UNKNOWN: usize = 1 << 20;
 
 /// A body read's result, built in one bytes object: bytes handed over are copied into it, and
-/// the socket may be read straight into it. Without a size (any amount), the first piece
-/// handed over is the result.
+/// the socket may be read straight into it.
 struct BytesSink<'py> {
     gil: Gil<'py>,
-    /// The size asked for (0: any amount).
+    /// The size to allocate at first (0: as much as the first piece needs).
     size: usize,
     /// The bytes object being filled, its size, and how much is filled.
     buf: Option<(Obj<'py>, usize)>,
     filled: usize,
-    /// A copy made of a piece handed over without a size, or a failure.
+    /// A failure to allocate or resize.
     got: Option<PyResult<Obj<'py>>>,
 }
 
@@ -1150,13 +1149,6 @@ impl BodySink for BytesSink<'_> {
         if data.is_empty() {
             return;
         }
-        if self.size == 0 && self.buf.is_none() && self.got.is_none() {
-            self.got = Some(self.gil.bytes(data));
-            return;
-        }
-        if self.reserve(data.len()).is_none() {
-            return;
-        }
         if let Some(room) = self.room(data.len()) {
             room[..data.len()].copy_from_slice(data);
             self.commit(data.len());
@@ -1183,10 +1175,7 @@ impl BodySink for BytesSink<'_> {
     }
 
     fn filled(&self) -> usize {
-        match &self.got {
-            Some(Ok(obj)) => bytes_of(obj.ptr.as_ptr()).map_or(0, <[u8]>::len),
-            _ => self.filled,
-        }
+        self.filled
     }
 }
 

@@ -146,7 +146,9 @@ impl Body {
             {
                 let cap = last.capacity();
                 last.extend_from_slice(data);
-                BODY_HELD.fetch_add(last.capacity() - cap, Ordering::Relaxed);
+                if last.capacity() > cap {
+                    BODY_HELD.fetch_add(last.capacity() - cap, Ordering::Relaxed);
+                }
             }
             _ => {
                 // Room for the rest of an announced body (up to RESERVE), so that a body
@@ -315,6 +317,24 @@ enum DirectRead {
     Filled,
     /// Nothing for this request (the socket had nothing, or only other records).
     Empty,
+}
+
+/// The start of a STDIN record of request `rid` in `pending` (its header and fewer content
+/// bytes than it announces): the content there, and what is left of the record.
+fn partial_stdin(pending: &[u8], rid: Rid) -> Option<(&[u8], StdinRest)> {
+    let h = fastcgi::parse_header(pending)?;
+    let content = &pending[fastcgi::HEADER_LEN..];
+    let partial = h.record_type == fastcgi::STDIN
+        && h.request_id == rid
+        && content.len() < h.content_len as usize;
+    partial.then(|| {
+        let rest = StdinRest {
+            rid,
+            content: h.content_len as usize - content.len(),
+            padding: h.padding_len as usize,
+        };
+        (content, rest)
+    })
 }
 
 /// What an app's body read is handed: a copy of bytes, or room to read into.
@@ -721,10 +741,7 @@ impl Conn {
                             // Read into the app's buffer: left where it is.
                             let at = data.as_ptr() as usize - input.as_ptr() as usize;
                             d.ranges.push((at, data.len()));
-                            r.body.received += data.len() as u64;
-                            if r.content_length.is_some_and(|len| r.body.received >= len) {
-                                r.body.eof = true;
-                            }
+                            r.took(data.len());
                             progress = true;
                             continue;
                         }
@@ -732,9 +749,7 @@ impl Conn {
                         // is held a piece at a time).
                         let expected = r.content_length.filter(|_| r.phase == Phase::Collecting);
                         r.body.push(data, expected, sh.config.buffer_body_total);
-                        if r.content_length.is_some_and(|len| r.body.received >= len) {
-                            r.body.eof = true;
-                        }
+                        r.took(0);
                         progress = true;
                     }
                 }
@@ -772,6 +787,7 @@ impl Conn {
         // Past buffer-body-total, bodies are not collected: their requests wait for a thread
         // like any other, and their bodies stay in the socket until their apps read them.
         let full = BODY_HELD.load(Ordering::Relaxed) >= sh.config.buffer_body_total;
+        let kept = st.session.keeps_open();
         for r in &mut st.reqs {
             let larger = r.content_length.is_some_and(|len| len > buffer);
             let complete = r.body.eof || larger || r.body.received >= buffer || full;
@@ -790,6 +806,7 @@ impl Conn {
                     python: Default::default(),
                     ready: Instant::now(),
                     seq: r.seq,
+                    kept,
                 }));
             }
         }
@@ -1062,6 +1079,18 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 impl ReqState {
+    /// `n` more body bytes arrived (already counted when queued); the body ends with its
+    /// announced length.
+    fn took(&mut self, n: usize) {
+        self.body.received += n as u64;
+        if self
+            .content_length
+            .is_some_and(|len| self.body.received >= len)
+        {
+            self.body.eof = true;
+        }
+    }
+
     fn new(id: u64, rid: Rid, head: protocol::RequestHead, sh: &Arc<Shared>) -> ReqState {
         let route = sh.router.route(&head);
         let content_length = head.content_length().and_then(Result::ok);
@@ -1366,25 +1395,15 @@ impl Conn {
         let mut start = 0;
         let mut taken = None;
         if st.rbuf.len > 0 {
-            let pending = st.rbuf.filled();
-            let Some(h) = fastcgi::parse_header(pending).filter(|_| fastcgi) else {
-                return DirectRead::No;
-            };
-            let content = pending.len() - fastcgi::HEADER_LEN;
-            if st.stdin_rest.is_some()
-                || h.record_type != fastcgi::STDIN
-                || h.request_id != rid
-                || content >= h.content_len as usize
-                || content > want
-            {
-                return DirectRead::No;
+            match partial_stdin(st.rbuf.filled(), rid) {
+                Some((content, rest))
+                    if fastcgi && st.stdin_rest.is_none() && content.len() <= want =>
+                {
+                    start = content.len();
+                    taken = Some(rest);
+                }
+                _ => return DirectRead::No,
             }
-            start = content;
-            taken = Some(StdinRest {
-                rid,
-                content: h.content_len as usize - content,
-                padding: h.padding_len as usize,
-            });
         }
         // Inside a record: only its content (its padding is left to the decoder's path).
         let limit = match taken.or(st.stdin_rest) {
@@ -1400,7 +1419,7 @@ impl Conn {
             st.rbuf.consume(st.rbuf.len);
             st.stdin_rest = Some(rest);
             if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
-                r.body.received += start as u64;
+                r.took(start);
             }
         }
         let n = match stream.read(&mut buf[start..limit]) {
@@ -1453,23 +1472,14 @@ impl Conn {
         if fastcgi && st.stdin_rest.is_none() && st.stream.is_some() {
             // The read ended inside a STDIN record of this request: its content so far is
             // taken, the rest of it will be too.
-            if let Some(h) = fastcgi::parse_header(rest) {
-                let content = rest.len() - fastcgi::HEADER_LEN;
-                if h.record_type == fastcgi::STDIN
-                    && h.request_id == rid
-                    && content > 0
-                    && content < h.content_len as usize
-                {
-                    if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
-                        direct.ranges.push((used + fastcgi::HEADER_LEN, content));
-                        r.body.received += content as u64;
-                        st.stdin_rest = Some(StdinRest {
-                            rid,
-                            content: h.content_len as usize - content,
-                            padding: h.padding_len as usize,
-                        });
-                        rest = &[];
-                    }
+            if let Some((content, stdin_rest)) = partial_stdin(rest, rid) {
+                if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
+                    direct
+                        .ranges
+                        .push((used + fastcgi::HEADER_LEN, content.len()));
+                    r.took(content.len());
+                    st.stdin_rest = Some(stdin_rest);
+                    rest = &[];
                 }
             }
         }
@@ -1577,12 +1587,6 @@ impl Conn {
         }
         self.settle(&mut st, sh);
         outcome
-    }
-
-    /// Whether the connection is kept open between requests (FastCGI keep-conn).
-    pub fn keeps_open(&self) -> bool {
-        let st = self.lock();
-        st.stream.is_some() && st.session.keeps_open()
     }
 
     /// Whether the client of request `id` went away (or the web server aborted it).

@@ -169,6 +169,8 @@ pub struct Request {
     pub ready: Instant,
     /// Its number in this worker process.
     pub seq: u64,
+    /// Its connection is kept for more requests (FastCGI keep-conn).
+    kept: bool,
     /// Where its app runs, for the housekeeper to interrupt it.
     pub python: InPython,
 }
@@ -853,7 +855,7 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
             if !jobs.is_empty() && lock(&sh.queue).is_empty() {
                 let first = jobs.remove(0);
                 sh.push_jobs(jobs);
-                after_kept = first.conn.keeps_open();
+                after_kept = first.kept;
                 sh.run_job(runner, &mut thread, index, first);
                 continue;
             }
@@ -863,7 +865,7 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
             sh.push_jobs(jobs);
         }
         if let Some(job) = sh.pop_job() {
-            after_kept = job.conn.keeps_open();
+            after_kept = job.kept;
             sh.run_job(runner, &mut thread, index, job);
             if !lock(&sh.queue).is_empty() {
                 // Between two queued requests: the I/O that is ready now (bodies being
@@ -898,7 +900,7 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
         if !jobs.is_empty() {
             let first = jobs.remove(0);
             sh.push_jobs(jobs);
-            after_kept = first.conn.keeps_open();
+            after_kept = first.kept;
             sh.run_job(runner, &mut thread, index, first);
         }
     }

@@ -383,18 +383,6 @@ impl Frontend {
             return;
         };
         let pid = child.id().to_string();
-        // The server leads a process group of its own: whatever of it outlives the parent
-        // (mod_wsgi's daemon processes, a child still stopping) is killed with the group.
-        let leader = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit(')')
-                    .next()?
-                    .split_whitespace()
-                    .nth(2)
-                    .map(String::from)
-            })
-            .is_some_and(|pgrp| pgrp == pid);
         if child.try_wait().ok().flatten().is_none() {
             let _ = Command::new("kill").args(["-TERM", &pid]).status();
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -404,13 +392,13 @@ impl Frontend {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if leader {
-            // The group outlives its leader while any member lives, so its id is not reused.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
+        // The server leads a process group of its own (see `spawn`): whatever of it outlives
+        // the parent (mod_wsgi's daemon processes, a child still stopping) is killed with the
+        // group, whose id is not reused while any member lives.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
