@@ -83,6 +83,23 @@ fn write_callable_exc_info_and_content_length() {
     let r = fcgi(&gw.addr, "HEAD", "/t/write", b"").unwrap();
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
+    // start_response by keyword, twice, with exc_info before and after the head went out;
+    // write() of bytearray, memoryview, empty bytes and str.
+    let r = fcgi(&gw.addr, "GET", "/t/start-response-edges", b"").unwrap();
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("X-Replaced"), Some("yes"));
+    let text = r.text();
+    let (written, seen) = text.split_at(text.find('{').unwrap());
+    assert_eq!(written, "ba|mv|");
+    let v: serde_json::Value = serde_json::from_str(seen).unwrap();
+    assert_eq!(v["twice"], "start_response() called twice without exc_info");
+    assert_eq!(v["four"], "TypeError");
+    assert!(v["keyword"].as_str().unwrap().contains("colour"), "{v}");
+    assert_eq!(
+        v["str"],
+        "InvalidResponse: response body must be bytes, not str"
+    );
+    assert_eq!(v["reraised"], true);
 }
 
 #[test]

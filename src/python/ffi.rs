@@ -377,7 +377,7 @@ impl Drop for ThreadState {
 struct HostSlot(Mutex<Option<Arc<dyn Host>>>);
 
 thread_local! {
-    /// Where `_gw_head` makes a response head (reused from one request to the next).
+    /// Where start_response makes a response head (reused from one request to the next).
     static HEAD_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     /// The context capsule of the request this thread runs (null between requests): where
     /// `_gw_print` sends what the app prints.
@@ -466,6 +466,15 @@ impl<'py> Gil<'py> {
             }),
             None => Err(self.fetch_err()),
         }
+    }
+
+    /// Wraps a new reference returned by CPython; None on NULL, the exception left set (for
+    /// code called from Python, which returns NULL in turn).
+    fn own_raised(self, ptr: *mut ffi::PyObject) -> Option<Obj<'py>> {
+        NonNull::new(ptr).map(|ptr| Obj {
+            ptr,
+            _gil: PhantomData,
+        })
     }
 
     fn borrowed(self, ptr: *mut ffi::PyObject) -> Obj<'py> {
@@ -688,7 +697,7 @@ impl<'py> Gil<'py> {
     }
 
     /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_sendfile`,
-    /// `_gw_print`, `_gw_head`, `_gw_ext_enter`, `_gw_ext_leave`) into `dict` (a module
+    /// `_gw_print`, `_gw_ext_enter`, `_gw_ext_leave`) into `dict` (a module
     /// namespace of this interpreter).
     pub fn install_callbacks(self, dict: &Obj<'py>) -> PyResult<()> {
         for def in CALLBACKS.0.iter() {
@@ -757,18 +766,54 @@ impl<'py> Obj<'py> {
             .own(unsafe { ffi::PyObject_GetAttrString(self.ptr.as_ptr(), name.as_ptr()) })
     }
 
+    /// `getattr(self, key)` with a str object for the name.
+    pub fn getattr_key(&self, key: &Obj<'py>) -> PyResult<Obj<'py>> {
+        // SAFETY: GIL held; valid objects.
+        self.gil()
+            .own(unsafe { ffi::PyObject_GetAttr(self.ptr.as_ptr(), key.ptr.as_ptr()) })
+    }
+
+    /// `setattr(self, key, value)` with a str object for the name.
+    pub fn setattr_key(&self, key: &Obj<'py>, value: &Obj<'py>) -> PyResult<()> {
+        // SAFETY: GIL held; valid objects.
+        let rc = unsafe {
+            ffi::PyObject_SetAttr(self.ptr.as_ptr(), key.ptr.as_ptr(), value.ptr.as_ptr())
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(self.gil().fetch_err())
+        }
+    }
+
     /// Calls the object with positional arguments.
     pub fn call(&self, args: &[&Obj<'py>]) -> PyResult<Obj<'py>> {
-        let ptrs: Vec<*mut ffi::PyObject> = args.iter().map(|a| a.ptr.as_ptr()).collect();
+        let got = self.vectorcall(args);
+        self.gil().own(got)
+    }
+
+    /// `self(*args)`: a new reference, or NULL with the exception set.
+    fn vectorcall(&self, args: &[&Obj<'py>]) -> *mut ffi::PyObject {
+        let mut few = [ptr::null_mut(); 8];
+        let many: Vec<*mut ffi::PyObject>;
+        let ptrs = if args.len() <= few.len() {
+            for (p, a) in few.iter_mut().zip(args) {
+                *p = a.ptr.as_ptr();
+            }
+            &few[..args.len()]
+        } else {
+            many = args.iter().map(|a| a.ptr.as_ptr()).collect();
+            &many[..]
+        };
         // SAFETY: GIL held; `ptrs` holds borrowed references kept alive by `args`.
-        self.gil().own(unsafe {
+        unsafe {
             ffi::PyObject_Vectorcall(
                 self.ptr.as_ptr(),
                 ptrs.as_ptr(),
                 ptrs.len(),
                 ptr::null_mut(),
             )
-        })
+        }
     }
 
     /// `self[key] = value` (dicts take the fast path).
@@ -925,7 +970,7 @@ const fn method(name: &'static CStr, f: Fast) -> ffi::PyMethodDef {
     }
 }
 
-struct Defs([ffi::PyMethodDef; 8]);
+struct Defs([ffi::PyMethodDef; 7]);
 // SAFETY: plain constant C data, never mutated.
 unsafe impl Sync for Defs {}
 
@@ -935,7 +980,6 @@ static CALLBACKS_DEFS: Defs = Defs([
     method(c"_gw_log", gw_log),
     method(c"_gw_sendfile", gw_sendfile),
     method(c"_gw_print", gw_print),
-    method(c"_gw_head", gw_head),
     method(c"_gw_ext_enter", gw_ext_enter),
     method(c"_gw_ext_leave", gw_ext_leave),
 ]);
@@ -1210,70 +1254,6 @@ fn str_of<'a>(p: *mut ffi::PyObject) -> Option<&'a str> {
     }
 }
 
-/// `_gw_head(status, headers)`: `(head, content_length)` for a start_response() whose
-/// status and header list are exact str/list/tuple and certainly valid (see
-/// `wsgi::head::build`), else None: gateway.py then checks them itself.
-unsafe extern "C" fn gw_head(
-    _slf: *mut ffi::PyObject,
-    args: *mut *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-) -> *mut ffi::PyObject {
-    let a = match plain_args(args, nargs, 2) {
-        Ok(a) => a,
-        Err(e) => return e,
-    };
-    let gil = Gil(PhantomData);
-    // SAFETY: we hold the GIL. The list and its tuples and strs stay alive (and unchanged: no
-    // Python code runs) until we return.
-    unsafe {
-        let none = || ret(Ok(gil.none()));
-        let Some(status) = str_of(a[0]) else {
-            return none();
-        };
-        let list = a[1];
-        if ffi::PyList_CheckExact(list) == 0 {
-            return none();
-        }
-        // The items are read as `build` goes; the first that is not a (str, str) tuple ends
-        // the list early, and `bad` says so.
-        let bad = std::cell::Cell::new(false);
-        let pairs = (0..ffi::PyList_GET_SIZE(list)).map_while(|i| {
-            let item = ffi::PyList_GET_ITEM(list, i);
-            let pair = (ffi::PyTuple_CheckExact(item) != 0 && ffi::PyTuple_GET_SIZE(item) == 2)
-                .then(|| {
-                    let name = str_of(ffi::PyTuple_GET_ITEM(item, 0))?;
-                    Some((name, str_of(ffi::PyTuple_GET_ITEM(item, 1))?))
-                })
-                .flatten();
-            bad.set(pair.is_none());
-            pair
-        });
-        // The head is made in a buffer each thread reuses; Python gets its copy.
-        let made = HEAD_SCRATCH.with(|scratch| {
-            let mut head = scratch.take();
-            head.clear();
-            let length = crate::wsgi::head::build(status, pairs, &mut head);
-            let made = match length {
-                Some(l) if !bad.get() => Some((gil.bytes(&head), l)),
-                _ => None,
-            };
-            scratch.set(head);
-            made
-        });
-        let Some((head, length)) = made else {
-            return none();
-        };
-        let length = match length {
-            Some(l) => gil.int(l as i64),
-            None => Ok(gil.none()),
-        };
-        let (Ok(head), Ok(length)) = (head, length) else {
-            return ptr::null_mut();
-        };
-        ret(gil.tuple(&[&head, &length]))
-    }
-}
-
 /// The arguments of a callback that takes no request context: exactly `want` borrowed
 /// references, or a TypeError raised (the `Err` is the NULL to return).
 fn plain_args<'a>(
@@ -1390,4 +1370,692 @@ unsafe extern "C" fn gw_ext_leave(
     }
     super::imports::leave();
     ret(Ok(gil.none()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The response object: start_response, write and the body's sending, in Rust.
+
+/// One request's response (`wsgi_gateway.Response`): what start_response set and what was
+/// sent. Only Rust makes them ([`Gil::new_response`]); the type is made per interpreter.
+#[repr(C)]
+struct ResponseObj {
+    base: ffi::PyObject,
+    /// The request's context capsule (owned), or NULL in an object Python made itself.
+    ctx: *mut ffi::PyObject,
+    /// The head start_response made (an owned bytes object), or NULL before it.
+    head: *mut ffi::PyObject,
+    /// The Content-Length the app set (-1: none) and the body bytes sent so far.
+    length: i64,
+    written: i64,
+    sent: bool,
+    is_head: bool,
+}
+
+/// The names the type looks its Python helpers up by (attributes set by [`Gil::response_type`]).
+const CHECK_HEAD: &CStr = c"_check_head";
+const INVALID_RESPONSE: &CStr = c"_InvalidResponse";
+const CLIENT_DISCONNECTED: &CStr = c"_ClientDisconnected";
+
+type FastKw = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+struct ResponseDefs {
+    methods: [ffi::PyMethodDef; 5],
+    getset: [ffi::PyGetSetDef; 5],
+}
+// SAFETY: plain constant C data, never mutated.
+unsafe impl Sync for ResponseDefs {}
+
+const fn getter(
+    name: &'static CStr,
+    get: unsafe extern "C" fn(*mut ffi::PyObject, *mut std::ffi::c_void) -> *mut ffi::PyObject,
+) -> ffi::PyGetSetDef {
+    ffi::PyGetSetDef {
+        name: name.as_ptr(),
+        get: Some(get),
+        set: None,
+        doc: ptr::null(),
+        closure: ptr::null_mut(),
+    }
+}
+
+static RESPONSE_DEFS: ResponseDefs = ResponseDefs {
+    methods: [
+        ffi::PyMethodDef {
+            ml_name: c"start_response".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: response_start as FastKw,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: ptr::null(),
+        },
+        ffi::PyMethodDef {
+            ml_name: c"write".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: response_write,
+            },
+            ml_flags: ffi::METH_O,
+            ml_doc: ptr::null(),
+        },
+        method(c"send", response_send_method),
+        ffi::PyMethodDef {
+            ml_name: c"finish".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: response_finish,
+            },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: ptr::null(),
+        },
+        ffi::PyMethodDef::zeroed(),
+    ],
+    getset: [
+        getter(c"head", response_get_head),
+        getter(c"length", response_get_length),
+        getter(c"sent", response_get_sent),
+        getter(c"is_head", response_get_is_head),
+        ffi::PyGetSetDef {
+            name: ptr::null(),
+            get: None,
+            set: None,
+            doc: ptr::null(),
+            closure: ptr::null_mut(),
+        },
+    ],
+};
+
+unsafe extern "C" fn response_dealloc(o: *mut ffi::PyObject) {
+    let r = o.cast::<ResponseObj>();
+    ffi::Py_XDECREF((*r).ctx);
+    ffi::Py_XDECREF((*r).head);
+    let ty = ffi::Py_TYPE(o);
+    ffi::PyObject_Free(o.cast());
+    // Instances of a heap type hold a reference to it.
+    ffi::Py_DECREF(ty.cast());
+}
+
+/// Raises the type's Python exception class `which` (an attribute of the type) with `msg`.
+unsafe fn raise_own(o: *mut ffi::PyObject, which: &CStr, msg: &str) -> *mut ffi::PyObject {
+    let kind = ffi::PyObject_GetAttrString(ffi::Py_TYPE(o).cast(), which.as_ptr());
+    if kind.is_null() {
+        return ptr::null_mut();
+    }
+    raise(kind, msg);
+    ffi::Py_DECREF(kind);
+    ptr::null_mut()
+}
+
+/// The request behind a response's context, or None (with an exception set) once it is over.
+unsafe fn response_host(r: *mut ResponseObj) -> Option<Arc<dyn Host>> {
+    let ctx = (*r).ctx;
+    if ctx.is_null() {
+        raise(ffi::PyExc_ValueError, "this response belongs to no request");
+        return None;
+    }
+    let slot = ffi::PyCapsule_GetPointer(ctx, CAPSULE_NAME.as_ptr());
+    if slot.is_null() {
+        return None;
+    }
+    let host = lock(&(*slot.cast::<HostSlot>()).0).clone();
+    if host.is_none() {
+        raise(ffi::PyExc_ValueError, "this request is over");
+    }
+    host
+}
+
+/// What `Response.send(data, done)` does: sends body bytes (the head first, once), cut to the
+/// Content-Length, none for HEAD; `done` ends the response. NULL with an exception set, else
+/// a new reference to None.
+unsafe fn response_send(o: *mut ffi::PyObject, data: &[u8], done: bool) -> *mut ffi::PyObject {
+    let r = o.cast::<ResponseObj>();
+    if (*r).head.is_null() {
+        return raise_own(
+            o,
+            INVALID_RESPONSE,
+            "the application did not call start_response()",
+        );
+    }
+    let Some(host) = response_host(r) else {
+        return ptr::null_mut();
+    };
+    let gil = Gil(PhantomData);
+    // The head is held: while the GIL is let go another thread could replace it.
+    let head = (!(*r).sent).then(|| gil.borrowed((*r).head));
+    (*r).sent = true;
+    let mut data = data;
+    if (*r).length >= 0 {
+        let room = ((*r).length - (*r).written).max(0) as usize;
+        if data.len() > room {
+            data = &data[..room];
+        }
+    }
+    if (*r).is_head {
+        data = b"";
+    }
+    (*r).written += data.len() as i64;
+    if done && (*r).length >= 0 && (*r).written < (*r).length && !(*r).is_head {
+        host.log(
+            &format!(
+                "response shorter than its Content-Length ({} of {} bytes)",
+                (*r).written,
+                (*r).length
+            ),
+            false,
+        );
+    }
+    let head_bytes = head.as_ref().and_then(|h| bytes_of(h.ptr.as_ptr()));
+    let sent = match catch_unwind(AssertUnwindSafe(|| {
+        host.send(gil, head_bytes.unwrap_or(b""), data, done)
+    })) {
+        Ok(sent) => sent,
+        Err(_) => {
+            return raise(
+                ffi::PyExc_RuntimeError,
+                "internal error in the gateway (panic)",
+            )
+        }
+    };
+    if !sent {
+        return raise_own(
+            o,
+            CLIENT_DISCONNECTED,
+            "response write failed: client disconnected",
+        );
+    }
+    ret(Ok(gil.none()))
+}
+
+/// `start_response(status, headers, exc_info=None)`: returns `write`.
+unsafe extern "C" fn response_start(
+    o: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let r = o.cast::<ResponseObj>();
+    let gil = Gil(PhantomData);
+    // status, headers, exc_info: positional or by name (PEP 3333 names the second
+    // response_headers).
+    let mut a: [*mut ffi::PyObject; 3] = [ptr::null_mut(); 3];
+    let npos = ffi::PyVectorcall_NARGS(nargs as usize) as usize;
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        ffi::PyTuple_GET_SIZE(kwnames) as usize
+    };
+    if npos > 3 {
+        return raise(
+            ffi::PyExc_TypeError,
+            "start_response() takes at most 3 arguments",
+        );
+    }
+    let all = std::slice::from_raw_parts(args, npos + nkw);
+    a[..npos].copy_from_slice(&all[..npos]);
+    for k in 0..nkw {
+        let name = str_of(ffi::PyTuple_GET_ITEM(kwnames, k as ffi::Py_ssize_t)).unwrap_or("");
+        let at = match name {
+            "status" => 0,
+            "headers" | "response_headers" => 1,
+            "exc_info" => 2,
+            _ => {
+                return raise(
+                    ffi::PyExc_TypeError,
+                    &format!("start_response() got an unexpected keyword argument '{name}'"),
+                )
+            }
+        };
+        if !a[at].is_null() {
+            return raise(
+                ffi::PyExc_TypeError,
+                &format!("start_response() got multiple values for argument '{name}'"),
+            );
+        }
+        a[at] = all[npos + k];
+    }
+    let [status, headers, exc_info] = a;
+    if status.is_null() || headers.is_null() {
+        return raise(
+            ffi::PyExc_TypeError,
+            "start_response() takes the status and the header list",
+        );
+    }
+    if !exc_info.is_null() && exc_info != ffi::Py_None() {
+        if (*r).sent {
+            // The response began: the error can only be raised (PEP 3333).
+            let value = ffi::PySequence_GetItem(exc_info, 1);
+            if value.is_null() {
+                return ptr::null_mut();
+            }
+            let tb = ffi::PySequence_GetItem(exc_info, 2);
+            if tb.is_null() {
+                ffi::Py_DECREF(value);
+                return ptr::null_mut();
+            }
+            if ffi::PyExceptionInstance_Check(value) == 0 {
+                ffi::Py_DECREF(value);
+                ffi::Py_DECREF(tb);
+                return raise(
+                    ffi::PyExc_TypeError,
+                    "exc_info must be (type, value, traceback)",
+                );
+            }
+            let tb = if ffi::PyTraceBack_Check(tb) != 0 {
+                ffi::PyException_SetTraceback(value, tb);
+                tb
+            } else {
+                ffi::Py_DECREF(tb);
+                ffi::PyException_GetTraceback(value)
+            };
+            let kind = ffi::Py_TYPE(value).cast::<ffi::PyObject>();
+            ffi::Py_INCREF(kind);
+            // Steals the three references.
+            ffi::PyErr_Restore(kind, value, tb);
+            return ptr::null_mut();
+        }
+    } else if !(*r).head.is_null() {
+        return raise(
+            ffi::PyExc_AssertionError,
+            "start_response() called twice without exc_info",
+        );
+    }
+    let (head, length) = match fast_head(gil, status, headers) {
+        Some(Some(made)) => made,
+        Some(None) => return ptr::null_mut(),
+        None => {
+            // What Rust does not make, gateway.py checks (and says what is wrong).
+            // (An exception raised here is left set: it is start_response's.)
+            let check = ffi::PyObject_GetAttrString(ffi::Py_TYPE(o).cast(), CHECK_HEAD.as_ptr());
+            let Some(check) = gil.own_raised(check) else {
+                return ptr::null_mut();
+            };
+            let made = check.vectorcall(&[&gil.borrowed(status), &gil.borrowed(headers)]);
+            let Some(made) = gil.own_raised(made) else {
+                return ptr::null_mut();
+            };
+            let made = made.ptr.as_ptr();
+            if ffi::PyTuple_CheckExact(made) == 0 || ffi::PyTuple_GET_SIZE(made) != 2 {
+                return raise(ffi::PyExc_TypeError, "_check_head gives (head, length)");
+            }
+            let head = gil.borrowed(ffi::PyTuple_GET_ITEM(made, 0));
+            let length = ffi::PyTuple_GET_ITEM(made, 1);
+            let length = if length == ffi::Py_None() {
+                None
+            } else {
+                match arg_int(length) {
+                    Some(l) if l >= 0 => Some(l as u64),
+                    _ => return raise(ffi::PyExc_TypeError, "_check_head gives a bad length"),
+                }
+            };
+            if ffi::PyBytes_CheckExact(head.ptr.as_ptr()) == 0 {
+                return raise(ffi::PyExc_TypeError, "_check_head gives bytes");
+            }
+            (head, length)
+        }
+    };
+    let old = std::mem::replace(&mut (*r).head, head.ptr.as_ptr());
+    std::mem::forget(head);
+    ffi::Py_XDECREF(old);
+    (*r).length = length.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+    bound(o, &RESPONSE_DEFS.methods[1])
+}
+
+/// `write(data)`: bytes (or bytearray, memoryview) as the next part of the body.
+unsafe extern "C" fn response_write(
+    o: *mut ffi::PyObject,
+    data: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let gil = Gil(PhantomData);
+    let data = if ffi::PyBytes_CheckExact(data) != 0 {
+        gil.borrowed(data)
+    } else if ffi::PyBytes_Check(data) != 0
+        || ffi::PyByteArray_Check(data) != 0
+        || ffi::PyMemoryView_Check(data) != 0
+    {
+        match gil.own_raised(ffi::PyBytes_FromObject(data)) {
+            Some(d) => d,
+            None => return ptr::null_mut(),
+        }
+    } else {
+        return raise_own(
+            o,
+            INVALID_RESPONSE,
+            &format!(
+                "response body must be bytes, not {}",
+                type_name(ffi::Py_TYPE(data))
+            ),
+        );
+    };
+    let bytes = bytes_of(data.ptr.as_ptr()).unwrap_or(b"");
+    if bytes.is_empty() && (*o.cast::<ResponseObj>()).sent {
+        return ret(Ok(gil.none()));
+    }
+    response_send(o, bytes, false)
+}
+
+/// `send(data, done)`, for gateway.py.
+unsafe extern "C" fn response_send_method(
+    o: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    let a = match plain_args(args, nargs, 2) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let Some(data) = bytes_of(a[0]) else {
+        return raise(ffi::PyExc_TypeError, "send() takes bytes");
+    };
+    let done = Gil(PhantomData).borrowed(a[1]).is_true();
+    response_send(o, data, done)
+}
+
+/// `finish()`: ends the response (saying `Content-Length: 0` when no body was sent at all,
+/// so the web server need not wait for the end).
+unsafe extern "C" fn response_finish(
+    o: *mut ffi::PyObject,
+    _: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let r = o.cast::<ResponseObj>();
+    if !(*r).sent && (*r).length < 0 && !(*r).head.is_null() && !(*r).is_head {
+        let gil = Gil(PhantomData);
+        let head = bytes_of((*r).head).unwrap_or(b"");
+        let mut with = head[..head.len().saturating_sub(2)].to_vec();
+        with.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let new = ffi::PyBytes_FromStringAndSize(with.as_ptr().cast(), with.len() as _);
+        let Some(new) = gil.own_raised(new) else {
+            return ptr::null_mut();
+        };
+        let old = std::mem::replace(&mut (*r).head, new.ptr.as_ptr());
+        std::mem::forget(new);
+        ffi::Py_DECREF(old);
+    }
+    response_send(o, b"", true)
+}
+
+unsafe extern "C" fn response_get_head(
+    o: *mut ffi::PyObject,
+    _: *mut std::ffi::c_void,
+) -> *mut ffi::PyObject {
+    let head = (*o.cast::<ResponseObj>()).head;
+    let gil = Gil(PhantomData);
+    ret(Ok(if head.is_null() {
+        gil.none()
+    } else {
+        gil.borrowed(head)
+    }))
+}
+
+unsafe extern "C" fn response_get_length(
+    o: *mut ffi::PyObject,
+    _: *mut std::ffi::c_void,
+) -> *mut ffi::PyObject {
+    let length = (*o.cast::<ResponseObj>()).length;
+    let gil = Gil(PhantomData);
+    ret(if length < 0 {
+        Ok(gil.none())
+    } else {
+        gil.int(length)
+    })
+}
+
+unsafe extern "C" fn response_get_sent(
+    o: *mut ffi::PyObject,
+    _: *mut std::ffi::c_void,
+) -> *mut ffi::PyObject {
+    ret_bool(Gil(PhantomData), (*o.cast::<ResponseObj>()).sent)
+}
+
+unsafe extern "C" fn response_get_is_head(
+    o: *mut ffi::PyObject,
+    _: *mut std::ffi::c_void,
+) -> *mut ffi::PyObject {
+    ret_bool(Gil(PhantomData), (*o.cast::<ResponseObj>()).is_head)
+}
+
+/// The name of a type, for messages.
+unsafe fn type_name(ty: *mut ffi::PyTypeObject) -> String {
+    CStr::from_ptr((*ty).tp_name).to_string_lossy().into_owned()
+}
+
+/// The head of a start_response() whose status and header list are exact str/list/tuple and
+/// certainly valid (see `wsgi::head::build`), with its Content-Length; None when gateway.py
+/// must check them; Some(None) when the bytes object could not be made (the exception set).
+///
+/// # Safety
+/// The GIL is held and `status`, `headers` are valid objects alive for the call.
+unsafe fn fast_head<'py>(
+    gil: Gil<'py>,
+    status: *mut ffi::PyObject,
+    list: *mut ffi::PyObject,
+) -> Option<Option<(Obj<'py>, Option<u64>)>> {
+    let status = str_of(status)?;
+    if ffi::PyList_CheckExact(list) == 0 {
+        return None;
+    }
+    // The items are read as `build` goes; the first that is not a (str, str) tuple ends
+    // the list early, and `bad` says so. No Python code runs meanwhile: the list and its
+    // tuples and strs stay alive and unchanged.
+    let bad = std::cell::Cell::new(false);
+    let pairs = (0..ffi::PyList_GET_SIZE(list)).map_while(|i| {
+        let item = ffi::PyList_GET_ITEM(list, i);
+        let pair = (ffi::PyTuple_CheckExact(item) != 0 && ffi::PyTuple_GET_SIZE(item) == 2)
+            .then(|| {
+                let name = str_of(ffi::PyTuple_GET_ITEM(item, 0))?;
+                Some((name, str_of(ffi::PyTuple_GET_ITEM(item, 1))?))
+            })
+            .flatten();
+        bad.set(pair.is_none());
+        pair
+    });
+    // The head is made in a buffer each thread reuses; Python gets its copy.
+    HEAD_SCRATCH.with(|scratch| {
+        let mut head = scratch.take();
+        head.clear();
+        let length = crate::wsgi::head::build(status, pairs, &mut head);
+        let made = match length {
+            Some(l) if !bad.get() => Some(
+                gil.own_raised(ffi::PyBytes_FromStringAndSize(
+                    head.as_ptr().cast(),
+                    head.len() as ffi::Py_ssize_t,
+                ))
+                .map(|h| (h, l)),
+            ),
+            _ => None,
+        };
+        scratch.set(head);
+        made
+    })
+}
+
+impl<'py> Gil<'py> {
+    /// Makes this interpreter's response type; gateway.py's `check_head(status, headers)`
+    /// (the head and its length, or an error saying what is wrong), `InvalidResponse` and
+    /// `ClientDisconnected` are what it calls and raises.
+    pub fn response_type(
+        self,
+        check_head: &Obj<'py>,
+        invalid: &Obj<'py>,
+        disconnected: &Obj<'py>,
+    ) -> PyResult<Obj<'py>> {
+        let mut slots = [
+            ffi::PyType_Slot {
+                slot: ffi::Py_tp_dealloc,
+                pfunc: response_dealloc as *mut std::ffi::c_void,
+            },
+            ffi::PyType_Slot {
+                slot: ffi::Py_tp_methods,
+                pfunc: RESPONSE_DEFS.methods.as_ptr().cast_mut().cast(),
+            },
+            ffi::PyType_Slot {
+                slot: ffi::Py_tp_getset,
+                pfunc: RESPONSE_DEFS.getset.as_ptr().cast_mut().cast(),
+            },
+            ffi::PyType_Slot {
+                slot: 0,
+                pfunc: ptr::null_mut(),
+            },
+        ];
+        let mut spec = ffi::PyType_Spec {
+            name: c"wsgi_gateway.Response".as_ptr(),
+            basicsize: std::mem::size_of::<ResponseObj>() as c_int,
+            itemsize: 0,
+            flags: ffi::Py_TPFLAGS_DEFAULT as _,
+            slots: slots.as_mut_ptr(),
+        };
+        // SAFETY: GIL held; the spec and slots are read during the call (the method and
+        // getset tables are 'static).
+        let ty = self.own(unsafe { ffi::PyType_FromSpec(&mut spec) })?;
+        for (name, value) in [
+            (CHECK_HEAD, check_head),
+            (INVALID_RESPONSE, invalid),
+            (CLIENT_DISCONNECTED, disconnected),
+        ] {
+            // SAFETY: GIL held; a heap type without Py_TPFLAGS_IMMUTABLETYPE takes attributes.
+            if unsafe {
+                ffi::PyObject_SetAttrString(ty.ptr.as_ptr(), name.as_ptr(), value.ptr.as_ptr())
+            } != 0
+            {
+                return Err(self.fetch_err());
+            }
+        }
+        Ok(ty)
+    }
+
+    /// A new response of the type `ty` (made by [`Gil::response_type`]) for the request whose
+    /// context is `ctx`.
+    pub fn new_response(self, ty: &Obj<'py>, ctx: &Obj<'py>, is_head: bool) -> PyResult<Obj<'py>> {
+        // SAFETY: GIL held. The type is checked to be a response type before its memory is used as a ResponseObj; PyType_GenericAlloc zeroes it.
+        unsafe {
+            let t = ty.ptr.as_ptr().cast::<ffi::PyTypeObject>();
+            if ffi::PyType_Check(ty.ptr.as_ptr()) == 0 || !is_response_type(t) {
+                return Err(PyErr {
+                    text: "not a response type".into(),
+                });
+            }
+            let o = self.own(ffi::PyType_GenericAlloc(t, 0))?;
+            let r = o.ptr.as_ptr().cast::<ResponseObj>();
+            ffi::Py_INCREF(ctx.ptr.as_ptr());
+            (*r).ctx = ctx.ptr.as_ptr();
+            (*r).length = -1;
+            (*r).is_head = is_head;
+            Ok(o)
+        }
+    }
+}
+
+impl<'py> Obj<'py> {
+    /// For a response (see [`Gil::new_response`]): its bound `start_response`.
+    pub fn response_start_response(&self) -> PyResult<Obj<'py>> {
+        self.response()?;
+        // SAFETY: GIL held; `self` is a response.
+        self.gil()
+            .own(unsafe { bound(self.ptr.as_ptr(), &RESPONSE_DEFS.methods[0]) })
+    }
+
+    /// For a response whose app returned `result`: when `result` is a list of one bytes object
+    /// and start_response was called, sends it as the whole body and ends the response:
+    /// `Some(true)`, or `Some(false)` when the client is gone (logged); `None` otherwise
+    /// (nothing done: gateway.py handles the result).
+    pub fn response_send_single(&self, result: &Obj<'py>) -> Option<bool> {
+        let r = self.response().ok()?;
+        // SAFETY: GIL held; `r` is this response's object; the list and its item stay alive
+        // (held by `result`) for the call.
+        unsafe {
+            let list = result.ptr.as_ptr();
+            if (*r).head.is_null()
+                || ffi::PyList_CheckExact(list) == 0
+                || ffi::PyList_GET_SIZE(list) != 1
+            {
+                return None;
+            }
+            let item = self.gil().borrowed(ffi::PyList_GET_ITEM(list, 0));
+            if ffi::PyBytes_CheckExact(item.ptr.as_ptr()) == 0 {
+                return None;
+            }
+            let data = bytes_of(item.ptr.as_ptr()).unwrap_or(b"");
+            let done = response_send(self.ptr.as_ptr(), data, true);
+            if !done.is_null() {
+                ffi::Py_DECREF(done);
+                return Some(true);
+            }
+            // What gateway.py does with a failure to send: log it, cut the response off.
+            let e = take_exception(self.gil()).to_string_lossy();
+            match response_host(r) {
+                Some(host) => host.log(&e, false),
+                None => ffi::PyErr_Clear(),
+            }
+            Some(false)
+        }
+    }
+
+    fn response(&self) -> PyResult<*mut ResponseObj> {
+        // SAFETY: GIL held; reading the object's type.
+        unsafe {
+            let t = ffi::Py_TYPE(self.ptr.as_ptr());
+            if !is_response_type(t) {
+                return Err(PyErr {
+                    text: "not a response".into(),
+                });
+            }
+        }
+        Ok(self.ptr.as_ptr().cast())
+    }
+
+    /// Calls the object; an exception it raises is given back as the exception object (its
+    /// traceback attached), to be raised again in Python.
+    pub fn call_catching(&self, args: &[&Obj<'py>]) -> Result<Obj<'py>, Obj<'py>> {
+        let got = self.vectorcall(args);
+        if let Some(ptr) = NonNull::new(got) {
+            return Ok(Obj {
+                ptr,
+                _gil: PhantomData,
+            });
+        }
+        Err(take_exception(self.gil()))
+    }
+}
+
+/// Whether `t` is a response type: made by [`Gil::response_type`], it has its method table.
+///
+/// # Safety
+/// `t` is a live type object.
+unsafe fn is_response_type(t: *mut ffi::PyTypeObject) -> bool {
+    ptr::eq((*t).tp_methods, RESPONSE_DEFS.methods.as_ptr())
+}
+
+/// `def` (one of the response type's methods) bound to the response `o`: a new reference.
+///
+/// # Safety
+/// The GIL is held and `o` is a response.
+unsafe fn bound(o: *mut ffi::PyObject, def: &'static ffi::PyMethodDef) -> *mut ffi::PyObject {
+    ffi::PyCFunction_NewEx(ptr::from_ref(def).cast_mut(), o, ptr::null_mut())
+}
+
+/// Takes the exception being raised: its object, normalised, with its traceback attached
+/// (None if, against the rules, none is set).
+fn take_exception(gil: Gil<'_>) -> Obj<'_> {
+    // SAFETY: GIL held; PyErr_Fetch transfers the three references to us.
+    unsafe {
+        let (mut t, mut v, mut tb) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        ffi::PyErr_Fetch(&mut t, &mut v, &mut tb);
+        if t.is_null() {
+            return gil.none();
+        }
+        ffi::PyErr_NormalizeException(&mut t, &mut v, &mut tb);
+        if !tb.is_null() && !v.is_null() {
+            ffi::PyException_SetTraceback(v, tb);
+        }
+        ffi::Py_XDECREF(t);
+        ffi::Py_XDECREF(tb);
+        match NonNull::new(v) {
+            Some(ptr) => Obj {
+                ptr,
+                _gil: PhantomData,
+            },
+            None => gil.none(),
+        }
+    }
 }

@@ -63,14 +63,13 @@ _public_module()
 
 class Input:
     """wsgi.input: the request body as it arrives. It holds one piece of the body at a time
-    (as the gateway hands it over), so reads of any size cost linear time."""
-    __slots__ = ('_ctx', '_buf', '_pos', '_eof')
-
-    def __init__(self, ctx):
-        self._ctx = ctx
-        self._buf = b''
-        self._pos = 0
-        self._eof = False
+    (as the gateway hands it over), so reads of any size cost linear time. The gateway makes
+    it with no arguments and sets `_ctx` (no __init__ runs per request); the other state
+    starts as these class attributes."""
+    _ctx = None
+    _buf = b''
+    _pos = 0
+    _eof = False
 
     def _recv(self, want, exact):
         try:
@@ -185,12 +184,9 @@ class Input:
 
 
 class Errors:
-    """wsgi.errors: text to the gateway's log, one entry per line."""
-    __slots__ = ('_ctx', '_pending')
-
-    def __init__(self, ctx):
-        self._ctx = ctx
-        self._pending = ''
+    """wsgi.errors: text to the gateway's log, one entry per line. Made as Input is."""
+    _ctx = None
+    _pending = ''
 
     def write(self, s):
         if not isinstance(s, str):
@@ -313,99 +309,39 @@ def _is_length(name):
     return lname == 'content-length'
 
 
-class Response:
-    __slots__ = ('ctx', 'status', 'head', 'sent', 'length', 'written', 'is_head')
-
-    def __init__(self, ctx, is_head):
-        self.ctx = ctx
-        self.status = None
-        self.head = None
-        self.sent = False
-        self.length = None
-        self.written = 0
-        self.is_head = is_head
-
-    def start_response(self, status, headers, exc_info=None):
-        if exc_info is not None:
-            try:
-                if self.sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif self.status is not None:
-            raise AssertionError('start_response() called twice without exc_info')
-        fast = _gw_head(status, headers)
-        if fast is not None:
-            # Made and checked in Rust (the usual case). What Rust does not make goes through
-            # the checks below, which say what is wrong.
-            self.head, self.length = fast
-            self.status = status
-            return self.write
-        if status.__class__ is not str:
-            raise InvalidResponse('status must be str, not %s' % type(status).__name__)
-        if _STATUS_RE.fullmatch(status) is None:
-            raise InvalidResponse('status %r is not "NNN reason"' % (status,))
-        if headers.__class__ is not list:
-            raise InvalidResponse('headers must be a list, not %s' % type(headers).__name__)
-        parts = ['Status: ', status, '\r\n']
-        length = None
-        for item in headers:
-            if item.__class__ is not tuple or len(item) != 2:
-                raise InvalidResponse('header %r is not a (name, value) tuple' % (item,))
-            name, value = item
-            if name.__class__ is not str or value.__class__ is not str:
-                raise InvalidResponse('header %r: name and value must be str' % (item,))
-            if _is_length(name):
-                digits = value.strip()
-                if not (digits.isascii() and digits.isdigit()):
-                    raise InvalidResponse('Content-Length %r is not a number' % value)
-                length = int(digits)
-            if '\n' in value or '\r' in value:
-                raise InvalidResponse('header %s: value contains a line break' % name)
-            parts += (name, ': ', value, '\r\n')
-        parts.append('\r\n')
-        try:
-            self.head = ''.join(parts).encode('latin-1')
-        except UnicodeEncodeError:
-            raise InvalidResponse('status and headers must be latin-1 text') from None
-        self.status = status
-        self.length = length
-        return self.write
-
-    def send(self, data, done):
-        """Sends body bytes (the head first, once); `done` ends the response."""
-        if self.head is None:
-            raise InvalidResponse('the application did not call start_response()')
-        head = b''
-        if not self.sent:
-            head = self.head
-            self.sent = True
-        if self.length is not None:
-            room = self.length - self.written
-            if len(data) > room:
-                data = data[:room if room > 0 else 0]
-        if self.is_head:
-            data = b''
-        self.written += len(data)
-        if done and self.length is not None and self.written < self.length and not self.is_head:
-            _gw_log(self.ctx, 'response shorter than its Content-Length (%d of %d bytes)'
-                    % (self.written, self.length), False)
-        if not _gw_send(self.ctx, head, data, done):
-            raise ClientDisconnected('response write failed: client disconnected')
-
-    def write(self, data):
-        if data.__class__ is not bytes:
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise InvalidResponse('response body must be bytes, not %s' % type(data).__name__)
-            data = bytes(data)
-        if data or not self.sent:
-            self.send(data, False)
-
-    def finish(self):
-        if not self.sent and self.length is None and self.head is not None and not self.is_head:
-            # No body at all: say so, so the web server need not wait for the end.
-            self.head = self.head[:-2] + b'Content-Length: 0\r\n\r\n'
-        self.send(b'', True)
+def check_head(status, headers):
+    """start_response()'s checks, for what the gateway's Rust side did not make itself (it
+    makes the head of a plain str status and list of (str, str) tuples that is certainly
+    valid): the head and its Content-Length (or None), or InvalidResponse saying what is
+    wrong. The response object itself (start_response, write) is the gateway's."""
+    if status.__class__ is not str:
+        raise InvalidResponse('status must be str, not %s' % type(status).__name__)
+    if _STATUS_RE.fullmatch(status) is None:
+        raise InvalidResponse('status %r is not "NNN reason"' % (status,))
+    if headers.__class__ is not list:
+        raise InvalidResponse('headers must be a list, not %s' % type(headers).__name__)
+    parts = ['Status: ', status, '\r\n']
+    length = None
+    for item in headers:
+        if item.__class__ is not tuple or len(item) != 2:
+            raise InvalidResponse('header %r is not a (name, value) tuple' % (item,))
+        name, value = item
+        if name.__class__ is not str or value.__class__ is not str:
+            raise InvalidResponse('header %r: name and value must be str' % (item,))
+        if _is_length(name):
+            digits = value.strip()
+            if not (digits.isascii() and digits.isdigit()):
+                raise InvalidResponse('Content-Length %r is not a number' % value)
+            length = int(digits)
+        if '\n' in value or '\r' in value:
+            raise InvalidResponse('header %s: value contains a line break' % name)
+        parts += (name, ': ', value, '\r\n')
+    parts.append('\r\n')
+    try:
+        head = ''.join(parts).encode('latin-1')
+    except UnicodeEncodeError:
+        raise InvalidResponse('status and headers must be latin-1 text') from None
+    return head, length
 
 
 LABEL = '%{GLOBAL}'
@@ -604,15 +540,17 @@ def _sub_interpreter_hint(text):
     return None
 
 
-def run(app, environ, ctx):
-    """One request, start to end. Never raises: failures are logged and answered. Returns
-    False when the response must be cut off (the connection is then aborted)."""
-    environ['wsgi.input'] = Input(ctx)
-    errors = environ['wsgi.errors'] = Errors(ctx)
-    response = Response(ctx, environ['REQUEST_METHOD'] == 'HEAD')
-    result = None
+def complete(ctx, response, errors, result, error):
+    """A request after its app returned `result` or raised `error` (the gateway called the app
+    with environ and response.start_response, and sent a one-item list itself): the body,
+    the errors, close(). Never raises: failures are logged and answered. Returns False when
+    the response must be cut off (the connection is then aborted)."""
     try:
-        result = app(environ, response.start_response)
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None
         if result.__class__ is list:
             if len(result) == 1 and result[0].__class__ is bytes:
                 response.send(result[0], True)

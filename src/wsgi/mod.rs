@@ -102,9 +102,20 @@ const KNOWN_KEYS: &[&str] = &[
 
 /// One interpreter's WSGI state: objects made in and only used by that interpreter.
 pub struct WsgiState {
-    run: PyObj,
+    /// gateway.py's `complete`: what follows the app's call unless the gateway finished it.
+    complete: PyObj,
+    /// The response type, wsgi.input's and wsgi.errors' classes, and their environ keys.
+    response_type: PyObj,
+    input_type: PyObj,
+    errors_type: PyObj,
+    input_key: PyObj,
+    errors_key: PyObj,
+    /// `Errors._pending`: a partial line to flush at the end.
+    pending_key: PyObj,
+    /// Where Input and Errors keep the request's context.
+    ctx_key: PyObj,
     base_environ: PyObj,
-    keys: FxHashMap<&'static [u8], PyObj>,
+    keys: KeyTable,
     url_scheme_key: PyObj,
     https: PyObj,
     diagnostics: PyObj,
@@ -175,12 +186,21 @@ impl WsgiState {
             set(k, gil.str(v)?)?;
         }
 
-        let keys = KNOWN_KEYS
-            .iter()
-            .map(|k| Ok((k.as_bytes(), PyObj::new(gil.str(k)?))))
-            .collect::<PyResult<_>>()?;
+        let keys = KeyTable::new(gil)?;
+        let response_type = gil.response_type(
+            &get("check_head")?,
+            &get("InvalidResponse")?,
+            &get("ClientDisconnected")?,
+        )?;
         Ok(WsgiState {
-            run: PyObj::new(get("run")?),
+            complete: PyObj::new(get("complete")?),
+            response_type: PyObj::new(response_type),
+            input_type: PyObj::new(get("Input")?),
+            errors_type: PyObj::new(get("Errors")?),
+            input_key: PyObj::new(gil.str("wsgi.input")?),
+            errors_key: PyObj::new(gil.str("wsgi.errors")?),
+            pending_key: PyObj::new(gil.str("_pending")?),
+            ctx_key: PyObj::new(gil.str("_ctx")?),
             base_environ: PyObj::new(env),
             keys,
             url_scheme_key: PyObj::new(gil.str("wsgi.url_scheme")?),
@@ -197,7 +217,14 @@ impl WsgiState {
     /// Drops every reference this state holds, in its own interpreter, before it ends.
     pub fn release(&self, gil: Gil<'_>) {
         for obj in [
-            &self.run,
+            &self.complete,
+            &self.response_type,
+            &self.input_type,
+            &self.errors_type,
+            &self.input_key,
+            &self.errors_key,
+            &self.pending_key,
+            &self.ctx_key,
             &self.base_environ,
             &self.url_scheme_key,
             &self.https,
@@ -209,9 +236,7 @@ impl WsgiState {
         ] {
             obj.release(gil);
         }
-        for key in self.keys.values() {
-            key.release(gil);
-        }
+        self.keys.release(gil);
         for (_, app) in lock(&self.apps).drain() {
             app.1.release(gil);
         }
@@ -314,27 +339,67 @@ impl WsgiState {
         callable: &str,
     ) -> PyResult<bool> {
         let diagnostics = matches!(script, Script::Diagnostics);
-        let env = self.environ(gil, job, diagnostics)?;
+        let (env, is_head) = self.environ(gil, job, diagnostics)?;
         let ctx = ts.request_context(gil, job.clone())?;
         let app = self.app(gil, script, callable)?;
-        let result = self.run.bind(gil).call(&[&app, &env, &ctx])?;
-        Ok(result.is_true())
+        // wsgi.input and wsgi.errors: made with no arguments, their context set.
+        let ctx_key = self.ctx_key.bind(gil);
+        let input = self.input_type.bind(gil).call(&[])?;
+        input.setattr_key(&ctx_key, &ctx)?;
+        let errors = self.errors_type.bind(gil).call(&[])?;
+        errors.setattr_key(&ctx_key, &ctx)?;
+        env.set_item(&self.input_key.bind(gil), &input)?;
+        env.set_item(&self.errors_key.bind(gil), &errors)?;
+        let response = gil.new_response(&self.response_type.bind(gil), &ctx, is_head)?;
+        let (result, error) = match app.call_catching(&[&env, &response.response_start_response()?])
+        {
+            Ok(result) => {
+                // The usual end: a list of one bytes object, sent here.
+                if let Some(complete) = response.response_send_single(&result) {
+                    if errors.getattr_key(&self.pending_key.bind(gil))?.is_true() {
+                        errors.getattr("flush")?.call(&[])?;
+                    }
+                    return Ok(complete);
+                }
+                (result, gil.none())
+            }
+            Err(error) => (gil.none(), error),
+        };
+        let complete = self.complete.bind(gil);
+        Ok(complete
+            .call(&[&ctx, &response, &errors, &result, &error])?
+            .is_true())
     }
 
-    fn environ<'py>(&self, gil: Gil<'py>, job: &Job, diagnostics: bool) -> PyResult<Obj<'py>> {
+    /// The request's environ, and whether it is a HEAD request.
+    fn environ<'py>(
+        &self,
+        gil: Gil<'py>,
+        job: &Job,
+        diagnostics: bool,
+    ) -> PyResult<(Obj<'py>, bool)> {
         let env = self.base_environ.bind(gil).dict_copy()?;
         let mut https = false;
+        let mut is_head = false;
         for (name, value) in job.head.iter() {
-            match name {
-                // The gateway derives these; nginx and lighttpd also repeat CONTENT_* as HTTP_*.
-                b"SCRIPT_NAME" | b"PATH_INFO" | b"HTTP_CONTENT_LENGTH" | b"HTTP_CONTENT_TYPE" => {
-                    continue
+            let key = match self.keys.find(name) {
+                Some(known) => {
+                    match known.special {
+                        // The gateway derives these; nginx and lighttpd also repeat CONTENT_*
+                        // as HTTP_*.
+                        Special::Skip => continue,
+                        Special::Https => {
+                            https |= value.eq_ignore_ascii_case(b"on") || value == b"1"
+                        }
+                        Special::Scheme => https |= value.eq_ignore_ascii_case(b"https"),
+                        Special::Method => is_head = value == b"HEAD",
+                        Special::None => {}
+                    }
+                    known.key.bind(gil)
                 }
-                b"HTTPS" => https |= value.eq_ignore_ascii_case(b"on") || value == b"1",
-                b"REQUEST_SCHEME" => https |= value.eq_ignore_ascii_case(b"https"),
-                _ => {}
-            }
-            env.set_item(&self.key(gil, name)?, &gil.latin1(value)?)?;
+                None => gil.latin1(name)?,
+            };
+            env.set_item(&key, &gil.latin1(value)?)?;
         }
         env.set_item(
             &self.key(gil, b"SCRIPT_NAME")?,
@@ -356,17 +421,129 @@ impl WsgiState {
             env.set_item(&gil.str("wsgi_gateway.params")?, &gil.list(&params)?)?;
             env.set_item(&gil.str("wsgi_gateway.route")?, &gil.str(job.route.source)?)?;
         }
-        Ok(env)
+        Ok((env, is_head))
     }
 }
 
 impl WsgiState {
     fn key<'py>(&self, gil: Gil<'py>, name: &[u8]) -> PyResult<Obj<'py>> {
-        match self.keys.get(name) {
-            Some(k) => Ok(k.bind(gil)),
+        match self.keys.find(name) {
+            Some(k) => Ok(k.key.bind(gil)),
             None => gil.latin1(name),
         }
     }
+}
+
+/// What environ building does with a CGI name beyond copying it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Special {
+    None,
+    /// Derived by the gateway (SCRIPT_NAME, PATH_INFO), or a repeat of CONTENT_* as HTTP_*.
+    Skip,
+    Https,
+    Scheme,
+    Method,
+}
+
+/// The names the gateway treats specially, on top of [`KNOWN_KEYS`].
+const SPECIAL_KEYS: &[(&str, Special)] = &[
+    ("SCRIPT_NAME", Special::Skip),
+    ("PATH_INFO", Special::Skip),
+    ("HTTP_CONTENT_LENGTH", Special::Skip),
+    ("HTTP_CONTENT_TYPE", Special::Skip),
+    ("HTTPS", Special::Https),
+    ("REQUEST_SCHEME", Special::Scheme),
+    ("REQUEST_METHOD", Special::Method),
+];
+
+struct KnownKey {
+    name: &'static [u8],
+    key: PyObj,
+    special: Special,
+}
+
+/// The known CGI names and their key objects, in an open-addressed table looked up once per
+/// request parameter (no allocation, no call to memcmp).
+struct KeyTable {
+    slots: Vec<Option<KnownKey>>,
+}
+
+impl KeyTable {
+    const SIZE: usize = 256;
+
+    fn new(gil: Gil<'_>) -> PyResult<Self> {
+        let mut table = KeyTable {
+            slots: (0..Self::SIZE).map(|_| None).collect(),
+        };
+        let names = KNOWN_KEYS.iter().map(|k| (*k, Special::None));
+        for (name, special) in names.chain(SPECIAL_KEYS.iter().copied()) {
+            let name = name.as_bytes();
+            let at = table.slot(name);
+            let key = match table.slots[at].take() {
+                Some(known) => known.key,
+                None => PyObj::new(gil.str(std::str::from_utf8(name).expect("ascii"))?),
+            };
+            table.slots[at] = Some(KnownKey { name, key, special });
+        }
+        Ok(table)
+    }
+
+    /// The slot holding `name`, or the empty one where it would go.
+    fn slot(&self, name: &[u8]) -> usize {
+        let mut at = hash(name) & (Self::SIZE - 1);
+        loop {
+            match &self.slots[at] {
+                Some(k) if !same(k.name, name) => at = (at + 1) & (Self::SIZE - 1),
+                _ => return at,
+            }
+        }
+    }
+
+    fn find(&self, name: &[u8]) -> Option<&KnownKey> {
+        self.slots[self.slot(name)].as_ref()
+    }
+
+    fn release(&self, gil: Gil<'_>) {
+        for k in self.slots.iter().flatten() {
+            k.key.release(gil);
+        }
+    }
+}
+
+/// A hash of a CGI name: its length and its first and last eight bytes.
+#[inline]
+fn hash(name: &[u8]) -> usize {
+    let n = name.len();
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        let end = (at + 8).min(n);
+        w[..end - at].copy_from_slice(&name[at..end]);
+        u64::from_le_bytes(w)
+    };
+    let (first, last) = (word(0), word(n.saturating_sub(8)));
+    let h = (first ^ last.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 40) as usize
+}
+
+/// `a == b` for short names, eight bytes at a time.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
+    let mut at = 0;
+    while at + 8 <= n {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(a, n - 8) == word(b, n - 8)
 }
 
 /// For `wsgi-gateway check`: every script of every mount compiles and defines its callable.
@@ -589,4 +766,48 @@ impl Host for Request {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hash, same, KNOWN_KEYS, SPECIAL_KEYS};
+
+    #[test]
+    fn same_is_slice_equality() {
+        let names: Vec<&[u8]> = KNOWN_KEYS
+            .iter()
+            .map(|k| k.as_bytes())
+            .chain(SPECIAL_KEYS.iter().map(|k| k.0.as_bytes()))
+            .chain([
+                &b""[..],
+                b"A",
+                b"HTTP_X",
+                b"HTTP_HOSU",
+                b"HTTP_ACCEPT_LANGUAGF",
+            ])
+            .collect();
+        for a in &names {
+            for b in &names {
+                assert_eq!(same(a, b), a == b, "{a:?} {b:?}");
+            }
+            // Every byte position matters.
+            for i in 0..a.len() {
+                let mut c = a.to_vec();
+                c[i] ^= 1;
+                assert!(!same(a, &c), "{a:?} at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn known_names_spread_over_the_table() {
+        let mut slots: Vec<usize> = KNOWN_KEYS
+            .iter()
+            .map(|k| hash(k.as_bytes()) & 255)
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        // Collisions are allowed (probing finds the next slot), but few.
+        assert!(slots.len() + 6 >= KNOWN_KEYS.len(), "{}", slots.len());
+    }
 }

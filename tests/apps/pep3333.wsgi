@@ -149,6 +149,44 @@ def application(environ, start_response):
         except ValueError:
             start_response('503 Service Unavailable', [('Content-Type', 'text/plain')], sys.exc_info())
         return [b'replaced']
+    if path == '/start-response-edges':
+        # start_response and write, called every way PEP 3333 allows (and some it does not).
+        seen = {}
+        start_response(status='200 OK', response_headers=[('Content-Type', 'text/plain')],
+                       exc_info=None)
+        try:
+            start_response('200 OK', [])
+        except AssertionError as e:
+            seen['twice'] = str(e)
+        try:
+            start_response('200 OK', [], None, None)
+        except TypeError:
+            seen['four'] = 'TypeError'
+        try:
+            start_response('200 OK', [], colour='blue')
+        except TypeError as e:
+            seen['keyword'] = str(e)
+        try:
+            raise KeyError('early')
+        except KeyError:
+            # Not sent yet: the head is replaced, a custom header list goes through the
+            # gateway's own checks.
+            write = start_response('202 Accepted', [('X-Replaced', 'yes')], sys.exc_info())
+        try:
+            write('text')
+        except Exception as e:
+            seen['str'] = '%s: %s' % (type(e).__name__, e)
+        write(bytearray(b'ba|'))
+        write(memoryview(b'mv|'))
+        write(b'')
+        try:
+            raise LookupError('late')
+        except LookupError as e:
+            try:
+                start_response('500 Oops', [], sys.exc_info())
+            except LookupError as again:
+                seen['reraised'] = again is e and again.__traceback__ is not None
+        return [json.dumps(seen).encode()]
     if path == '/close':
         start_response('200 OK', [('Content-Type', 'text/plain')])
         return Closing([b'a', b'b'], q['marker'])
