@@ -71,8 +71,10 @@ pub fn require(ok: bool, what: &str) -> bool {
 /// The venv the test command makes (Flask, Django, six...), or None: `WSGI_GATEWAY_TEST_VENV`,
 /// else target/test-venv; only when it was made by the embedded Python's minor version.
 pub fn test_venv() -> Option<PathBuf> {
+    // A relative path is taken from the project root (where test.sh runs), not from a test's
+    // own directory.
     let dir = std::env::var_os("WSGI_GATEWAY_TEST_VENV")
-        .map(PathBuf::from)
+        .map(|d| root().join(d))
         .unwrap_or_else(|| root().join("target/test-venv"));
     let cfg = std::fs::read_to_string(dir.join("pyvenv.cfg")).ok()?;
     let made_by = cfg.lines().find_map(|l| {
