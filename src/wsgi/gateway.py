@@ -9,7 +9,12 @@ import threading
 import traceback
 import importlib.util
 import importlib.machinery
-import hashlib
+try:
+    # CPython's own SHA-1, for module names: `hashlib` would load OpenSSL (a few MiB of RSS per
+    # worker) into every interpreter, whether its app uses it or not.
+    from _sha1 import sha1 as _sha1
+except ImportError:
+    from hashlib import sha1 as _sha1
 import io
 import re
 
@@ -475,7 +480,7 @@ _apps_lock = threading.Lock()
 
 
 def _module_name(path):
-    return '_wsgi_script_' + hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:16]
+    return '_wsgi_script_' + _sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:16]
 
 
 class Unloadable:
