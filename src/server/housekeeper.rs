@@ -21,6 +21,10 @@ const DRAIN_KEPT: Duration = Duration::from_secs(2);
 /// php-fpm's process manager, once a second).
 const LISTEN_QUEUE_SAMPLE: Duration = Duration::from_secs(1);
 
+/// After this long without a request running, the housekeeper goes back to looking once a
+/// tick (the next request tells it).
+const QUIET: Duration = Duration::from_secs(1);
+
 /// Why a worker process stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -64,9 +68,34 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
     }
     let mut events = [EpollEvent::empty(); 4];
     let mut last_sample = Instant::now();
+    let mut next_tick = Instant::now() + TICK;
+    let (mut last_polls, mut last_busy) = (0, Instant::now());
     loop {
-        let _ = own.wait(&mut events, crate::sys::epoll_timeout(Some(TICK)));
+        // Between ticks, while requests run, a look every PROMOTE_AFTER whether a thread in
+        // reserve must take the epoll (see server::thread_main).
+        let fast = sh.keeper_fast.load(Ordering::SeqCst);
+        let to_tick = next_tick.saturating_duration_since(Instant::now());
+        let wait = if fast {
+            to_tick.min(super::PROMOTE_AFTER)
+        } else {
+            to_tick
+        };
+        let woken = own
+            .wait(&mut events, crate::sys::epoll_timeout(Some(wait)))
+            .unwrap_or(0);
         let _ = sh.kick_fd.read();
+        if fast {
+            sh.promote(&mut last_polls);
+            if sh.running.load(Ordering::SeqCst) > 0 {
+                last_busy = Instant::now();
+            } else if last_busy.elapsed() >= QUIET {
+                sh.keeper_fast.store(false, Ordering::SeqCst);
+            }
+        }
+        if woken == 0 && Instant::now() < next_tick {
+            continue;
+        }
+        next_tick = Instant::now() + TICK;
         for sig in signals.pending() {
             if sig == signal_hook::consts::SIGUSR1 {
                 // The flag set by the same signal reopens the logs, below.
@@ -148,8 +177,7 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
                 } else {
                     crate::info!("all connections closed; stopping");
                 }
-                sh.finished.store(true, Ordering::SeqCst);
-                let _ = sh.stop_fd.write(1);
+                sh.finish();
                 return if done {
                     deadline.max(Instant::now())
                 } else {

@@ -25,7 +25,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -319,6 +319,10 @@ const STOP_TOKEN: u64 = u64::MAX - 1;
 const LISTENER_BASE: u64 = 1 << 63;
 /// An idle thread wakes this often (to let go of interpreters replaced by a reload).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// How long the threads of a process may all be busy, or in reserve, with nobody waiting in
+/// the epoll, before the housekeeper wakes a thread in reserve to wait there (see
+/// `thread_main`).
+pub(crate) const PROMOTE_AFTER: Duration = Duration::from_millis(2);
 
 struct Listeners {
     list: Vec<Listener>,
@@ -354,9 +358,19 @@ pub struct Shared {
     replaced: AtomicBool,
     /// Every thread may exit.
     finished: AtomicBool,
-    /// Threads waiting in the epoll, and how many times one began to.
+    /// Idle threads (waiting in the epoll or in reserve), and how many times one became idle.
     idle: AtomicUsize,
     idle_epoch: AtomicU64,
+    /// A thread waits in the epoll (at most one does; see `thread_main`), and how many times
+    /// one began to.
+    poller: AtomicBool,
+    polls: AtomicU64,
+    /// Idle threads in reserve, woken one at a time.
+    reserve: Mutex<usize>,
+    reserve_cv: Condvar,
+    /// The housekeeper looks every PROMOTE_AFTER whether a thread in reserve must poll
+    /// (requests ran lately), rather than every tick.
+    keeper_fast: AtomicBool,
     /// A listener had a connection waiting when it was last looked at: a thread that becomes
     /// free looks again before anything else.
     backlog: AtomicBool,
@@ -428,6 +442,11 @@ impl Shared {
             finished: AtomicBool::new(false),
             idle: AtomicUsize::new(0),
             idle_epoch: AtomicU64::new(0),
+            poller: AtomicBool::new(false),
+            polls: AtomicU64::new(0),
+            reserve: Mutex::new(0),
+            reserve_cv: Condvar::new(),
+            keeper_fast: AtomicBool::new(false),
             backlog: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             served: AtomicU64::new(0),
@@ -652,6 +671,49 @@ impl Shared {
         for _ in 0..n {
             let _ = self.queue_fd.write(1);
         }
+        if !self.poller.load(Ordering::SeqCst) {
+            // Nobody waits in the epoll to be woken by the queue: a thread in reserve takes
+            // them.
+            self.unpark(n);
+        }
+    }
+
+    /// Waits in reserve until woken (or `timeout`); whether it timed out.
+    fn park(&self, timeout: Duration) -> bool {
+        let mut parked = lock(&self.reserve);
+        *parked += 1;
+        let (mut parked, waited) = self
+            .reserve_cv
+            .wait_timeout(parked, timeout)
+            .unwrap_or_else(|e| e.into_inner());
+        *parked -= 1;
+        waited.timed_out()
+    }
+
+    /// Wakes up to `n` threads in reserve.
+    fn unpark(&self, n: usize) {
+        let parked = *lock(&self.reserve);
+        for _ in 0..n.min(parked) {
+            self.reserve_cv.notify_one();
+        }
+    }
+
+    /// For the housekeeper, every PROMOTE_AFTER while requests run: when no thread took the
+    /// epoll since the last look and none waits there, one in reserve does.
+    pub(crate) fn promote(&self, last_polls: &mut u64) {
+        let polls = self.polls.load(Ordering::SeqCst);
+        if polls == *last_polls && !self.poller.load(Ordering::SeqCst) {
+            self.unpark(1);
+        }
+        *last_polls = polls;
+    }
+
+    /// Every thread may exit: wakes those in reserve.
+    pub(crate) fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+        let _ = self.stop_fd.write(1);
+        let _parked = lock(&self.reserve);
+        self.reserve_cv.notify_all();
     }
 
     fn pop_job(&self) -> Option<Job> {
@@ -668,6 +730,14 @@ impl Shared {
             }
         }
         let busy = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.config.threads > 1
+            && !self.keeper_fast.load(Ordering::Relaxed)
+            && !self.keeper_fast.swap(true, Ordering::SeqCst)
+        {
+            // The first request after a quiet second: the housekeeper starts looking every
+            // PROMOTE_AFTER whether another thread must take the epoll.
+            let _ = self.kick_fd.write(1);
+        }
         let mut scored = self
             .config
             .status
@@ -881,16 +951,36 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
         if sh.finished.load(Ordering::SeqCst) {
             break;
         }
+        // One idle thread waits in the epoll; the others wait in reserve. The thread that
+        // takes an event runs its request itself, and with nobody in the epoll meanwhile, the
+        // events that come wait there for it (or for another thread that becomes free): no
+        // thread is woken for a request it then waits on the GIL for, or finds taken. A
+        // thread in reserve takes the epoll when the housekeeper sees nobody took it for
+        // PROMOTE_AFTER (a long request, an app waiting on I/O), or when requests are queued.
         sh.idle.fetch_add(1, Ordering::SeqCst);
         sh.idle_epoch.fetch_add(1, Ordering::SeqCst);
-        let waited = sh
-            .epoll
-            .wait(&mut events, crate::sys::epoll_timeout(Some(IDLE_WAKE)));
+        let polling = sh
+            .poller
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        let waited = if polling {
+            sh.polls.fetch_add(1, Ordering::SeqCst);
+            let waited = sh
+                .epoll
+                .wait(&mut events, crate::sys::epoll_timeout(Some(IDLE_WAKE)));
+            sh.poller.store(false, Ordering::SeqCst);
+            waited
+        } else if sh.park(IDLE_WAKE) {
+            Ok(0)
+        } else {
+            Err(nix::Error::EAGAIN)
+        };
         sh.idle.fetch_sub(1, Ordering::SeqCst);
         match waited {
             Ok(0) => runner.idle(&mut thread),
             Ok(_) => sh.dispatch(events[0], &mut ready),
-            Err(nix::Error::EINTR) => {}
+            // Woken in reserve.
+            Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
             Err(e) => {
                 crate::error!("waiting for connections: {e}");
                 std::thread::sleep(IDLE_WAKE);
