@@ -1,8 +1,10 @@
-# The Python half of the WSGI gateway: run once in each interpreter, it holds the request
-# cycle of PEP 3333 (start_response, write, iteration, close, wsgi.input, wsgi.errors,
-# wsgi.file_wrapper). The Rust half builds environ and moves bytes: _gw_send, _gw_recv,
-# _gw_log(ctx, text, is_error), _gw_sendfile and _gw_print are injected into this namespace
-# before it runs.
+# The Python half of the WSGI gateway, run once in each interpreter. The Rust half builds
+# environ, calls the app with its own response object (start_response, write: a native type)
+# and sends a one-item list itself; this module holds the rest of the request cycle of PEP
+# 3333: iteration, close(), wsgi.file_wrapper, errors and their 500 page (`complete`),
+# wsgi.input, wsgi.errors and the checks of a start_response() the Rust side did not make
+# (`check_head`). _gw_send, _gw_recv, _gw_log(ctx, text, is_error), _gw_sendfile and _gw_print
+# are injected into this namespace before it runs.
 import os
 import sys
 import threading

@@ -1,7 +1,8 @@
 //! PEP 3333 on top of the embedded interpreter: the per-interpreter state (helper module,
-//! environ template, mount targets), environ building and the request cycle. The request
-//! cycle itself (start_response, write, iteration, close, wsgi.input, wsgi.errors,
-//! file_wrapper) is `gateway.py`, run in each interpreter; Rust builds environ and moves bytes.
+//! environ template, mount targets), environ building and the request cycle. Rust calls the
+//! app with a native response object (`start_response`, `write`: `python::ffi`) and sends a
+//! one-item list itself; the rest of the cycle (iteration, close, file_wrapper, errors,
+//! wsgi.input, wsgi.errors) is `gateway.py`, run in each interpreter.
 
 pub mod head;
 
