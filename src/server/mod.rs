@@ -734,7 +734,7 @@ impl Shared {
             && !self.keeper_fast.load(Ordering::Relaxed)
             && !self.keeper_fast.swap(true, Ordering::SeqCst)
         {
-            // The first request after a quiet second: the housekeeper starts looking every
+            // The first request after a quiet while: the housekeeper starts looking every
             // PROMOTE_AFTER whether another thread must take the epoll.
             let _ = self.kick_fd.write(1);
         }
