@@ -22,9 +22,9 @@ const DRAIN_KEPT: Duration = Duration::from_secs(2);
 const LISTEN_QUEUE_SAMPLE: Duration = Duration::from_secs(1);
 
 /// After this long without a request running, the housekeeper goes back to looking once a
-/// tick (the next request tells it, a wake-up): a process serving 10 requests a second or
-/// more is looked at every PROMOTE_AFTER, one serving fewer pays a wake-up per request.
-const QUIET: Duration = Duration::from_millis(100);
+/// tick (the next request tells it, a wake-up). So it looks at most 200 times a second, and a
+/// process serving few requests pays about four looks per request.
+const QUIET: Duration = Duration::from_millis(20);
 
 /// Why a worker process stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -322,7 +322,8 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// How long the threads of a process may all be busy, or in reserve, with nobody waiting in
 /// the epoll, before the housekeeper wakes a thread in reserve to wait there (see
 /// `thread_main`).
-pub(crate) const PROMOTE_AFTER: Duration = Duration::from_millis(2);
+/// (CPython's own GIL switch interval is as long: a request that needs the GIL waits as long.)
+pub(crate) const PROMOTE_AFTER: Duration = Duration::from_millis(5);
 
 struct Listeners {
     list: Vec<Listener>,
