@@ -227,6 +227,7 @@ impl Request {
     }
 
     pub fn wait_writable(&self) -> Result<(), WaitError> {
+        self.server.before_blocking();
         self.conn.wait_writable(&self.server)
     }
 
@@ -249,6 +250,7 @@ impl Request {
         if let Some((s, t)) = scored {
             s.row.set_state(t, crate::scoreboard::State::Reading);
         }
+        self.server.before_blocking();
         let r = self.conn.wait_readable(&self.server, self.id, timeout);
         if let Some((s, t)) = scored {
             s.row.set_state(t, crate::scoreboard::State::Running);
@@ -696,6 +698,15 @@ impl Shared {
         let parked = *lock(&self.reserve);
         for _ in 0..n.min(parked) {
             self.reserve_cv.notify_one();
+        }
+    }
+
+    /// A thread running a request is about to wait for its connection (a body, room for its
+    /// response): with nobody in the epoll, a thread in reserve takes it now rather than
+    /// after PROMOTE_AFTER.
+    fn before_blocking(&self) {
+        if !self.poller.load(Ordering::SeqCst) {
+            self.unpark(1);
         }
     }
 
