@@ -489,42 +489,25 @@ impl<'py> Gil<'py> {
     /// Takes the current exception (or describes its absence) as text and clears it.
     #[allow(deprecated)] // PyErr_Fetch is the call that exists on every supported version.
     pub fn fetch_err(self) -> PyErr {
-        // SAFETY: GIL held; PyErr_Fetch transfers ownership of the three references to us.
-        unsafe {
-            let (mut t, mut v, mut tb) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
-            ffi::PyErr_Fetch(&mut t, &mut v, &mut tb);
-            if t.is_null() {
-                return PyErr {
-                    text: "error without a Python exception set".into(),
-                };
-            }
-            ffi::PyErr_NormalizeException(&mut t, &mut v, &mut tb);
-            let hold = |p: *mut ffi::PyObject| {
-                NonNull::new(p).map(|ptr| Obj::<'py> {
-                    ptr,
-                    _gil: PhantomData,
-                })
+        // SAFETY: GIL held; reading the error indicator.
+        if unsafe { ffi::PyErr_Occurred() }.is_null() {
+            return PyErr {
+                text: "error without a Python exception set".into(),
             };
-            let (t, v, tb) = (hold(t), hold(v), hold(tb));
-            let none = self.none();
-            let formatted = self.import("traceback").and_then(|m| {
-                let f = m.getattr("format_exception")?;
-                let t = t.clone().unwrap_or_else(|| none.clone());
-                let v = v.clone().unwrap_or_else(|| none.clone());
-                let tb = tb.clone().unwrap_or_else(|| none.clone());
-                let lines = f.call(&[&t, &v, &tb])?;
-                self.str("")?.getattr("join")?.call(&[&lines])
-            });
-            let text = match formatted {
-                Ok(s) => s.to_string_lossy(),
-                Err(_) => {
-                    ffi::PyErr_Clear();
-                    v.map(|v| v.to_string_lossy())
-                        .unwrap_or_else(|| "unprintable exception".into())
-                }
-            };
-            PyErr { text }
         }
+        let v = take_exception(self);
+        let formatted = self.import("traceback").and_then(|m| {
+            // SAFETY: GIL held; the type of a live object.
+            let t = self.borrowed(unsafe { ffi::Py_TYPE(v.ptr.as_ptr()) }.cast());
+            let tb = v.getattr("__traceback__")?;
+            let lines = m.getattr("format_exception")?.call(&[&t, &v, &tb])?;
+            self.str("")?.getattr("join")?.call(&[&lines])
+        });
+        let text = match formatted {
+            Ok(s) => s.to_string_lossy(),
+            Err(_) => v.to_string_lossy(),
+        };
+        PyErr { text }
     }
 
     pub fn none(self) -> Obj<'py> {
@@ -1410,16 +1393,18 @@ struct ResponseDefs {
 // SAFETY: plain constant C data, never mutated.
 unsafe impl Sync for ResponseDefs {}
 
-const fn getter(
-    name: &'static CStr,
-    get: unsafe extern "C" fn(*mut ffi::PyObject, *mut std::ffi::c_void) -> *mut ffi::PyObject,
-) -> ffi::PyGetSetDef {
+const GET_HEAD: usize = 0;
+const GET_LENGTH: usize = 1;
+const GET_SENT: usize = 2;
+const GET_IS_HEAD: usize = 3;
+
+const fn getter(name: &'static CStr, which: usize) -> ffi::PyGetSetDef {
     ffi::PyGetSetDef {
         name: name.as_ptr(),
-        get: Some(get),
+        get: Some(response_get),
         set: None,
         doc: ptr::null(),
-        closure: ptr::null_mut(),
+        closure: which as *mut std::ffi::c_void,
     }
 }
 
@@ -1453,10 +1438,10 @@ static RESPONSE_DEFS: ResponseDefs = ResponseDefs {
         ffi::PyMethodDef::zeroed(),
     ],
     getset: [
-        getter(c"head", response_get_head),
-        getter(c"length", response_get_length),
-        getter(c"sent", response_get_sent),
-        getter(c"is_head", response_get_is_head),
+        getter(c"head", GET_HEAD),
+        getter(c"length", GET_LENGTH),
+        getter(c"sent", GET_SENT),
+        getter(c"is_head", GET_IS_HEAD),
         ffi::PyGetSetDef {
             name: ptr::null(),
             get: None,
@@ -1775,44 +1760,21 @@ unsafe extern "C" fn response_finish(
     response_send(o, b"", true)
 }
 
-unsafe extern "C" fn response_get_head(
+/// The getters `head`, `length`, `sent` and `is_head`, told apart by their closure.
+unsafe extern "C" fn response_get(
     o: *mut ffi::PyObject,
-    _: *mut std::ffi::c_void,
+    which: *mut std::ffi::c_void,
 ) -> *mut ffi::PyObject {
-    let head = (*o.cast::<ResponseObj>()).head;
+    let r = o.cast::<ResponseObj>();
     let gil = Gil(PhantomData);
-    ret(Ok(if head.is_null() {
-        gil.none()
-    } else {
-        gil.borrowed(head)
-    }))
-}
-
-unsafe extern "C" fn response_get_length(
-    o: *mut ffi::PyObject,
-    _: *mut std::ffi::c_void,
-) -> *mut ffi::PyObject {
-    let length = (*o.cast::<ResponseObj>()).length;
-    let gil = Gil(PhantomData);
-    ret(if length < 0 {
-        Ok(gil.none())
-    } else {
-        gil.int(length)
-    })
-}
-
-unsafe extern "C" fn response_get_sent(
-    o: *mut ffi::PyObject,
-    _: *mut std::ffi::c_void,
-) -> *mut ffi::PyObject {
-    ret_bool(Gil(PhantomData), (*o.cast::<ResponseObj>()).sent)
-}
-
-unsafe extern "C" fn response_get_is_head(
-    o: *mut ffi::PyObject,
-    _: *mut std::ffi::c_void,
-) -> *mut ffi::PyObject {
-    ret_bool(Gil(PhantomData), (*o.cast::<ResponseObj>()).is_head)
+    match which as usize {
+        GET_HEAD if (*r).head.is_null() => ret(Ok(gil.none())),
+        GET_HEAD => ret(Ok(gil.borrowed((*r).head))),
+        GET_LENGTH if (*r).length < 0 => ret(Ok(gil.none())),
+        GET_LENGTH => ret(gil.int((*r).length)),
+        GET_SENT => ret_bool(gil, (*r).sent),
+        _ => ret_bool(gil, (*r).is_head),
+    }
 }
 
 /// The name of a type, for messages.

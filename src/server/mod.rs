@@ -975,24 +975,24 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
             .poller
             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok();
-        let waited = if polling {
-            sh.polls.fetch_add(1, Ordering::SeqCst);
-            let waited = sh
-                .epoll
-                .wait(&mut events, crate::sys::epoll_timeout(Some(IDLE_WAKE)));
-            sh.poller.store(false, Ordering::SeqCst);
-            waited
-        } else if sh.park(IDLE_WAKE) {
-            Ok(0)
-        } else {
-            Err(nix::Error::EAGAIN)
-        };
+        if !polling {
+            let timed_out = sh.park(IDLE_WAKE);
+            sh.idle.fetch_sub(1, Ordering::SeqCst);
+            if timed_out {
+                runner.idle(&mut thread);
+            }
+            continue;
+        }
+        sh.polls.fetch_add(1, Ordering::SeqCst);
+        let waited = sh
+            .epoll
+            .wait(&mut events, crate::sys::epoll_timeout(Some(IDLE_WAKE)));
+        sh.poller.store(false, Ordering::SeqCst);
         sh.idle.fetch_sub(1, Ordering::SeqCst);
         match waited {
             Ok(0) => runner.idle(&mut thread),
             Ok(_) => sh.dispatch(events[0], &mut ready),
-            // Woken in reserve.
-            Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
+            Err(nix::Error::EINTR) => {}
             Err(e) => {
                 crate::error!("waiting for connections: {e}");
                 std::thread::sleep(IDLE_WAKE);

@@ -559,9 +559,6 @@ def complete(ctx, response, errors, result, error):
             finally:
                 error = None
         if result.__class__ is list:
-            if len(result) == 1 and result[0].__class__ is bytes:
-                response.send(result[0], True)
-                return True
             last = len(result) - 1
             for i, chunk in enumerate(result):
                 if chunk.__class__ is not bytes:

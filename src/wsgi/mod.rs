@@ -458,93 +458,37 @@ const SPECIAL_KEYS: &[(&str, Special)] = &[
 ];
 
 struct KnownKey {
-    name: &'static [u8],
     key: PyObj,
     special: Special,
 }
 
-/// The known CGI names and their key objects, in an open-addressed table looked up once per
-/// request parameter (no allocation, no call to memcmp).
-struct KeyTable {
-    slots: Vec<Option<KnownKey>>,
-}
+/// The known CGI names: their key objects, made once per interpreter, and what environ
+/// building does with them.
+struct KeyTable(FxHashMap<&'static [u8], KnownKey>);
 
 impl KeyTable {
-    const SIZE: usize = 256;
-
     fn new(gil: Gil<'_>) -> PyResult<Self> {
-        let mut table = KeyTable {
-            slots: (0..Self::SIZE).map(|_| None).collect(),
-        };
+        let mut table = FxHashMap::default();
         let names = KNOWN_KEYS.iter().map(|k| (*k, Special::None));
         for (name, special) in names.chain(SPECIAL_KEYS.iter().copied()) {
-            let name = name.as_bytes();
-            let at = table.slot(name);
-            let key = match table.slots[at].take() {
-                Some(known) => known.key,
-                None => PyObj::new(gil.str(std::str::from_utf8(name).expect("ascii"))?),
+            let key = match table.remove(name.as_bytes()) {
+                Some(KnownKey { key, .. }) => key,
+                None => PyObj::new(gil.str(name)?),
             };
-            table.slots[at] = Some(KnownKey { name, key, special });
+            table.insert(name.as_bytes(), KnownKey { key, special });
         }
-        Ok(table)
-    }
-
-    /// The slot holding `name`, or the empty one where it would go.
-    fn slot(&self, name: &[u8]) -> usize {
-        let mut at = hash(name) & (Self::SIZE - 1);
-        loop {
-            match &self.slots[at] {
-                Some(k) if !same(k.name, name) => at = (at + 1) & (Self::SIZE - 1),
-                _ => return at,
-            }
-        }
+        Ok(KeyTable(table))
     }
 
     fn find(&self, name: &[u8]) -> Option<&KnownKey> {
-        self.slots[self.slot(name)].as_ref()
+        self.0.get(name)
     }
 
     fn release(&self, gil: Gil<'_>) {
-        for k in self.slots.iter().flatten() {
+        for k in self.0.values() {
             k.key.release(gil);
         }
     }
-}
-
-/// A hash of a CGI name: its length and its first and last eight bytes.
-#[inline]
-fn hash(name: &[u8]) -> usize {
-    let n = name.len();
-    let word = |at: usize| {
-        let mut w = [0u8; 8];
-        let end = (at + 8).min(n);
-        w[..end - at].copy_from_slice(&name[at..end]);
-        u64::from_le_bytes(w)
-    };
-    let (first, last) = (word(0), word(n.saturating_sub(8)));
-    let h = (first ^ last.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (h >> 40) as usize
-}
-
-/// `a == b` for short names, eight bytes at a time.
-#[inline]
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    if n < 8 {
-        return a.iter().zip(b).all(|(x, y)| x == y);
-    }
-    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
-    let mut at = 0;
-    while at + 8 <= n {
-        if word(a, at) != word(b, at) {
-            return false;
-        }
-        at += 8;
-    }
-    word(a, n - 8) == word(b, n - 8)
 }
 
 /// For `wsgi-gateway check`: every script of every mount compiles and defines its callable.
@@ -767,48 +711,4 @@ impl Host for Request {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{hash, same, KNOWN_KEYS, SPECIAL_KEYS};
-
-    #[test]
-    fn same_is_slice_equality() {
-        let names: Vec<&[u8]> = KNOWN_KEYS
-            .iter()
-            .map(|k| k.as_bytes())
-            .chain(SPECIAL_KEYS.iter().map(|k| k.0.as_bytes()))
-            .chain([
-                &b""[..],
-                b"A",
-                b"HTTP_X",
-                b"HTTP_HOSU",
-                b"HTTP_ACCEPT_LANGUAGF",
-            ])
-            .collect();
-        for a in &names {
-            for b in &names {
-                assert_eq!(same(a, b), a == b, "{a:?} {b:?}");
-            }
-            // Every byte position matters.
-            for i in 0..a.len() {
-                let mut c = a.to_vec();
-                c[i] ^= 1;
-                assert!(!same(a, &c), "{a:?} at {i}");
-            }
-        }
-    }
-
-    #[test]
-    fn known_names_spread_over_the_table() {
-        let mut slots: Vec<usize> = KNOWN_KEYS
-            .iter()
-            .map(|k| hash(k.as_bytes()) & 255)
-            .collect();
-        slots.sort_unstable();
-        slots.dedup();
-        // Collisions are allowed (probing finds the next slot), but few.
-        assert!(slots.len() + 6 >= KNOWN_KEYS.len(), "{}", slots.len());
-    }
 }
