@@ -675,6 +675,8 @@ impl Conn {
         let mut pos = 0;
         let mut reply = Vec::new();
         let mut progress = false;
+        // One clock read per call: when its requests came and when they became ready.
+        let mut now = None;
         let result = loop {
             let ConnState {
                 session,
@@ -733,7 +735,8 @@ impl Conn {
                 Some(Event::Request { rid, head }) => {
                     *heads += 1;
                     *next_id += 1;
-                    reqs.push(ReqState::new(*next_id, rid, head, sh));
+                    let at = *now.get_or_insert_with(Instant::now);
+                    reqs.push(ReqState::new(*next_id, rid, head, sh, at));
                 }
                 Some(Event::Body { rid, data }) => {
                     if let Some(r) = reqs.iter_mut().find(|r| r.rid == rid && !r.ended) {
@@ -804,7 +807,7 @@ impl Conn {
                     route,
                     received: r.received,
                     python: Default::default(),
-                    ready: Instant::now(),
+                    ready: *now.get_or_insert_with(Instant::now),
                     seq: r.seq,
                     kept,
                 }));
@@ -1091,7 +1094,13 @@ impl ReqState {
         }
     }
 
-    fn new(id: u64, rid: Rid, head: protocol::RequestHead, sh: &Arc<Shared>) -> ReqState {
+    fn new(
+        id: u64,
+        rid: Rid,
+        head: protocol::RequestHead,
+        sh: &Arc<Shared>,
+        received: Instant,
+    ) -> ReqState {
         let route = sh.router.route(&head);
         let content_length = head.content_length().and_then(Result::ok);
         let mut body = Body::default();
@@ -1106,7 +1115,7 @@ impl ReqState {
             content_length,
             ended: false,
             aborted: false,
-            received: Instant::now(),
+            received,
             seq: sh.seq.fetch_add(1, Ordering::Relaxed) + 1,
             status: 0,
             sent: 0,

@@ -321,6 +321,8 @@ const STOP_TOKEN: u64 = u64::MAX - 1;
 const LISTENER_BASE: u64 = 1 << 63;
 /// An idle thread wakes this often (to let go of interpreters replaced by a reload).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// The most events a thread takes from one wait (a process of one thread).
+const BATCH: usize = 16;
 /// How long the threads of a process may all be busy, or in reserve, with nobody waiting in
 /// the epoll, before the housekeeper wakes a thread in reserve to wait there (see
 /// `thread_main`).
@@ -641,7 +643,22 @@ impl Shared {
             }
             STOP_TOKEN => {}
             t if t & LISTENER_BASE != 0 => {
-                self.accept((t - LISTENER_BASE) as usize, ready);
+                // A process of one thread that owns its listeners takes every connection
+                // waiting (up to BATCH): one wait then serves them all. Otherwise one, so
+                // that idle threads and other processes take the others.
+                let most = if self.config.threads == 1 && !self.config.shared_listeners {
+                    BATCH
+                } else {
+                    1
+                };
+                for n in 0..most {
+                    if n > 0 && lock(&self.listeners).at_limit {
+                        break; // max-connections
+                    }
+                    if !self.accept((t - LISTENER_BASE) as usize, ready) {
+                        break;
+                    }
+                }
             }
             t => {
                 if let Some(conn) = self.conn(t) {
@@ -762,7 +779,8 @@ impl Shared {
         if watched {
             *lock(&self.slots[index]) = Some((Instant::now(), job.clone()));
         }
-        let started = Instant::now();
+        // When a thread took it: the access log's queue time.
+        let started = self.config.access_log.as_ref().map(|_| Instant::now());
         let complete = catch_unwind(AssertUnwindSafe(|| match job.route.status {
             true => self.answer_status(&job, scored.take()),
             false => runner.run(thread, &job),
@@ -777,7 +795,7 @@ impl Shared {
         if let (Some(s), Some(r)) = (&self.config.status, scored) {
             s.row.end(r);
         }
-        if let Some(log) = &self.config.access_log {
+        if let (Some(log), Some(started)) = (&self.config.access_log, started) {
             self.log_access(log, &job, outcome, started);
         }
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
@@ -785,7 +803,9 @@ impl Shared {
             // Recycling starts now, not at the housekeeper's next tick.
             let _ = self.kick_fd.write(1);
         }
-        self.last_request_ms.store(self.now_ms(), Ordering::Relaxed);
+        if self.config.recycle.inactivity_timeout.is_some() {
+            self.last_request_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
         self.running.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -928,7 +948,11 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
     THREAD_INDEX.with(|t| t.set(Some(index)));
     let mut thread = runner.thread();
     let mut ready: Vec<Job> = Vec::new();
-    let mut events = [EpollEvent::empty(); 1];
+    let mut events = [EpollEvent::empty(); BATCH];
+    // A process of one thread takes every ready event in one wait: nobody else could serve
+    // them, and one wait then serves several requests. With more threads, one event per
+    // wait leaves the others to the next free thread.
+    let batch = if sh.config.threads == 1 { BATCH } else { 1 };
     // The last request came on a kept connection: the next work may be a waiting connection.
     let mut after_kept = false;
     loop {
@@ -949,7 +973,7 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
         if let Some(job) = sh.pop_job() {
             after_kept = job.kept;
             sh.run_job(runner, &mut thread, index, job);
-            if !lock(&sh.queue).is_empty() {
+            if batch == 1 && !lock(&sh.queue).is_empty() {
                 // Between two queued requests: the I/O that is ready now (bodies being
                 // collected, heads, output, new connections), without waiting, so that none
                 // of it waits for the queue to drain (a connection in the listen queue would
@@ -984,14 +1008,19 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
             continue;
         }
         sh.polls.fetch_add(1, Ordering::SeqCst);
-        let waited = sh
-            .epoll
-            .wait(&mut events, crate::sys::epoll_timeout(Some(IDLE_WAKE)));
+        let waited = sh.epoll.wait(
+            &mut events[..batch],
+            crate::sys::epoll_timeout(Some(IDLE_WAKE)),
+        );
         sh.poller.store(false, Ordering::SeqCst);
         sh.idle.fetch_sub(1, Ordering::SeqCst);
         match waited {
             Ok(0) => runner.idle(&mut thread),
-            Ok(_) => sh.dispatch(events[0], &mut ready),
+            Ok(n) => {
+                for ev in &events[..n] {
+                    sh.dispatch(*ev, &mut ready);
+                }
+            }
             Err(nix::Error::EINTR) => {}
             Err(e) => {
                 crate::error!("waiting for connections: {e}");
@@ -1001,7 +1030,12 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
         let mut jobs = std::mem::take(&mut ready);
         if !jobs.is_empty() {
             let first = jobs.remove(0);
-            sh.push_jobs(jobs);
+            if batch > 1 {
+                // This thread runs them next (no other thread to wake).
+                lock(&sh.queue).extend(jobs);
+            } else {
+                sh.push_jobs(jobs);
+            }
             after_kept = first.kept;
             sh.run_job(runner, &mut thread, index, first);
         }
