@@ -516,6 +516,49 @@ fn the_status_subcommand_prints_the_page() {
     assert!(err.contains("--status-path /elsewhere"), "{err}");
 }
 
+/// buffer-body-total counts the body bytes that were sent, not the bodies announced: uploads
+/// that announce 1 MiB each and stall after 1000 bytes stay collected (they hold 3000
+/// bytes of a 1 MiB total), so the only thread is free and a request behind them is answered
+/// at once, not after the body timeout.
+#[test]
+fn stalled_uploads_count_what_they_sent_against_buffer_body_total() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--threads",
+        "1",
+        "--buffer-body-total",
+        "1048576",
+        "--body-timeout",
+        "60",
+        "--mount",
+        &mount,
+    ]);
+    let stalled: Vec<_> = (0..3)
+        .map(|_| {
+            let mut wire = fcgi_bytes(
+                1,
+                false,
+                &cgi_params("POST", "/t/upload", 1 << 20),
+                &[b'x'; 1000],
+            );
+            // Without the STDIN end (an empty record): the body stops after its first 1000.
+            wire.truncate(wire.len() - 8);
+            let mut c = connect(&gw.addr).unwrap();
+            c.write_all(&wire).unwrap();
+            c
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let r = fcgi(&gw.addr, "GET", "/t/echo", b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the request waited {:?} behind the stalled uploads",
+        started.elapsed()
+    );
+    drop(stalled);
+}
+
 /// Past buffer-body-total, a body is not collected before its request takes a thread: with
 /// the total held by a request whose app has not read its 1 MiB body, a second request whose
 /// body stalls runs at once and waits for it in its app (Reading), rather than waiting to be

@@ -250,8 +250,9 @@ settings! {
     #[arg(long, value_name = "BYTES")]
     buffer_body: Option<usize>,
     /// Body bytes one worker process holds at most for its requests, collected or waiting for
-    /// their apps: past it, bodies are not collected (their requests wait for a thread, their
-    /// bodies stay with the web server until the app reads them) [default: 4194304].
+    /// their apps (what was sent, not what was announced): past it, bodies are not collected
+    /// (their requests wait for a thread, their bodies stay with the web server until the app
+    /// reads them) [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     buffer_body_total: Option<usize>,
     /// Connections one worker process holds at most; more wait in the listen backlog

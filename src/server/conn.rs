@@ -107,9 +107,24 @@ impl ReadBuf {
     }
 }
 
-/// Memory the worker process holds for request bodies (the capacity of their buffers, collected
-/// or queued for their apps): past `buffer-body-total`, bodies are no longer collected.
+/// Body bytes the worker process holds (collected, or queued for their apps): past
+/// `buffer-body-total`, bodies are no longer collected. What a body was sent, not the room
+/// reserved for it: a stalled upload holds what it sent.
 static BODY_HELD: AtomicUsize = AtomicUsize::new(0);
+/// The capacity of those bodies' buffers: room is reserved for an announced body only as far
+/// as `buffer-body-total` allows.
+static BODY_RESERVED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a chunk's bytes and capacity in (`add`) or out of the process's body memory.
+fn account(chunk: &[u8], capacity: usize, add: bool) {
+    if add {
+        BODY_HELD.fetch_add(chunk.len(), Ordering::Relaxed);
+        BODY_RESERVED.fetch_add(capacity, Ordering::Relaxed);
+    } else {
+        BODY_HELD.fetch_sub(chunk.len(), Ordering::Relaxed);
+        BODY_RESERVED.fetch_sub(capacity, Ordering::Relaxed);
+    }
+}
 
 /// A request's body on its way to the app.
 #[derive(Default)]
@@ -146,9 +161,8 @@ impl Body {
             {
                 let cap = last.capacity();
                 last.extend_from_slice(data);
-                if last.capacity() > cap {
-                    BODY_HELD.fetch_add(last.capacity() - cap, Ordering::Relaxed);
-                }
+                BODY_HELD.fetch_add(data.len(), Ordering::Relaxed);
+                BODY_RESERVED.fetch_add(last.capacity() - cap, Ordering::Relaxed);
             }
             _ => {
                 // Room for the rest of an announced body (up to RESERVE), so that a body
@@ -158,12 +172,12 @@ impl Body {
                 let mut room = usize::try_from(rest)
                     .unwrap_or(usize::MAX)
                     .min(Self::RESERVE);
-                if BODY_HELD.load(Ordering::Relaxed) + room > total {
+                if BODY_RESERVED.load(Ordering::Relaxed) + room > total {
                     room = 0;
                 }
                 let mut chunk = Vec::with_capacity(room.max(data.len()));
                 chunk.extend_from_slice(data);
-                BODY_HELD.fetch_add(chunk.capacity(), Ordering::Relaxed);
+                account(&chunk, chunk.capacity(), true);
                 self.chunks.push_back(chunk);
             }
         }
@@ -193,7 +207,7 @@ impl Body {
             sink(avail);
             self.queued -= avail.len();
             if let Some(c) = self.chunks.pop_front() {
-                BODY_HELD.fetch_sub(c.capacity(), Ordering::Relaxed);
+                account(&c, c.capacity(), false);
             }
             self.front_pos = 0;
         }
@@ -202,9 +216,9 @@ impl Body {
 
     /// Lets go of every chunk.
     fn release(&mut self) {
-        let held: usize = self.chunks.iter().map(Vec::capacity).sum();
-        BODY_HELD.fetch_sub(held, Ordering::Relaxed);
-        self.chunks.clear();
+        for c in self.chunks.drain(..) {
+            account(&c, c.capacity(), false);
+        }
         self.front_pos = 0;
     }
 }
