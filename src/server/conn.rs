@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use protocol::{cgi, fastcgi};
+use protocol::cgi;
 
 use super::listener::Stream;
 use super::session::{Event, Frames, Rid, Session, FRAME_LIMIT};
@@ -300,20 +300,8 @@ pub struct ConnState {
     next_id: u64,
     /// Close as soon as the output is out, without reading the rest of the input.
     closing: bool,
-    /// FastCGI: the rest of a STDIN record whose header a direct read took.
-    stdin_rest: Option<StdinRest>,
     /// An app read the socket itself (input it left is read when its request is done).
     direct: bool,
-}
-
-/// The rest of a FastCGI STDIN record whose header and first content bytes a direct read took
-/// (see [`Conn::read_direct`]): the next `content` input bytes are request `rid`'s body, then
-/// `padding` bytes to skip. The session's decoder does not see them.
-#[derive(Debug, Clone, Copy)]
-struct StdinRest {
-    rid: Rid,
-    content: usize,
-    padding: usize,
 }
 
 /// A read into the buffer of the app's own body read: where request `id`'s body bytes lie in
@@ -331,24 +319,6 @@ enum DirectRead {
     Filled,
     /// Nothing for this request (the socket had nothing, or only other records).
     Empty,
-}
-
-/// The start of a STDIN record of request `rid` in `pending` (its header and fewer content
-/// bytes than it announces): the content there, and what is left of the record.
-fn partial_stdin(pending: &[u8], rid: Rid) -> Option<(&[u8], StdinRest)> {
-    let h = fastcgi::parse_header(pending)?;
-    let content = &pending[fastcgi::HEADER_LEN..];
-    let partial = h.record_type == fastcgi::STDIN
-        && h.request_id == rid
-        && content.len() < h.content_len as usize;
-    partial.then(|| {
-        let rest = StdinRest {
-            rid,
-            content: h.content_len as usize - content.len(),
-            padding: h.padding_len as usize,
-        };
-        (content, rest)
-    })
 }
 
 /// What an app's body read is handed: a copy of bytes, or room to read into.
@@ -421,7 +391,6 @@ impl Conn {
                 lingering: None,
                 next_id: 0,
                 closing: false,
-                stdin_rest: None,
                 direct: false,
             }),
             cond: Condvar::new(),
@@ -698,42 +667,11 @@ impl Conn {
                 heads,
                 lingering,
                 next_id,
-                stdin_rest,
                 ..
             } = &mut *st;
-            let (used, event) = match *stdin_rest {
-                // The rest of a record whose header a direct read took.
-                Some(rest) if pos < input.len() => {
-                    let left = input.len() - pos;
-                    if rest.content > 0 {
-                        let n = rest.content.min(left);
-                        let data = &input[pos..pos + n];
-                        let after = StdinRest {
-                            content: rest.content - n,
-                            ..rest
-                        };
-                        *stdin_rest = (after.content + after.padding > 0).then_some(after);
-                        (
-                            n,
-                            Some(Event::Body {
-                                rid: rest.rid,
-                                data,
-                            }),
-                        )
-                    } else {
-                        let n = rest.padding.min(left);
-                        let after = rest.padding - n;
-                        *stdin_rest = (after > 0).then_some(StdinRest {
-                            padding: after,
-                            ..rest
-                        });
-                        (n, None)
-                    }
-                }
-                _ => match session.decode(&input[pos..], &mut reply) {
-                    Ok(step) => step,
-                    Err(e) => break Err(e.0),
-                },
+            let (used, event) = match session.decode(&input[pos..], &mut reply) {
+                Ok(step) => step,
+                Err(e) => break Err(e.0),
             };
             if used == 0 && event.is_none() {
                 break Ok(());
@@ -1371,9 +1309,9 @@ impl Conn {
     /// Reads the socket straight into the buffer the app's body read returns (`sink`'s room),
     /// when the input can only be request `id`'s body: its body queue is empty, no other
     /// request is on the connection and no undecoded input is pending. SCGI and uwsgi bodies
-    /// then take no copy but the kernel's; FastCGI record headers are cut out in place, and
-    /// a record that the read ends inside is noted ([`StdinRest`]) so that the rest of its
-    /// content is read in place too.
+    /// then take no copy but the kernel's; FastCGI record headers and padding are decoded
+    /// where they lie and cut out in place (the decoder passes a record's content on as it
+    /// arrives, so a read may end anywhere).
     fn read_direct(
         self: &Arc<Self>,
         st: &mut ConnState,
@@ -1388,20 +1326,18 @@ impl Conn {
         if r.id != id || r.phase != Phase::Running || r.body.queued > 0 || r.body.eof {
             return DirectRead::No;
         }
-        if st.lingering.is_some() || st.closing {
+        if st.lingering.is_some() || st.closing || st.rbuf.len > 0 {
             return DirectRead::No;
         }
         let Some(stream) = st.stream.clone() else {
             return DirectRead::No;
         };
-        let fastcgi = st.session.is_fastcgi();
-        let rid = r.rid;
         let mut want = if max > 0 {
             max.min(DIRECT_READ_MAX)
         } else {
             DIRECT_READ
         };
-        if !fastcgi {
+        if !st.session.is_fastcgi() {
             // SCGI and uwsgi: the body is all that is left; not more than it.
             match r
                 .content_length
@@ -1412,40 +1348,10 @@ impl Conn {
                 None => {}
             }
         }
-        // Undecoded input can only be the start of a STDIN record of this request (a read
-        // that ended inside it): its content is taken, and the rest of the record is read in
-        // place.
-        let mut start = 0;
-        let mut taken = None;
-        if st.rbuf.len > 0 {
-            match partial_stdin(st.rbuf.filled(), rid) {
-                Some((content, rest))
-                    if fastcgi && st.stdin_rest.is_none() && content.len() <= want =>
-                {
-                    start = content.len();
-                    taken = Some(rest);
-                }
-                _ => return DirectRead::No,
-            }
-        }
-        // Inside a record: only its content (its padding is left to the decoder's path).
-        let limit = match taken.or(st.stdin_rest) {
-            None => want,
-            Some(rest) if rest.rid == rid && rest.content > 0 => want.min(start + rest.content),
-            Some(_) => return DirectRead::No,
-        };
         let Some(buf) = sink.room(want) else {
             return DirectRead::No;
         };
-        if let Some(rest) = taken {
-            buf[..start].copy_from_slice(&st.rbuf.filled()[fastcgi::HEADER_LEN..]);
-            st.rbuf.consume(st.rbuf.len);
-            st.stdin_rest = Some(rest);
-            if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
-                r.took(start);
-            }
-        }
-        let n = match stream.read(&mut buf[start..limit]) {
+        let n = match stream.read(buf) {
             Ok(0) => {
                 self.peer_closed(st, sh);
                 return DirectRead::Empty;
@@ -1457,57 +1363,28 @@ impl Conn {
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) =>
             {
-                0
+                return DirectRead::Empty;
             }
             Err(_) => {
                 self.peer_closed(st, sh);
                 return DirectRead::Empty;
             }
         };
-        if n == 0 {
-            // Nothing more now: what was pending is the read's result.
-            return if start > 0 {
-                sink.commit(start);
-                DirectRead::Filled
-            } else {
-                DirectRead::Empty
-            };
-        }
         // More may wait in the socket (readiness is edge-triggered): the app reads it, or the
         // connection once the request is done (see `finish`).
         st.direct = true;
         let mut direct = Direct {
             id,
-            ranges: vec![(0, start)],
+            ranges: Vec::new(),
         };
-        let end = start + n;
         let mut ready = Vec::new();
-        let input = &buf[start..end];
-        let Some(used) = self.decode(st, sh, &mut ready, input, Some(&mut direct)) else {
+        let Some(used) = self.decode(st, sh, &mut ready, &buf[..n], Some(&mut direct)) else {
             return DirectRead::Empty;
         };
         sh.push_jobs(ready);
-        for range in &mut direct.ranges[1..] {
-            range.0 += start;
-        }
-        let used = start + used;
-        let mut rest = &buf[used..end];
-        if fastcgi && st.stdin_rest.is_none() && st.stream.is_some() {
-            // The read ended inside a STDIN record of this request: its content so far is
-            // taken, the rest of it will be too.
-            if let Some((content, stdin_rest)) = partial_stdin(rest, rid) {
-                if let Some(r) = st.reqs.iter_mut().find(|r| r.id == id) {
-                    direct
-                        .ranges
-                        .push((used + fastcgi::HEADER_LEN, content.len()));
-                    r.took(content.len());
-                    st.stdin_rest = Some(stdin_rest);
-                    rest = &[];
-                }
-            }
-        }
         if st.stream.is_some() {
-            st.rbuf.append(rest);
+            // A record header the read ended inside, or another request's record.
+            st.rbuf.append(&buf[used..n]);
         }
         // The body bytes, moved together at the front.
         let mut filled = 0;

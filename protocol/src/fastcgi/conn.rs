@@ -70,11 +70,22 @@ struct Active {
     data_open: bool,
 }
 
+/// A STDIN or DATA record whose content is passed on as it arrives: what is left of it.
+#[derive(Debug, Clone, Copy)]
+struct Partial {
+    id: u16,
+    record_type: u8,
+    content: usize,
+    padding: usize,
+}
+
 /// One connection's decoding state.
 #[derive(Debug)]
 pub struct Connection {
     config: Config,
     active: Vec<Active>,
+    /// The STDIN or DATA record being read, when its header came and its content has not all.
+    partial: Option<Partial>,
     /// Requests already ended whose STDIN stream the web server is still sending: their
     /// records are consumed without events until the stream's end (or a new BEGIN_REQUEST
     /// for the id, which abandons it).
@@ -88,6 +99,7 @@ impl Connection {
         Connection {
             config,
             active: Vec::new(),
+            partial: None,
             draining: Vec::new(),
             keep_conn: true,
             overloaded: false,
@@ -97,19 +109,109 @@ impl Connection {
     /// Decodes at most one record from the start of `input`. Replies the protocol requires
     /// without involving the application (GET_VALUES_RESULT, UNKNOWN_TYPE, END_REQUEST for an
     /// unknown role, a refused multiplexed request or overload) are appended to `out`.
+    ///
+    /// A STDIN or DATA record is not waited for whole: once its header is in, its content is
+    /// passed on as it arrives (one event per piece, the header and padding consumed without
+    /// one), so a body is handed on however the input is cut, and no more than a header need
+    /// be kept between two reads.
     pub fn decode<'a>(
         &mut self,
         input: &'a [u8],
         out: &mut Vec<u8>,
     ) -> Result<Decoded<'a>, DecodeError> {
+        if self.partial.is_some() {
+            return Ok(self.continue_partial(input));
+        }
         let Some((rec, consumed)) = parse_record(input)? else {
-            return Ok(Decoded {
-                consumed: 0,
-                event: None,
-            });
+            return self.start_partial(input);
         };
         let event = self.handle(rec, out)?;
         Ok(Decoded { consumed, event })
+    }
+
+    /// An incomplete record at the start of `input`: when it is a STDIN or DATA record with
+    /// content, its header is consumed (checked as a whole record would be) and the content
+    /// that came with it passed on.
+    fn start_partial<'a>(&mut self, input: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
+        let wait = Decoded {
+            consumed: 0,
+            event: None,
+        };
+        let Some(h) = parse_header(input) else {
+            return Ok(wait);
+        };
+        let stream = matches!(h.record_type, STDIN | DATA) && h.request_id != 0;
+        if !stream || h.content_len == 0 {
+            return Ok(wait);
+        }
+        if let Some(pos) = self.active.iter().position(|a| a.id == h.request_id) {
+            self.check_stream(pos, h.record_type)?;
+        }
+        self.partial = Some(Partial {
+            id: h.request_id,
+            record_type: h.record_type,
+            content: usize::from(h.content_len),
+            padding: usize::from(h.padding_len),
+        });
+        let d = self.continue_partial(&input[HEADER_LEN..]);
+        Ok(Decoded {
+            consumed: HEADER_LEN + d.consumed,
+            event: d.event,
+        })
+    }
+
+    /// The next piece of the partial record: content (an event, unless its request is not
+    /// active), then padding.
+    fn continue_partial<'a>(&mut self, input: &'a [u8]) -> Decoded<'a> {
+        let Some(p) = self.partial.as_mut() else {
+            unreachable!("called with a partial record")
+        };
+        let from_content = p.content > 0;
+        let n = if from_content {
+            p.content.min(input.len())
+        } else {
+            p.padding.min(input.len())
+        };
+        if from_content {
+            p.content -= n;
+        } else {
+            p.padding -= n;
+        }
+        let Partial {
+            id, record_type, ..
+        } = *p;
+        if p.content == 0 && p.padding == 0 {
+            self.partial = None;
+        }
+        let data = &input[..n];
+        let event = match record_type {
+            STDIN => Event::Stdin { id, data },
+            _ => Event::Data { id, data },
+        };
+        let event = (from_content && n > 0 && self.is_active(id)).then_some(event);
+        Decoded { consumed: n, event }
+    }
+
+    /// Checks that active request `pos` may get content on stream `kind` (STDIN or DATA).
+    fn check_stream(&self, pos: usize, kind: u8) -> Result<(), DecodeError> {
+        let req = &self.active[pos];
+        let unexpected = |reason| DecodeError::UnexpectedRecord {
+            record_type: kind,
+            request_id: req.id,
+            reason,
+        };
+        if req.params.is_some() {
+            return Err(unexpected("body before the PARAMS stream ended"));
+        }
+        let open = if kind == STDIN {
+            req.stdin_open
+        } else {
+            req.data_open
+        };
+        if !open {
+            return Err(unexpected("stream data after its end"));
+        }
+        Ok(())
     }
 
     fn handle<'a>(
@@ -169,17 +271,13 @@ impl Connection {
                 }))
             }
             STDIN | DATA => {
-                if req.params.is_some() {
-                    return Err(unexpected("body before the PARAMS stream ended"));
-                }
+                self.check_stream(pos, kind)?;
+                let req = &mut self.active[pos];
                 let open = if kind == STDIN {
                     &mut req.stdin_open
                 } else {
                     &mut req.data_open
                 };
-                if !*open {
-                    return Err(unexpected("stream data after its end"));
-                }
                 let data = rec.content;
                 if data.is_empty() {
                     *open = false;
@@ -281,7 +379,9 @@ impl Connection {
     /// closed is read to this point first, or the close resets it while the web server is
     /// still writing.
     pub fn input_pending(&self) -> bool {
-        !self.draining.is_empty() || self.active.iter().any(|a| a.stdin_open)
+        !self.draining.is_empty()
+            || self.partial.is_some()
+            || self.active.iter().any(|a| a.stdin_open)
     }
 
     /// Whether `id` is an active request.
@@ -441,6 +541,78 @@ mod tests {
             conn.decode(&wire, &mut out),
             Err(DecodeError::BadBeginRequest)
         );
+    }
+
+    #[test]
+    fn a_stream_record_is_passed_on_as_it_arrives() {
+        let mut conn = Connection::new(Config::default());
+        let mut out = Vec::new();
+        let mut wire = Vec::new();
+        request(1, 0, b"", &mut wire);
+        // Everything but the STDIN stream's end.
+        let head_len = wire.len() - HEADER_LEN;
+        assert_eq!(drain(&mut conn, &wire[..head_len], &mut out).len(), 1);
+        let mut rec = Vec::new();
+        encode::record(STDIN, 1, b"abcde", &mut rec); // 3 bytes of padding
+        assert_eq!(rec.len(), HEADER_LEN + 8);
+        // A header alone is consumed, with nothing to pass on yet.
+        let d = conn.decode(&rec[..HEADER_LEN], &mut out).unwrap();
+        assert_eq!((d.consumed, d.event), (HEADER_LEN, None));
+        assert!(conn.input_pending());
+        let d = conn
+            .decode(&rec[HEADER_LEN..HEADER_LEN + 2], &mut out)
+            .unwrap();
+        let ab = Event::Stdin { id: 1, data: b"ab" };
+        assert_eq!((d.consumed, d.event), (2, Some(ab)));
+        // The rest of the content and the padding, then the next record: one step each.
+        let rest = [&rec[HEADER_LEN + 2..], &wire[head_len..]].concat();
+        let d = conn.decode(&rest, &mut out).unwrap();
+        let cde = Event::Stdin {
+            id: 1,
+            data: b"cde",
+        };
+        assert_eq!((d.consumed, d.event), (3, Some(cde)));
+        let d = conn.decode(&rest[3..], &mut out).unwrap();
+        assert_eq!((d.consumed, d.event), (3, None));
+        let d = conn.decode(&rest[6..], &mut out).unwrap();
+        assert_eq!(d.event, Some(Event::StdinEnd { id: 1 }));
+        assert!(out.is_empty());
+
+        // A request ended within a record: the rest of its content is consumed unseen.
+        let mut conn = Connection::new(Config::default());
+        drain(&mut conn, &wire[..head_len], &mut out);
+        let d = conn.decode(&rec[..HEADER_LEN + 1], &mut out).unwrap();
+        assert_eq!(d.event, Some(Event::Stdin { id: 1, data: b"a" }));
+        conn.end_request(1, 0, &mut out);
+        let d = conn.decode(&rec[HEADER_LEN + 1..], &mut out).unwrap();
+        assert_eq!((d.consumed, d.event), (4, None));
+    }
+
+    #[test]
+    fn a_stream_record_is_checked_by_its_header() {
+        // Body before the PARAMS stream ended: an error as soon as the header is in.
+        let mut conn = Connection::new(Config::default());
+        let mut out = Vec::new();
+        let mut wire = Vec::new();
+        encode::begin_request(1, RESPONDER, 0, &mut wire);
+        let begin = wire.len();
+        encode::stream(STDIN, 1, b"early", &mut wire);
+        assert_eq!(conn.decode(&wire, &mut out).unwrap().consumed, begin);
+        assert!(matches!(
+            conn.decode(&wire[begin..begin + HEADER_LEN], &mut out),
+            Err(DecodeError::UnexpectedRecord { .. })
+        ));
+        // A record of a request that is not active is read through without events.
+        let mut conn = Connection::new(Config::default());
+        let mut rec = Vec::new();
+        encode::record(STDIN, 7, b"ignored", &mut rec);
+        let d = conn.decode(&rec[..HEADER_LEN + 3], &mut out).unwrap();
+        assert_eq!((d.consumed, d.event), (HEADER_LEN + 3, None));
+        let d = conn.decode(&rec[HEADER_LEN + 3..], &mut out).unwrap();
+        assert_eq!((d.consumed, d.event), (4, None));
+        let d = conn.decode(&rec[HEADER_LEN + 7..], &mut out).unwrap();
+        assert_eq!((d.consumed, d.event), (1, None)); // the padding
+        assert!(!conn.input_pending());
     }
 
     #[test]
