@@ -159,25 +159,31 @@ fn ten_mib_upload_and_fifty_mib_response_are_exact() {
 fn responses_are_streamed() {
     let gw = gateway(&[]);
     let mut s = connect(&gw.addr).unwrap();
-    s.write_all(&fcgi_bytes(
-        1,
-        false,
-        &cgi_params("GET", "/t/stream?n=3&delay=1", 0),
-        b"",
-    ))
-    .unwrap();
+    fcgi_send(&mut *s, false, "GET", "/t/stream?n=3&delay=1");
     let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    let n = s.read(&mut buf).unwrap();
+    let mut reader = FcgiReader::default();
+    let mut stdout = Vec::new();
+    reader
+        .read_until(&mut *s, 1, &mut stdout, |_, out| {
+            out.windows(8).any(|w| w == b"chunk 0\n")
+        })
+        .unwrap();
     let first = started.elapsed();
-    assert!(n > 0);
-    let rest = fcgi_read_response(&mut *s, 1);
+    reader
+        .read_until(&mut *s, 1, &mut stdout, |kind, _| {
+            kind == fastcgi::END_REQUEST
+        })
+        .unwrap();
     let total = started.elapsed();
-    assert!(rest.is_ok() || rest.is_err());
+    let r = parse_cgi(&stdout).unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "chunk 0\nchunk 1\nchunk 2\n".into())
+    );
     // The first chunk arrives before the app finished sleeping between chunks.
     assert!(
         first + Duration::from_millis(1500) < total,
-        "first byte after {first:?}, whole response after {total:?}"
+        "first chunk after {first:?}, whole response after {total:?}"
     );
 }
 
@@ -211,17 +217,12 @@ fn a_request_is_served_while_another_thread_runs_a_long_one() {
     let dir = tmpdir("reserve");
     let marker = dir.join("running");
     let mut long = connect(&gw.addr).unwrap();
-    long.write_all(&fcgi_bytes(
-        1,
+    fcgi_send(
+        &mut *long,
         false,
-        &cgi_params(
-            "GET",
-            &format!("/t/block?ms=4000&marker={}", marker.display()),
-            0,
-        ),
-        b"",
-    ))
-    .unwrap();
+        "GET",
+        &format!("/t/block?ms=4000&marker={}", marker.display()),
+    );
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let done = done.clone();
@@ -291,17 +292,12 @@ fn close_is_called_also_when_the_client_goes_away() {
 
     let marker = dir.join("aborted");
     let mut s = connect(&gw.addr).unwrap();
-    s.write_all(&fcgi_bytes(
-        1,
+    fcgi_send(
+        &mut *s,
         false,
-        &cgi_params(
-            "GET",
-            &format!("/t/close-slow?marker={}", marker.display()),
-            0,
-        ),
-        b"",
-    ))
-    .unwrap();
+        "GET",
+        &format!("/t/close-slow?marker={}", marker.display()),
+    );
     let mut buf = [0u8; 256];
     assert!(s.read(&mut buf).unwrap() > 0);
     drop(s);
@@ -317,8 +313,7 @@ fn abort_request_ends_the_request_and_the_connection_goes_on() {
     let marker = dir.join("aborted");
     let mut s = connect(&gw.addr).unwrap();
     let uri = format!("/t/close-slow?marker={}", marker.display());
-    s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", &uri, 0), b""))
-        .unwrap();
+    fcgi_send(&mut *s, true, "GET", &uri);
     // Abort once the response is streaming (its head and first chunk arrived).
     let mut reader = FcgiReader::default();
     let mut stdout = Vec::new();
@@ -339,8 +334,7 @@ fn abort_request_ends_the_request_and_the_connection_goes_on() {
     assert_eq!(parse_cgi(&stdout).unwrap().status, 200);
     wait_for("close() after ABORT_REQUEST", || marker.exists());
     // Same connection, next request.
-    s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", "/t/write", 0), b""))
-        .unwrap();
+    fcgi_send(&mut *s, true, "GET", "/t/write");
     assert_eq!(
         fcgi_read_response(&mut *s, 1).unwrap().text(),
         "written directly then returned"
@@ -352,8 +346,7 @@ fn keep_conn_and_multiplexed_requests() {
     let gw = gateway(&[]);
     let mut s = connect(&gw.addr).unwrap();
     for _ in 0..3 {
-        s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", "/t/write", 0), b""))
-            .unwrap();
+        fcgi_send(&mut *s, true, "GET", "/t/write");
         assert_eq!(fcgi_read_response(&mut *s, 1).unwrap().status, 200);
     }
     // Two requests interleaved on one connection run concurrently.
@@ -565,8 +558,7 @@ fn idle_keep_alive_connections_pin_no_thread() {
     let mut idle = Vec::new();
     for _ in 0..20 {
         let mut s = connect(&gw.addr).unwrap();
-        s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", "/t/write", 0), b""))
-            .unwrap();
+        fcgi_send(&mut *s, true, "GET", "/t/write");
         assert_eq!(fcgi_read_response(&mut *s, 1).unwrap().status, 200);
         idle.push(s);
     }
@@ -575,8 +567,7 @@ fn idle_keep_alive_connections_pin_no_thread() {
     }
     // And the kept connections still work.
     for s in &mut idle {
-        s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", "/t/write", 0), b""))
-            .unwrap();
+        fcgi_send(&mut **s, true, "GET", "/t/write");
         assert_eq!(fcgi_read_response(&mut **s, 1).unwrap().status, 200);
     }
 }

@@ -456,6 +456,13 @@ pub fn fcgi_bytes(id: u16, keep: bool, params: &[(String, String)], body: &[u8])
     wire
 }
 
+/// Writes one FastCGI request without a body (id 1; `keep`: FCGI_KEEP_CONN) to `s`, without
+/// reading its answer.
+pub fn fcgi_send(s: &mut dyn Stream, keep: bool, method: &str, uri: &str) {
+    s.write_all(&fcgi_bytes(1, keep, &cgi_params(method, uri, 0), b""))
+        .unwrap();
+}
+
 /// Reads FastCGI records from one connection, keeping what arrived past the last whole record.
 #[derive(Default)]
 pub struct FcgiReader {
