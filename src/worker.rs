@@ -25,7 +25,7 @@ pub fn run(
     status_row: Option<crate::scoreboard::Row>,
 ) -> u8 {
     let multiprocess = supervisor.is_some();
-    crate::sys::one_malloc_arena();
+    crate::sys::tune_malloc();
     // A stop asked for while the interpreter starts (seconds, for a big app) is remembered
     // and honoured as soon as the event loop runs.
     let stop_early = Arc::new(AtomicBool::new(false));
