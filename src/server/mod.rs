@@ -644,7 +644,9 @@ impl Shared {
             STOP_TOKEN => {}
             t if t & LISTENER_BASE != 0 => {
                 // A process of one thread that owns its listeners takes every connection
-                // waiting (up to BATCH): one wait then serves them all. Otherwise one, so
+                // waiting (up to BATCH) while each brings a whole request: one wait then
+                // serves them all. It stops at a request whose body is still arriving (an
+                // upload), which is better served before more are taken. Otherwise one, so
                 // that idle threads and other processes take the others.
                 let most = if self.config.threads == 1 && !self.config.shared_listeners {
                     BATCH
@@ -655,7 +657,8 @@ impl Shared {
                     if n > 0 && lock(&self.listeners).at_limit {
                         break; // max-connections
                     }
-                    if !self.accept((t - LISTENER_BASE) as usize, ready) {
+                    let before = ready.len();
+                    if !self.accept((t - LISTENER_BASE) as usize, ready) || ready.len() == before {
                         break;
                     }
                 }
