@@ -101,6 +101,7 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
             continue;
         }
         next_tick = Instant::now() + TICK;
+        sh.io_due.store(true, Ordering::Relaxed);
         for sig in signals.pending() {
             if sig == signal_hook::consts::SIGUSR1 {
                 // The flag set by the same signal reopens the logs, below.

@@ -383,6 +383,10 @@ pub struct Shared {
     running: AtomicUsize,
     served: AtomicU64,
     last_request_ms: AtomicU64,
+    /// Set by the housekeeper every tick: a process of one thread working through the
+    /// requests of one wait does the I/O that is ready before its next request (see
+    /// `thread_main`).
+    io_due: AtomicBool,
     /// Requests numbered so far (their ids in log lines).
     seq: AtomicU64,
     pid: u32,
@@ -456,6 +460,7 @@ impl Shared {
             running: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
+            io_due: AtomicBool::new(false),
             seq: AtomicU64::new(0),
             pid: std::process::id(),
             slots: (0..threads).map(|_| Mutex::new(None)).collect(),
@@ -976,7 +981,10 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
         if let Some(job) = sh.pop_job() {
             after_kept = job.kept;
             sh.run_job(runner, &mut thread, index, job);
-            if batch == 1 && !lock(&sh.queue).is_empty() {
+            // A process of one thread does it once a housekeeper tick at most: the requests
+            // queued are those of its last wait, and it waits again when they are done.
+            let io_due = || batch == 1 || sh.io_due.swap(false, Ordering::Relaxed);
+            if !lock(&sh.queue).is_empty() && io_due() {
                 // Between two queued requests: the I/O that is ready now (bodies being
                 // collected, heads, output, new connections), without waiting, so that none
                 // of it waits for the queue to drain (a connection in the listen queue would
