@@ -532,7 +532,7 @@ impl Conn {
             Some(after) => {
                 let at = sh.now_ms() + after.as_millis() as u64;
                 if self.deadline_ms() > at {
-                    self.deadline.store(at, Ordering::Relaxed);
+                    self.set_deadline(&st, sh, at);
                 }
             }
         }
@@ -552,7 +552,16 @@ impl Conn {
             Some(Timer::Linger) => Some(t.linger),
         };
         let at = after.map_or(0, |d| sh.now_ms() + d.as_millis() as u64 + 1);
+        self.set_deadline(st, sh, at);
+    }
+
+    /// Sets the deadline, and notes it for the housekeeper while the connection is open (a
+    /// closed one may have left its table key to another).
+    fn set_deadline(&self, st: &ConnState, sh: &Arc<Shared>, at: u64) {
         self.deadline.store(at, Ordering::Relaxed);
+        if st.stream.is_some() {
+            sh.index_deadline(self.token, at);
+        }
     }
 
     /// Reads what the socket holds (until it would block, or the connection wants no more
@@ -986,6 +995,7 @@ impl Conn {
         st.out_pos = 0;
         st.timer = None;
         self.deadline.store(0, Ordering::Relaxed);
+        sh.index_deadline(self.token, 0);
         sh.forget_conn(self.token);
         self.notify(st);
     }

@@ -230,16 +230,7 @@ impl Keeper {
     /// Connections whose deadline passed.
     fn expire_connections(&self) {
         let now = self.sh.now_ms();
-        let due: Vec<_> = lock(&self.sh.table)
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                let d = c.deadline_ms();
-                d != 0 && d <= now
-            })
-            .map(|(_, c)| c.clone())
-            .collect();
-        for c in due {
+        for c in self.sh.due_conns(now) {
             c.expire(&self.sh, now);
         }
     }

@@ -383,6 +383,12 @@ pub struct Shared {
     running: AtomicUsize,
     served: AtomicU64,
     last_request_ms: AtomicU64,
+    /// Each connection's deadline (as [`conn::Conn::deadline_ms`]) by its table key, kept
+    /// apart from the connections: the housekeeper's scan for passed deadlines reads this one
+    /// array, without the table's lock, instead of every connection's memory under it (with
+    /// 10,000 idle kept connections that scan took a tenth of a worker's CPU). Keys past its
+    /// end (past max-connections + 1024) are scanned the slow way.
+    deadlines: Box<[AtomicU64]>,
     /// Set by the housekeeper every tick: a process of one thread working through the
     /// requests of one wait does the I/O that is ready before its next request (see
     /// `thread_main`).
@@ -461,6 +467,9 @@ impl Shared {
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
             io_due: AtomicBool::new(false),
+            deadlines: (0..config.max_connections + 1024)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             seq: AtomicU64::new(0),
             pid: std::process::id(),
             slots: (0..threads).map(|_| Mutex::new(None)).collect(),
@@ -527,6 +536,34 @@ impl Shared {
         let t = lock(&self.table);
         let c = t.conns.get((token & 0xffff_ffff) as usize)?;
         (c.token == token).then(|| c.clone())
+    }
+
+    /// Notes connection `token`'s deadline for the housekeeper's scan.
+    fn index_deadline(&self, token: u64, at: u64) {
+        if let Some(d) = self.deadlines.get((token & 0xffff_ffff) as usize) {
+            d.store(at, Ordering::Relaxed);
+        }
+    }
+
+    /// The connections whose deadline passed by `now`.
+    fn due_conns(&self, now: u64) -> Vec<Arc<Conn>> {
+        let due = |d: u64| d != 0 && d <= now;
+        let keys: Vec<usize> = (self.deadlines.iter().enumerate())
+            .filter(|(_, d)| due(d.load(Ordering::Relaxed)))
+            .map(|(k, _)| k)
+            .collect();
+        let t = lock(&self.table);
+        let mut conns: Vec<_> = keys
+            .iter()
+            .filter_map(|&k| t.conns.get(k).cloned())
+            .collect();
+        conns.extend(
+            (self.deadlines.len()..t.conns.capacity())
+                .filter_map(|k| t.conns.get(k))
+                .filter(|c| due(c.deadline_ms()))
+                .cloned(),
+        );
+        conns
     }
 
     /// A closed connection leaves the table.
