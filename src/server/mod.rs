@@ -612,10 +612,14 @@ impl Shared {
     }
 
     /// Accepts one connection on listener `i` and reads what came with it; false when none
-    /// was waiting.
+    /// was waiting, or when the process holds max-connections (a listener event taken before
+    /// the limit was reached is not acted on).
     fn accept(self: &Arc<Self>, i: usize, ready: &mut Vec<Job>) -> bool {
         let (stream, proto) = {
             let mut l = lock(&self.listeners);
+            if l.at_limit {
+                return false;
+            }
             let Some(listener) = l.list.get_mut(i) else {
                 return false;
             };
@@ -695,10 +699,7 @@ impl Shared {
                 } else {
                     1
                 };
-                for n in 0..most {
-                    if n > 0 && lock(&self.listeners).at_limit {
-                        break; // max-connections
-                    }
+                for _ in 0..most {
                     let before = ready.len();
                     if !self.accept((t - LISTENER_BASE) as usize, ready) || ready.len() == before {
                         break;
