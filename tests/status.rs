@@ -548,14 +548,10 @@ fn stalled_uploads_count_what_they_sent_against_buffer_body_total() {
             c
         })
         .collect();
-    let started = std::time::Instant::now();
+    // Behind an upload holding the thread, the answer would come after the body timeout
+    // (60 s), past the client's read timeout (TIMEOUT, 30 s): the read fails.
     let r = fcgi(&gw.addr, "GET", "/t/echo", b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(30),
-        "the request waited {:?} behind the stalled uploads",
-        started.elapsed()
-    );
     drop(stalled);
 }
 
