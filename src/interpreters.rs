@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use crate::python::{imports, InterpId, MainThread, SubInterpreter, ThreadState};
+use crate::python::{imports, GilTurn, InterpId, MainThread, SubInterpreter, ThreadState};
 use crate::router::{AppGroup, Mount, Target};
 use crate::server::{Interrupt, Job};
 use crate::wsgi::{self, Script, WsgiState};
@@ -45,6 +45,8 @@ pub struct Interpreter {
     holders: AtomicUsize,
     /// Replaced by a reload: ended as soon as no request and no thread state uses it.
     retired: AtomicBool,
+    /// The turn of its GIL.
+    turn: Arc<GilTurn>,
 }
 
 /// What the gateway-wide settings add to every interpreter.
@@ -184,7 +186,7 @@ pub struct ThreadStates {
 impl ThreadStates {
     pub fn new(interpreters: &Interpreters) -> Self {
         ThreadStates {
-            main: ThreadState::new(interpreters.main),
+            main: ThreadState::new(interpreters.main, GilTurn::shared()),
             subs: HashMap::new(),
         }
     }
@@ -195,7 +197,7 @@ impl ThreadStates {
         }
         self.subs.entry(interp.serial).or_insert_with(|| {
             interp.holders.fetch_add(1, Ordering::SeqCst);
-            ThreadState::new(interp.id)
+            ThreadState::new(interp.id, interp.turn.clone())
         })
     }
 }
@@ -276,6 +278,7 @@ impl Interpreters {
                 inflight: AtomicUsize::new(0),
                 holders: AtomicUsize::new(0),
                 retired: AtomicBool::new(false),
+                turn: GilTurn::shared(),
             }),
             subs: Mutex::new(HashMap::new()),
             making: Mutex::new(()),
@@ -551,6 +554,7 @@ impl Interpreters {
             }
         };
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
+        let turn = sub.turn.clone();
         let interp = Arc::new(Interpreter {
             serial,
             id,
@@ -560,6 +564,7 @@ impl Interpreters {
             inflight: AtomicUsize::new(1),
             holders: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
+            turn,
         });
         if settings.own_gil {
             crate::info!(

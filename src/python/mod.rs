@@ -7,7 +7,8 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 pub use ffi::{
-    Gil, Host, InterpId, MainThread, Obj, PyErr, PyObj, PyResult, Recv, SubInterpreter, ThreadState,
+    Gil, GilTurn, Host, InterpId, MainThread, Obj, PyErr, PyObj, PyResult, Recv, SubInterpreter,
+    ThreadState,
 };
 
 use crate::venv::{self, Home};
