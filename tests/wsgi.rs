@@ -359,22 +359,8 @@ fn keep_conn_and_multiplexed_requests() {
     ));
     let started = Instant::now();
     s.write_all(&wire).unwrap();
-    let mut pending = Vec::new();
-    let mut ended = std::collections::HashSet::new();
-    let mut buf = vec![0u8; 65536];
-    while ended.len() < 2 {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed");
-        pending.extend_from_slice(&buf[..n]);
-        let mut pos = 0;
-        while let Some((rec, used)) = protocol::fastcgi::parse_record(&pending[pos..]).unwrap() {
-            if rec.header.record_type == protocol::fastcgi::END_REQUEST {
-                ended.insert(rec.header.request_id);
-            }
-            pos += used;
-        }
-        pending.drain(..pos);
-    }
+    let out = FcgiReader::default().read_responses(&mut *s, 2).unwrap();
+    let ended: std::collections::HashSet<u16> = out.keys().copied().collect();
     assert_eq!(ended, [7, 9].into_iter().collect());
     assert!(
         started.elapsed() < Duration::from_millis(950),
@@ -399,28 +385,9 @@ fn a_request_waiting_for_the_gil_is_not_overtaken() {
         wire.extend(fcgi_bytes(id, true, &cgi_params("GET", "/", 0), b""));
     }
     s.write_all(&wire).unwrap();
-    let mut out: std::collections::HashMap<u16, Vec<u8>> = Default::default();
-    let mut ended = 0;
-    let mut pending = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    while ended < N {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed");
-        pending.extend_from_slice(&buf[..n]);
-        let mut pos = 0;
-        while let Some((rec, used)) = fastcgi::parse_record(&pending[pos..]).unwrap() {
-            match rec.header.record_type {
-                fastcgi::STDOUT => out
-                    .entry(rec.header.request_id)
-                    .or_default()
-                    .extend_from_slice(rec.content),
-                fastcgi::END_REQUEST => ended += 1,
-                _ => {}
-            }
-            pos += used;
-        }
-        pending.drain(..pos);
-    }
+    let out = FcgiReader::default()
+        .read_responses(&mut *s, N.into())
+        .unwrap();
     // The order in which each request finished (the app's count; the warm-up request was 0).
     let finished: Vec<u64> = (1..=N)
         .map(|id| {

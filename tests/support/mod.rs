@@ -470,6 +470,29 @@ pub struct FcgiReader {
 }
 
 impl FcgiReader {
+    /// The next record: (request id, type, content).
+    fn next_record(&mut self, s: &mut dyn Stream) -> Result<(u16, u8, Vec<u8>), String> {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            if let Some((rec, used)) =
+                fastcgi::parse_record(&self.pending).map_err(|e| e.to_string())?
+            {
+                let next = (
+                    rec.header.request_id,
+                    rec.header.record_type,
+                    rec.content.to_vec(),
+                );
+                self.pending.drain(..used);
+                return Ok(next);
+            }
+            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed before END_REQUEST".into());
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
     /// Collects the STDOUT content of request `id` into `stdout` until `done(record type,
     /// stdout so far)` says so; records of other requests are skipped. Returns the type of the
     /// record that ended the wait.
@@ -480,38 +503,43 @@ impl FcgiReader {
         stdout: &mut Vec<u8>,
         mut done: impl FnMut(u8, &[u8]) -> bool,
     ) -> Result<u8, String> {
-        let mut buf = vec![0u8; 65536];
         loop {
-            let mut pos = 0;
-            let mut ended = None;
-            while let Some((rec, used)) =
-                fastcgi::parse_record(&self.pending[pos..]).map_err(|e| e.to_string())?
-            {
-                pos += used;
-                if rec.header.request_id != id {
-                    continue;
-                }
-                if rec.header.record_type == fastcgi::STDOUT {
-                    stdout.extend_from_slice(rec.content);
-                }
-                if done(rec.header.record_type, stdout) {
-                    ended = Some(rec.header.record_type);
-                    break;
-                }
+            let (rid, kind, content) = self
+                .next_record(s)
+                .map_err(|e| format!("{e} ({} bytes of stdout)", stdout.len()))?;
+            if rid != id {
+                continue;
             }
-            self.pending.drain(..pos);
-            if let Some(kind) = ended {
+            if kind == fastcgi::STDOUT {
+                stdout.extend_from_slice(&content);
+            }
+            if done(kind, stdout) {
                 return Ok(kind);
             }
-            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err(format!(
-                    "connection closed before END_REQUEST ({} bytes of stdout)",
-                    stdout.len()
-                ));
-            }
-            self.pending.extend_from_slice(&buf[..n]);
         }
+    }
+
+    /// The STDOUT content of each of `n` requests multiplexed on one connection, by request
+    /// id (every id that ended is a key), once `n` END_REQUESTs came.
+    pub fn read_responses(
+        &mut self,
+        s: &mut dyn Stream,
+        n: usize,
+    ) -> Result<std::collections::HashMap<u16, Vec<u8>>, String> {
+        let mut stdout = std::collections::HashMap::<u16, Vec<u8>>::new();
+        let mut ended = 0;
+        while ended < n {
+            let (id, kind, content) = self.next_record(s)?;
+            match kind {
+                fastcgi::STDOUT => stdout.entry(id).or_default().extend_from_slice(&content),
+                fastcgi::END_REQUEST => {
+                    stdout.entry(id).or_default();
+                    ended += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(stdout)
     }
 }
 
