@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod balance;
 mod cli;
 mod client;
 mod config;
@@ -84,7 +85,7 @@ fn serve(args: &config::Settings) -> ExitCode {
                 }
             },
         };
-        return ExitCode::from(worker::run(&config, listeners, None, row));
+        return ExitCode::from(worker::run(&config, listeners, None, row, None));
     }
     supervisor::run(args, groups)
 }

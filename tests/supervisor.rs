@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn pid_of(addr: &str) -> Result<u32, String> {
-    let r = fcgi(addr, "GET", "/t/count", b"")?;
+    pid_in(fcgi(addr, "GET", "/t/count", b"")?)
+}
+
+/// The pid in a `/t/count` response.
+fn pid_in(r: Response) -> Result<u32, String> {
     if r.status != 200 {
         return Err(format!("status {}", r.status));
     }
@@ -130,6 +134,112 @@ fn killed_worker_is_respawned_and_only_its_requests_fail() {
     // The replacement serves.
     let pids: HashSet<u32> = (0..20).filter_map(|_| pid_of(&gw.addr).ok()).collect();
     assert!(!pids.contains(&victim));
+}
+
+/// A kept FastCGI connection and the worker process that answered its last request.
+struct Kept {
+    stream: std::net::TcpStream,
+    pid: u32,
+}
+
+impl Kept {
+    /// Opens a connection and sends one request on it.
+    fn open(addr: &str) -> Kept {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut kept = Kept { stream, pid: 0 };
+        assert!(kept.ask().unwrap(), "a new connection was closed at once");
+        kept
+    }
+
+    /// One request (keep-conn) and its whole response; whether the connection stays open
+    /// after it (false: the worker closed it right after the response).
+    fn ask(&mut self) -> Result<bool, String> {
+        fcgi_send(&mut self.stream, true, "GET", "/t/count");
+        self.pid = pid_in(fcgi_read_response(&mut self.stream, 1)?)?;
+        // A connection that closes, closes together with the response's end.
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let open = match std::io::Read::read(&mut self.stream, &mut byte) {
+            Ok(0) => false,
+            Ok(_) => return Err("bytes after the response".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
+            Err(_) => true,
+        };
+        self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Ok(open)
+    }
+}
+
+/// How many of `conns` each worker process holds.
+fn held(conns: &[Kept]) -> HashMap<u32, usize> {
+    let mut by_pid = HashMap::new();
+    for c in conns {
+        *by_pid.entry(c.pid).or_default() += 1;
+    }
+    by_pid
+}
+
+#[test]
+fn kept_connections_spread_over_the_worker_processes() {
+    // The kernel hands a new connection to the first worker process with a thread waiting,
+    // and a kept connection stays where it went. Here one worker serves 3 s after the other
+    // (--preload of an app that sleeps in one process), and 10 kept connections open
+    // meanwhile: they all go to the first. Once both serve, the one holding more than the
+    // other by more than twice the slack (2 with one thread) closes kept connections after
+    // their response, and takes no new ones while it holds more by more than the slack: the
+    // connections opened again, as nginx does, go to the other worker.
+    let dir = tmpdir("balance");
+    let slow = format!("{}:3", dir.join("lock").display());
+    let m = format!("/t={}", app("slow_start.wsgi"));
+    let args = [
+        "--processes",
+        "2",
+        "--threads",
+        "1",
+        "--preload",
+        "--mount",
+        &m,
+    ];
+    let gw = Gateway::start_with_env(&args, &[("SLOW_START", &slow)]);
+    let mut conns: Vec<Kept> = (0..10).map(|_| Kept::open(&gw.addr)).collect();
+    assert_eq!(held(&conns).len(), 1, "{:?}", held(&conns));
+    let (mut closed, mut rounds) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let by_pid = held(&conns);
+        if by_pid.len() == 2 && by_pid.values().all(|&n| n >= 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {rounds} rounds ({closed} connections closed by the gateway), still \
+             {by_pid:?}\n{}",
+            gw.log_text()
+        );
+        // A request on every connection, answered whole; one closed after its response is
+        // opened again.
+        for c in &mut conns {
+            if !c.ask().unwrap_or_else(|e| panic!("{e}\n{}", gw.log_text())) {
+                closed += 1;
+                *c = Kept::open(&gw.addr);
+            }
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(closed > 0);
+    // Balanced, the connections stay where they are.
+    let before = held(&conns);
+    for c in &mut conns {
+        assert!(
+            c.ask().unwrap(),
+            "a connection closed once balanced: {before:?}"
+        );
+    }
+    assert_eq!(held(&conns), before);
 }
 
 #[test]

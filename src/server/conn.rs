@@ -911,8 +911,8 @@ impl Conn {
                     return;
                 }
             } else if st.heads > 0 {
-                // While the worker process drains, a kept connection closes right after a
-                // response: the end of the response and the close arrive together, and nginx
+                // While the worker process stops, or sheds connections for the others of its
+                // group, a kept connection closes right after a response: the end of the response and the close arrive together, and nginx
                 // drops a cached connection that is already closed when it puts it back
                 // (FastCGI has no way to tell the web server that a connection ends; nginx
                 // ignores `Connection: close` on FastCGI responses).
@@ -956,9 +956,10 @@ impl Conn {
         }
     }
 
-    /// Whether the connection is kept after its current requests.
+    /// Whether the connection is kept after its current requests (not while the process
+    /// stops, nor while it holds more than its share of the group's connections).
     fn kept_after(&self, st: &ConnState, sh: &Arc<Shared>) -> bool {
-        st.session.keeps_open() && sh.drain() != Drain::Hard && !st.closing
+        st.session.keeps_open() && sh.drain() != Drain::Hard && !st.closing && !sh.shedding()
     }
 
     fn wants_read(&self, st: &ConnState, sh: &Arc<Shared>) -> bool {
@@ -1185,7 +1186,8 @@ impl Conn {
                 && st.session.keeps_open()
                 && !self.kept_after(&st, sh)
             {
-                // A kept connection closes after this response (the worker drains): the
+                // A kept connection closes after this response (the worker stops, or sheds
+                // connections): the
                 // close follows its end at once (not after the app's clean-up), so that
                 // nginx reads the close with the end and does not reuse the connection.
                 stream.shutdown_write();

@@ -102,6 +102,8 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         }
         next_tick = Instant::now() + TICK;
         sh.io_due.store(true, Ordering::Relaxed);
+        // The other processes' connections came and went meanwhile.
+        sh.rebalance(sh.conn_count());
         for sig in signals.pending() {
             if sig == signal_hook::consts::SIGUSR1 {
                 // The flag set by the same signal reopens the logs, below.
@@ -433,9 +435,8 @@ impl Keeper {
         let pause = sh.config.shared_listeners && !sh.stopping();
         if pause {
             let mut l = lock(&sh.listeners);
-            if !l.at_limit {
-                let _ = sh.set_listeners(&mut l, false);
-            }
+            l.paused = true;
+            let _ = sh.relisten(&mut l);
         }
         let until = Instant::now() + TICK;
         while Instant::now() < until && sh.idle.load(Ordering::SeqCst) == 0 {
@@ -447,11 +448,10 @@ impl Keeper {
                 break;
             }
         }
-        if pause && !sh.stopping() {
+        if pause {
             let mut l = lock(&sh.listeners);
-            if !l.at_limit {
-                let _ = sh.set_listeners(&mut l, true);
-            }
+            l.paused = false;
+            let _ = sh.relisten(&mut l);
         }
     }
 }

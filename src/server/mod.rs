@@ -141,6 +141,9 @@ pub struct ServerConfig {
     /// Other worker processes share the listeners: while every thread is stuck, this one
     /// stops accepting so that they take the new connections.
     pub shared_listeners: bool,
+    /// This process's seat on its group's balance board: it publishes its connection count
+    /// there, and leaves new connections to a process holding fewer (see [`crate::balance`]).
+    pub seat: Option<crate::balance::Seat>,
     /// Set by SIGTERM/SIGINT/SIGHUP before the server ran (while the interpreter started).
     pub stop_early: Arc<AtomicBool>,
     /// Where to tell the supervisor that this worker process recycles (so that it starts
@@ -328,6 +331,9 @@ const BATCH: usize = 16;
 /// `thread_main`).
 /// (CPython's own GIL switch interval is as long: a request that needs the GIL waits as long.)
 pub(crate) const PROMOTE_AFTER: Duration = Duration::from_millis(5);
+/// A process holding more connections than another of its group by more than this (or
+/// than its number of threads, if more) leaves new ones to that process.
+const BALANCE_SLACK: usize = 2;
 
 struct Listeners {
     list: Vec<Listener>,
@@ -335,6 +341,10 @@ struct Listeners {
     watched: bool,
     /// Taken off because the connection limit was reached.
     at_limit: bool,
+    /// Taken off while every thread is stuck (by the housekeeper).
+    paused: bool,
+    /// Taken off while another process of the group holds fewer connections.
+    yielding: bool,
     limit_logged: bool,
 }
 
@@ -389,6 +399,11 @@ pub struct Shared {
     /// 10,000 idle kept connections that scan took a tenth of a worker's CPU). Keys past its
     /// end (past max-connections + 1024) are scanned the slow way.
     deadlines: Box<[AtomicU64]>,
+    /// Whether the listeners are out of the epoll for another process (`Listeners::yielding`,
+    /// read without the lock).
+    yielding: AtomicBool,
+    /// Kept connections close after their response: see [`Shared::rebalance`].
+    shedding: AtomicBool,
     /// Set by the housekeeper every tick: a process of one thread working through the
     /// requests of one wait does the I/O that is ready before its next request (see
     /// `thread_main`).
@@ -445,6 +460,8 @@ impl Shared {
                 list: listeners,
                 watched: false,
                 at_limit: false,
+                paused: false,
+                yielding: false,
                 limit_logged: false,
             }),
             queue: Mutex::new(VecDeque::new()),
@@ -467,6 +484,8 @@ impl Shared {
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
             io_due: AtomicBool::new(false),
+            yielding: AtomicBool::new(false),
+            shedding: AtomicBool::new(false),
             deadlines: (0..config.max_connections + 1024)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -475,7 +494,7 @@ impl Shared {
             slots: (0..threads).map(|_| Mutex::new(None)).collect(),
             config,
         };
-        sh.watch_listeners(true)?;
+        sh.relisten(&mut lock(&sh.listeners))?;
         Ok(sh)
     }
 
@@ -508,15 +527,19 @@ impl Shared {
             .map_err(os)
     }
 
-    /// Puts the listeners in the epoll (or takes them out).
-    fn watch_listeners(&self, on: bool) -> io::Result<()> {
-        let mut l = lock(&self.listeners);
-        self.set_listeners(&mut l, on)
+    /// Puts the listeners in the epoll, or takes them out, as `l` says.
+    fn relisten(&self, l: &mut Listeners) -> io::Result<()> {
+        let on = !(l.at_limit || l.paused || l.yielding || self.stopping());
+        self.set_listeners(l, on)
     }
 
+    /// Puts the listeners in the epoll (or takes them out).
     fn set_listeners(&self, l: &mut Listeners, on: bool) -> io::Result<()> {
         if l.watched == on {
             return Ok(());
+        }
+        if let Some(seat) = &self.config.seat {
+            seat.set_open(on);
         }
         for (i, listener) in l.list.iter().enumerate() {
             if on {
@@ -580,9 +603,44 @@ impl Shared {
             let mut l = lock(&self.listeners);
             if l.at_limit && !self.stopping() {
                 l.at_limit = false;
-                let _ = self.set_listeners(&mut l, true);
+                let _ = self.relisten(&mut l);
             }
         }
+        self.rebalance(len);
+    }
+
+    /// Publishes that this process holds `conns` connections. While another process of the
+    /// group that takes new connections holds fewer, by more than the slack, this one takes
+    /// its listeners out of the epoll; by more than twice the slack, it also closes kept
+    /// connections after their response (see [`crate::balance`]).
+    fn rebalance(&self, conns: usize) {
+        let Some(seat) = &self.config.seat else {
+            return;
+        };
+        seat.set_conns(conns);
+        let slack = self.config.threads.max(BALANCE_SLACK);
+        let fewest = seat.fewest_elsewhere();
+        let over = |by: usize| fewest.is_some_and(|f| conns > f + by);
+        self.shedding.store(over(2 * slack), Ordering::Relaxed);
+        let yielding = over(slack);
+        if yielding == self.yielding.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut l = lock(&self.listeners);
+        l.yielding = yielding;
+        self.yielding.store(yielding, Ordering::Relaxed);
+        let _ = self.relisten(&mut l);
+    }
+
+    /// Whether kept connections close after their response, for other processes of the
+    /// group to take them (see [`Shared::rebalance`]).
+    pub fn shedding(&self) -> bool {
+        self.shedding.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now.
+    fn conn_count(&self) -> usize {
+        lock(&self.table).conns.len()
     }
 
     /// A thread that finished a request of a kept connection takes a connection waiting in a
@@ -632,8 +690,8 @@ impl Shared {
                     // EMFILE and friends: the listener stays ready; an idle thread retries
                     // after a short pause instead of spinning.
                     crate::error!("accept on {}: {e}", listener.spec.addr);
-                    let _ = self.set_listeners(&mut l, false);
                     l.at_limit = true;
+                    let _ = self.relisten(&mut l);
                     return false;
                 }
             }
@@ -649,7 +707,7 @@ impl Shared {
             self.config.limits,
             self.fcgi.clone(),
         );
-        let conn = {
+        let (conn, conns) = {
             let mut t = lock(&self.table);
             let key = t.conns.vacant_key() as u64;
             let token = (t.next_gen << 32 | key) & !LISTENER_BASE;
@@ -671,11 +729,12 @@ impl Shared {
                         l.limit_logged = true;
                     }
                     l.at_limit = true;
-                    let _ = self.set_listeners(&mut l, false);
+                    let _ = self.relisten(&mut l);
                 }
             }
-            conn
+            (conn, t.conns.len())
         };
+        self.rebalance(conns);
         conn.start(self, ready);
         true
     }
