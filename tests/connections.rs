@@ -470,6 +470,56 @@ fn at_the_connection_limit_new_connections_wait_in_the_backlog() {
     );
 }
 
+/// Whether a whole response to request 1 comes on `s` within `wait`.
+fn answered_within(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let answered = fcgi_read_response(s, 1).is_ok_and(|r| r.status == 200);
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    answered
+}
+
+#[test]
+fn a_process_of_one_thread_takes_no_more_than_max_connections_at_once() {
+    // With one thread, a wait takes every ready connection at once (up to 16): here four
+    // kept connections, each with a whole request, come while the thread runs a slow one.
+    // Only two may be taken; the others wait in the backlog until one of those closes.
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let args = [
+        "--mount",
+        &mount,
+        "--threads",
+        "1",
+        "--max-connections",
+        "2",
+    ];
+    let gw = Gateway::start(&args);
+    let mut slow = connect(&gw.addr).unwrap();
+    fcgi_send(&mut *slow, false, "GET", "/t/slow?ms=500");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut kept: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
+            fcgi_send(&mut s, true, "GET", "/t/count");
+            s
+        })
+        .collect();
+    assert_eq!(fcgi_read_response(&mut *slow, 1).unwrap().status, 200);
+    drop(slow);
+    let wait = Duration::from_millis(700);
+    let (mut done, mut waiting): (Vec<_>, Vec<_>) = kept
+        .drain(..)
+        .map(|mut s| (answered_within(&mut s, wait), s))
+        .partition(|(answered, _)| *answered);
+    assert_eq!((done.len(), waiting.len()), (2, 2), "{}", gw.log_text());
+    // One closes: one more is taken, and answered.
+    drop(done.pop());
+    let more = (waiting.iter_mut())
+        .map(|(_, s)| answered_within(s, Duration::from_secs(3)))
+        .filter(|&answered| answered)
+        .count();
+    assert_eq!(more, 1, "{}", gw.log_text());
+}
+
 /// A client outside allow-from is closed at accept: no request of it reaches the app, and the
 /// log says so once (not once per connection).
 #[test]
