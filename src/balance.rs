@@ -19,7 +19,8 @@
 //! [`crate::sys::shared_words`]) that only it writes. There are twice as many seats as
 //! processes, so that a worker that recycles keeps its seat while its replacement, which
 //! starts before it exits, takes another. The supervisor frees the seat of a process it
-//! reaps (a crashed one included).
+//! reaps (a crashed one included), and a seat that was not written for a second (a process
+//! stopped or frozen) does not count.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,8 +30,22 @@ const S_PID: usize = 0;
 const S_CONNS: usize = 1;
 /// 1 while the process takes new connections (its listeners are in its epoll).
 const S_OPEN: usize = 2;
+/// When the process last published (milliseconds of CLOCK_MONOTONIC, the same clock in
+/// every process).
+const S_BEAT: usize = 3;
 /// Words per seat: one cache line, so that two processes never write the same line.
 const SEAT: usize = 8;
+/// A process that published nothing for this long (its housekeeper publishes every tick,
+/// 100 ms) is not counted: it may be stopped or frozen, and a process that yielded to it
+/// would leave new connections waiting for it.
+const STALE_MS: u64 = 1000;
+
+/// Milliseconds of CLOCK_MONOTONIC.
+fn now_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
 
 /// The seats of one process group.
 pub struct Board {
@@ -63,6 +78,7 @@ impl Board {
                 .ok()?;
             self.word(seat, S_CONNS).store(0, Ordering::Relaxed);
             self.word(seat, S_OPEN).store(0, Ordering::SeqCst);
+            self.word(seat, S_BEAT).store(now_ms(), Ordering::Relaxed);
             Some(Seat {
                 board: self.clone(),
                 seat,
@@ -89,11 +105,12 @@ pub struct Seat {
 }
 
 impl Seat {
-    /// Publishes how many connections this process holds.
+    /// Publishes how many connections this process holds (and that it is alive).
     pub fn set_conns(&self, n: usize) {
-        self.board
-            .word(self.seat, S_CONNS)
+        let b = &self.board;
+        b.word(self.seat, S_CONNS)
             .store(n as u64, Ordering::Relaxed);
+        b.word(self.seat, S_BEAT).store(now_ms(), Ordering::Relaxed);
     }
 
     /// Publishes whether this process takes new connections.
@@ -103,14 +120,16 @@ impl Seat {
             .store(u64::from(open), Ordering::Relaxed);
     }
 
-    /// The fewest connections another process of the group holds that takes new ones
-    /// (`None`: no other process takes new connections).
+    /// The fewest connections another process of the group holds that takes new ones and
+    /// published lately (`None`: no other process does).
     pub fn fewest_elsewhere(&self) -> Option<usize> {
         let b = &self.board;
+        let now = now_ms();
         (0..b.seats)
             .filter(|&s| s != self.seat)
             .filter(|&s| b.word(s, S_PID).load(Ordering::Relaxed) != 0)
             .filter(|&s| b.word(s, S_OPEN).load(Ordering::Relaxed) == 1)
+            .filter(|&s| now.saturating_sub(b.word(s, S_BEAT).load(Ordering::Relaxed)) < STALE_MS)
             .map(|s| b.word(s, S_CONNS).load(Ordering::Relaxed) as usize)
             .min()
     }
@@ -139,6 +158,15 @@ mod tests {
         c.set_open(true);
         assert_eq!(a.fewest_elsewhere(), Some(2));
         c.set_open(false);
+        assert_eq!(a.fewest_elsewhere(), Some(6));
+        // b published nothing for a while (stopped, frozen): not counted until it does.
+        let beat = board.word(b.seat, S_BEAT);
+        beat.store(
+            beat.load(Ordering::Relaxed).saturating_sub(STALE_MS),
+            Ordering::Relaxed,
+        );
+        assert_eq!(a.fewest_elsewhere(), None);
+        b.set_conns(6);
         assert_eq!(a.fewest_elsewhere(), Some(6));
         // b is gone: its seat is free.
         board.free(200);

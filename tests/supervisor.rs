@@ -243,6 +243,48 @@ fn kept_connections_spread_over_the_worker_processes() {
 }
 
 #[test]
+fn a_frozen_worker_does_not_hold_up_new_connections() {
+    // A worker holding fewer connections is left the new ones; a worker that is stopped
+    // (SIGSTOP, a debugger, swapped out) publishes nothing, and once it said nothing for a
+    // second the others no longer leave it anything.
+    let m = mount();
+    let gw = Gateway::start(&["--processes", "2", "--threads", "1", "--mount", &m]);
+    // Both workers serve: kept connections come to both.
+    let mut conns = Vec::new();
+    while held(&conns).len() < 2 {
+        assert!(conns.len() < 30, "{:?}\n{}", held(&conns), gw.log_text());
+        conns.push(Kept::open(&gw.addr));
+    }
+    let frozen = conns[0].pid;
+    drop(conns);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(frozen, "STOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    let opened: Vec<Kept> = (0..6)
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(&gw.addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut kept = Kept { stream, pid: 0 };
+            let asked = kept.ask();
+            if asked.is_err() {
+                signal(frozen, "CONT");
+            }
+            assert!(
+                asked.is_ok(),
+                "{asked:?}: {:?}\n{}",
+                held(&[]),
+                gw.log_text()
+            );
+            kept
+        })
+        .collect();
+    signal(frozen, "CONT");
+    assert!(opened.iter().all(|k| k.pid != frozen));
+}
+
+#[test]
 fn sighup_replaces_workers_without_failed_requests_and_applies_the_new_config() {
     let dir = tmpdir("sighup");
     let config = dir.join("gw.toml");
