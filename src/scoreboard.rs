@@ -34,7 +34,9 @@ const HEADER: usize = 8;
 // A row: a worker process.
 const R_PID: usize = 0;
 const R_STARTED: usize = 1;
-const ROW_HEADER: usize = 2;
+/// Connections the process holds open.
+const R_CONNS: usize = 2;
+const ROW_HEADER: usize = 3;
 
 // A slot: a worker thread.
 const S_SEQ: usize = 0;
@@ -146,6 +148,7 @@ impl Board {
         let base = self.row_base(row);
         self.w(base + R_STARTED)
             .store(unix_us(SystemTime::now()) / 1_000_000, Relaxed);
+        self.w(base + R_CONNS).store(0, Relaxed);
         for t in 0..self.threads {
             self.w(self.slot_base(row, t) + S_STATE)
                 .store(IDLE, Relaxed);
@@ -188,10 +191,12 @@ impl Board {
                 continue;
             }
             let started = self.w(base + R_STARTED).load(Relaxed);
+            let conns = self.w(base + R_CONNS).load(Relaxed);
             let threads = (0..self.threads).map(|t| self.read_slot(row, t)).collect();
             procs.push(ProcSnap {
                 pid,
                 started,
+                conns,
                 threads,
             });
         }
@@ -316,6 +321,12 @@ impl Row {
         }
     }
 
+    /// The process holds `n` connections open.
+    pub fn set_conns(&self, n: usize) {
+        let b = &self.board;
+        b.w(b.row_base(self.row) + R_CONNS).store(n as u64, Relaxed);
+    }
+
     /// The request of [`Row::begin`] ended.
     pub fn end(&self, r: Running) {
         let b = &self.board;
@@ -366,6 +377,8 @@ pub struct ProcSnap {
     pub pid: u32,
     /// Unix seconds.
     pub started: u64,
+    /// Connections it holds open.
+    pub conns: u64,
     pub threads: Vec<SlotSnap>,
 }
 

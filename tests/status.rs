@@ -238,6 +238,8 @@ fn front_nginx_openmetrics_counters_move_with_requests() {
     let accepted = |parsed: &str| metric(parsed, "wsgi_gateway_accepted_connections_total");
     assert_eq!(accepted(&before), 1);
     assert_eq!(metric(&before, "wsgi_gateway_total_processes"), 8);
+    // The scrape's own connection at least.
+    assert!(metric(&before, "wsgi_gateway_connections") >= 1, "{before}");
     assert_eq!(metric(&before, "wsgi_gateway_active_processes"), 1);
     assert_eq!(metric(&before, "wsgi_gateway_up"), 1);
     assert_eq!(served(&before), 0);
@@ -480,6 +482,54 @@ fn three_processes_count_every_request_whichever_answers() {
     let counted: u64 = field(&after, "accepted conn").parse().unwrap();
     assert!(counted > accepted, "{after}");
     assert_eq!(field(&after, "start time"), field(&last, "start time"));
+}
+
+#[test]
+fn open_connections_are_counted_per_process() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let args = [
+        "--status-path",
+        "/status",
+        "--processes",
+        "2",
+        "--threads",
+        "2",
+    ];
+    let gw = Gateway::start(&[&args[..], &["--mount", &mount]].concat());
+    let status = || fcgi(&gw.addr, "GET", "/status", b"").unwrap().text();
+    wait_for("two workers", || field(&status(), "total processes") == "4");
+    // Six kept connections, each with one request answered, stay open; the page's own
+    // connection is open while the page is made.
+    let kept: Vec<_> = (0..6)
+        .map(|_| {
+            let mut s = connect(&gw.addr).unwrap();
+            fcgi_send(&mut *s, true, "GET", "/t/count");
+            assert_eq!(fcgi_read_response(&mut *s, 1).unwrap().status, 200);
+            s
+        })
+        .collect();
+    wait_for("7 connections on the page", || {
+        field(&status(), "connections") == "7"
+    });
+    // Per process, in `?full` (each thread's entry names its process's count).
+    let page = fcgi(&gw.addr, "GET", "/status?json&full", b"")
+        .unwrap()
+        .text();
+    let doc: serde_json::Value = serde_json::from_str(&page).unwrap();
+    let mut by_pid = std::collections::HashMap::new();
+    for t in doc["processes"].as_array().unwrap() {
+        by_pid.insert(
+            t["pid"].as_u64(),
+            t["process-connections"].as_u64().unwrap(),
+        );
+    }
+    assert_eq!(by_pid.len(), 2, "{page}");
+    assert_eq!(by_pid.values().sum::<u64>(), 7, "{page}");
+    assert_eq!(doc["connections"], 7, "{page}");
+    drop(kept);
+    wait_for("the closed connections to leave the count", || {
+        field(&status(), "connections") == "1"
+    });
 }
 
 #[test]

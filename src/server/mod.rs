@@ -609,11 +609,15 @@ impl Shared {
         self.rebalance(len);
     }
 
-    /// Publishes that this process holds `conns` connections. While another process of the
+    /// Publishes that this process holds `conns` connections (on the status page too). While
+    /// another process of the
     /// group that takes new connections holds fewer, by more than the slack, this one takes
     /// its listeners out of the epoll; by more than twice the slack, it also closes kept
     /// connections after their response (see [`crate::balance`]).
     fn rebalance(&self, conns: usize) {
+        if let Some(s) = &self.config.status {
+            s.row.set_conns(conns);
+        }
         let Some(seat) = &self.config.seat else {
             return;
         };

@@ -327,6 +327,12 @@ impl View<'_> {
                 Some(("slow_requests", "counter")),
                 Value::Int(s.slow_requests),
             ),
+            (
+                "connections",
+                "connections",
+                Some(("connections", "gauge")),
+                Value::Int(s.procs.iter().map(|p| p.conns).sum()),
+            ),
         ]
     }
 
@@ -343,6 +349,11 @@ impl View<'_> {
                 };
                 out.push(vec![
                     ("pid", "pid", Value::Int(u64::from(p.pid))),
+                    (
+                        "process connections",
+                        "process-connections",
+                        Value::Int(p.conns),
+                    ),
                     ("thread", "thread", Value::Int(i as u64)),
                     ("state", "state", Value::Str(t.state.name().into())),
                     ("start time", "start-time", Value::Int(start)),
@@ -594,6 +605,18 @@ fn openmetrics(v: &View<'_>, full: bool) -> String {
                 "The current or last request's duration.",
             ),
         ];
+        let family = "wsgi_gateway_process_connections";
+        let _ = writeln!(
+            out,
+            "# TYPE {family} gauge\n# HELP {family} Connections the worker process holds open."
+        );
+        for p in &v.snap.procs {
+            let _ = writeln!(
+                out,
+                "{family}{{pool=\"{pool}\",pid=\"{}\"}} {}",
+                p.pid, p.conns
+            );
+        }
         for (metric, kind, help) in families {
             let family = format!("wsgi_gateway_{metric}");
             let _ = writeln!(out, "# TYPE {family} {kind}\n# HELP {family} {help}");
@@ -664,6 +687,7 @@ mod tests {
             procs: vec![ProcSnap {
                 pid: 99,
                 started: 1_700_000_000,
+                conns: 3,
                 threads: vec![running, finished],
             }],
         }
@@ -700,6 +724,8 @@ mod tests {
         // The idle thread's last request: 1.5 ms of CPU in 2 ms.
         assert!(body.contains("last request cpu:     75.00\n"), "{body}");
         assert!(body.contains("last request cpu:     0.00\n"), "{body}");
+        assert!(body.contains("connections:          3\n"), "{body}");
+        assert!(body.contains("process connections:  3\n"), "{body}");
     }
 
     #[test]
@@ -713,6 +739,12 @@ mod tests {
         );
         let (body, _) = render(&view(&s), Format::OpenMetrics, false);
         assert!(body.contains("wsgi_gateway_accepted_connections_total{pool=\"main\"} 10\n"));
+        assert!(body.contains("wsgi_gateway_connections{pool=\"main\"} 3\n"));
         assert!(body.ends_with("# EOF\n"));
+        let (body, _) = render(&view(&s), Format::OpenMetrics, true);
+        assert!(
+            body.contains("wsgi_gateway_process_connections{pool=\"main\",pid=\"99\"} 3\n"),
+            "{body}"
+        );
     }
 }
