@@ -2,7 +2,6 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod balance;
 mod cli;
 mod client;
 mod config;
@@ -85,7 +84,7 @@ fn serve(args: &config::Settings) -> ExitCode {
                 }
             },
         };
-        return ExitCode::from(worker::run(&config, listeners, None, row, None));
+        return ExitCode::from(worker::run(&config, listeners, None, row));
     }
     supervisor::run(args, groups)
 }

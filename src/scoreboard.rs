@@ -1,7 +1,20 @@
-//! The scoreboard of a process group, for its status page: a region of memory the supervisor
-//! maps before it forks, so that whichever worker process answers `/status` sees every process
-//! of the group. It holds 64-bit atomic words only (see [`crate::sys::shared_words`]): group
-//! counters, and per worker thread a slot that only that thread writes.
+//! The scoreboard of a process group: a region of memory the supervisor maps before it forks,
+//! so that every worker process sees every other. It holds 64-bit atomic words only (see
+//! [`crate::sys::shared_words`]): group counters, per process its connection count, and per
+//! worker thread a slot that only that thread writes. The status page reads all of it; the
+//! connection counts also spread kept connections over the processes ([`Row::fewest_elsewhere`]).
+//! A group has one with a status page, or with two processes or more.
+//!
+//! Kept connections: the worker processes of a group wait on the same listening sockets, and
+//! the kernel hands a new connection to the first of them (in the order they registered) that
+//! has a thread waiting, and a kept connection (FastCGI keep-conn) stays where it went. Counted
+//! during Flask runs at 2 processes × 4 threads behind nginx, one worker held 64 sockets and
+//! the other 8, or 9 and 63, while requests on the fuller one waited for its threads and the
+//! other's were free. So a process publishes in its row how many connections it holds, whether
+//! it takes new ones, and when it last published; the server (`Shared::rebalance`) leaves its
+//! listeners to a process that holds fewer, and closes kept connections after their response
+//! when it holds many more. A row not written for a second (a process stopped or frozen) does
+//! not count.
 //!
 //! A process takes a *row* (its pid and one slot per thread). There are twice as many rows as
 //! processes, so that a worker that recycles keeps its row while its replacement, which starts
@@ -36,7 +49,24 @@ const R_PID: usize = 0;
 const R_STARTED: usize = 1;
 /// Connections the process holds open.
 const R_CONNS: usize = 2;
-const ROW_HEADER: usize = 3;
+/// 1 while the process takes new connections (its listeners are in its epoll).
+const R_OPEN: usize = 3;
+/// When the process last published its connections (milliseconds of CLOCK_MONOTONIC, the
+/// same clock in every process).
+const R_BEAT: usize = 4;
+const ROW_HEADER: usize = 5;
+
+/// A process that published nothing for this long (its housekeeper publishes every tick,
+/// 100 ms) is not counted: it may be stopped or frozen, and a process that yielded to it
+/// would leave new connections waiting for it.
+const STALE_MS: u64 = 1000;
+
+/// Milliseconds of CLOCK_MONOTONIC.
+fn monotonic_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
 
 // A slot: a worker thread.
 const S_SEQ: usize = 0;
@@ -149,6 +179,8 @@ impl Board {
         self.w(base + R_STARTED)
             .store(unix_us(SystemTime::now()) / 1_000_000, Relaxed);
         self.w(base + R_CONNS).store(0, Relaxed);
+        self.w(base + R_OPEN).store(0, Relaxed);
+        self.w(base + R_BEAT).store(monotonic_ms(), Relaxed);
         for t in 0..self.threads {
             self.w(self.slot_base(row, t) + S_STATE)
                 .store(IDLE, Relaxed);
@@ -168,6 +200,7 @@ impl Board {
                 self.w(H_ACTIVE).fetch_sub(1, Relaxed);
             }
         }
+        self.w(self.row_base(row) + R_OPEN).store(0, Relaxed);
         self.w(self.row_base(row) + R_PID).store(0, Release);
     }
 
@@ -321,10 +354,34 @@ impl Row {
         }
     }
 
-    /// The process holds `n` connections open.
+    /// The process holds `n` connections open (and is alive).
     pub fn set_conns(&self, n: usize) {
         let b = &self.board;
-        b.w(b.row_base(self.row) + R_CONNS).store(n as u64, Relaxed);
+        let base = b.row_base(self.row);
+        b.w(base + R_CONNS).store(n as u64, Relaxed);
+        b.w(base + R_BEAT).store(monotonic_ms(), Relaxed);
+    }
+
+    /// Whether the process takes new connections.
+    pub fn set_open(&self, open: bool) {
+        let b = &self.board;
+        b.w(b.row_base(self.row) + R_OPEN)
+            .store(u64::from(open), Relaxed);
+    }
+
+    /// The fewest connections another process of the group holds that takes new ones and
+    /// published lately (`None`: no other process does).
+    pub fn fewest_elsewhere(&self) -> Option<usize> {
+        let b = &self.board;
+        let now = monotonic_ms();
+        (0..b.rows)
+            .filter(|&r| r != self.row)
+            .map(|r| b.row_base(r))
+            .filter(|&base| b.w(base + R_PID).load(Relaxed) != 0)
+            .filter(|&base| b.w(base + R_OPEN).load(Relaxed) == 1)
+            .filter(|&base| now.saturating_sub(b.w(base + R_BEAT).load(Relaxed)) < STALE_MS)
+            .map(|base| b.w(base + R_CONNS).load(Relaxed) as usize)
+            .min()
     }
 
     /// The request of [`Row::begin`] ended.
@@ -422,6 +479,38 @@ impl SlotSnap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_processes_that_take_connections_count() {
+        let board = Board::new(3, 1).unwrap();
+        let a = board.claim(0, 100);
+        let b = board.claim(1, 200);
+        a.set_conns(10);
+        a.set_open(true);
+        // b holds none but takes none either.
+        assert_eq!(a.fewest_elsewhere(), None);
+        b.set_open(true);
+        assert_eq!(a.fewest_elsewhere(), Some(0));
+        b.set_conns(6);
+        assert_eq!(a.fewest_elsewhere(), Some(6));
+        assert_eq!(b.fewest_elsewhere(), Some(10));
+        let c = board.claim(2, 300);
+        c.set_conns(2);
+        c.set_open(true);
+        assert_eq!(a.fewest_elsewhere(), Some(2));
+        c.set_open(false);
+        assert_eq!(a.fewest_elsewhere(), Some(6));
+        // b published nothing for a while (stopped, frozen): not counted until it does.
+        let beat = board.w(board.row_base(1) + R_BEAT);
+        beat.store(beat.load(Relaxed).saturating_sub(STALE_MS), Relaxed);
+        assert_eq!(a.fewest_elsewhere(), None);
+        b.set_conns(6);
+        assert_eq!(a.fewest_elsewhere(), Some(6));
+        // b is gone: its row is free.
+        board.release(1);
+        assert_eq!(a.fewest_elsewhere(), None);
+        assert_eq!(board.snapshot().procs.len(), 2);
+    }
 
     #[test]
     fn a_request_is_seen_while_it_runs_and_counted_when_it_ends() {

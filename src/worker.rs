@@ -17,14 +17,13 @@ pub const EXIT_CONFIG: u8 = code::CONFIG as u8;
 pub const EXIT_LOAD: u8 = code::LOAD as u8;
 
 /// Serves on `listeners` until told to stop (or recycled); returns the exit code.
-/// `supervisor`: the channel to the supervisor (worker processes under one); `seat`: this
-/// process's seat on its group's balance board.
+/// `supervisor`: the channel to the supervisor (worker processes under one); `row`: this
+/// process's row of its group's scoreboard.
 pub fn run(
     config: &ProcessGroup,
     listeners: Vec<server::Listener>,
     supervisor: Option<std::os::unix::net::UnixStream>,
-    status_row: Option<crate::scoreboard::Row>,
-    seat: Option<crate::balance::Seat>,
+    row: Option<crate::scoreboard::Row>,
 ) -> u8 {
     let multiprocess = supervisor.is_some();
     crate::sys::tune_malloc();
@@ -112,7 +111,7 @@ pub fn run(
     let status = config
         .status
         .as_ref()
-        .zip(status_row)
+        .zip(row.clone())
         .map(|(s, row)| server::StatusPage {
             allow: s.allow.clone(),
             pool: config.name.clone(),
@@ -149,7 +148,7 @@ pub fn run(
             request_timeout: life.request_timeout,
         },
         shared_listeners: config.processes.unwrap_or(1) > 1,
-        seat,
+        row,
         stop_early,
         supervisor,
         reopen_logs,

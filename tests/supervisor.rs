@@ -183,6 +183,19 @@ impl Kept {
     }
 }
 
+/// Two worker processes of one thread each, loading `mount` before they serve.
+fn two_workers_of_one_thread(mount: &str) -> [&str; 7] {
+    [
+        "--processes",
+        "2",
+        "--threads",
+        "1",
+        "--preload",
+        "--mount",
+        mount,
+    ]
+}
+
 /// How many of `conns` each worker process holds.
 fn held(conns: &[Kept]) -> HashMap<u32, usize> {
     let mut by_pid = HashMap::new();
@@ -204,15 +217,7 @@ fn kept_connections_spread_over_the_worker_processes() {
     let dir = tmpdir("balance");
     let slow = format!("{}:3", dir.join("lock").display());
     let m = format!("/t={}", app("slow_start.wsgi"));
-    let args = [
-        "--processes",
-        "2",
-        "--threads",
-        "1",
-        "--preload",
-        "--mount",
-        &m,
-    ];
+    let args = two_workers_of_one_thread(&m);
     let gw = Gateway::start_with_env(&args, &[("SLOW_START", &slow)]);
     let mut conns: Vec<Kept> = (0..10).map(|_| Kept::open(&gw.addr)).collect();
     assert_eq!(held(&conns).len(), 1, "{:?}", held(&conns));
@@ -260,15 +265,7 @@ fn a_frozen_worker_does_not_hold_up_new_connections() {
     // (SIGSTOP, a debugger, swapped out) publishes nothing, and once it said nothing for a
     // second the others no longer leave it anything.
     let m = mount();
-    let args = [
-        "--processes",
-        "2",
-        "--threads",
-        "1",
-        "--preload",
-        "--mount",
-        &m,
-    ];
+    let args = two_workers_of_one_thread(&m);
     let gw = Gateway::start(&args);
     wait_for("both workers to load the app", || {
         gw.log_text().matches("made a sub-interpreter").count() == 2

@@ -912,10 +912,11 @@ impl Conn {
                 }
             } else if st.heads > 0 {
                 // While the worker process stops, or sheds connections for the others of its
-                // group, a kept connection closes right after a response: the end of the response and the close arrive together, and nginx
-                // drops a cached connection that is already closed when it puts it back
-                // (FastCGI has no way to tell the web server that a connection ends; nginx
-                // ignores `Connection: close` on FastCGI responses).
+                // group, a kept connection closes right after a response: the end of the
+                // response and the close arrive together, and nginx drops a cached connection
+                // that is already closed when it puts it back (FastCGI has no way to tell the
+                // web server that a connection ends; nginx ignores `Connection: close` on
+                // FastCGI responses).
                 let keep = self.kept_after(st, sh);
                 if keep {
                     if input {
@@ -1187,9 +1188,9 @@ impl Conn {
                 && !self.kept_after(&st, sh)
             {
                 // A kept connection closes after this response (the worker stops, or sheds
-                // connections): the
-                // close follows its end at once (not after the app's clean-up), so that
-                // nginx reads the close with the end and does not reuse the connection.
+                // connections): the close follows its end at once (not after the app's
+                // clean-up), so that nginx reads the close with the end and does not reuse the
+                // connection.
                 stream.shutdown_write();
             }
         } else {

@@ -141,9 +141,10 @@ pub struct ServerConfig {
     /// Other worker processes share the listeners: while every thread is stuck, this one
     /// stops accepting so that they take the new connections.
     pub shared_listeners: bool,
-    /// This process's seat on its group's balance board: it publishes its connection count
-    /// there, and leaves new connections to a process holding fewer (see [`crate::balance`]).
-    pub seat: Option<crate::balance::Seat>,
+    /// This process's row of its group's scoreboard: it publishes its connection count
+    /// there, and leaves new connections to a process holding fewer (see
+    /// [`Shared::rebalance`]).
+    pub row: Option<crate::scoreboard::Row>,
     /// Set by SIGTERM/SIGINT/SIGHUP before the server ran (while the interpreter started).
     pub stop_early: Arc<AtomicBool>,
     /// Where to tell the supervisor that this worker process recycles (so that it starts
@@ -343,8 +344,6 @@ struct Listeners {
     at_limit: bool,
     /// Taken off while every thread is stuck (by the housekeeper).
     paused: bool,
-    /// Taken off while another process of the group holds fewer connections.
-    yielding: bool,
     limit_logged: bool,
 }
 
@@ -399,8 +398,8 @@ pub struct Shared {
     /// 10,000 idle kept connections that scan took a tenth of a worker's CPU). Keys past its
     /// end (past max-connections + 1024) are scanned the slow way.
     deadlines: Box<[AtomicU64]>,
-    /// Whether the listeners are out of the epoll for another process (`Listeners::yielding`,
-    /// read without the lock).
+    /// The listeners are out of the epoll while another process of the group holds fewer
+    /// connections (changed under the listeners' lock, read without it).
     yielding: AtomicBool,
     /// Kept connections close after their response: see [`Shared::rebalance`].
     shedding: AtomicBool,
@@ -461,7 +460,6 @@ impl Shared {
                 watched: false,
                 at_limit: false,
                 paused: false,
-                yielding: false,
                 limit_logged: false,
             }),
             queue: Mutex::new(VecDeque::new()),
@@ -529,7 +527,8 @@ impl Shared {
 
     /// Puts the listeners in the epoll, or takes them out, as `l` says.
     fn relisten(&self, l: &mut Listeners) -> io::Result<()> {
-        let on = !(l.at_limit || l.paused || l.yielding || self.stopping());
+        let yielding = self.yielding.load(Ordering::Relaxed);
+        let on = !(l.at_limit || l.paused || yielding || self.stopping());
         self.set_listeners(l, on)
     }
 
@@ -538,8 +537,8 @@ impl Shared {
         if l.watched == on {
             return Ok(());
         }
-        if let Some(seat) = &self.config.seat {
-            seat.set_open(on);
+        if let Some(row) = &self.config.row {
+            row.set_open(on);
         }
         for (i, listener) in l.list.iter().enumerate() {
             if on {
@@ -609,21 +608,18 @@ impl Shared {
         self.rebalance(len);
     }
 
-    /// Publishes that this process holds `conns` connections (on the status page too). While
-    /// another process of the
-    /// group that takes new connections holds fewer, by more than the slack, this one takes
-    /// its listeners out of the epoll; by more than twice the slack, it also closes kept
-    /// connections after their response (see [`crate::balance`]).
+    /// Publishes that this process holds `conns` connections (for the status page, and for
+    /// the other processes of its group). While another process that takes new connections
+    /// holds fewer, by more than the slack, this one takes its listeners out of the epoll; by
+    /// more than twice the slack, it also closes kept connections after their response, and
+    /// the web server opens new ones, which the others take (see [`crate::scoreboard`]).
     fn rebalance(&self, conns: usize) {
-        if let Some(s) = &self.config.status {
-            s.row.set_conns(conns);
-        }
-        let Some(seat) = &self.config.seat else {
+        let Some(row) = &self.config.row else {
             return;
         };
-        seat.set_conns(conns);
+        row.set_conns(conns);
         let slack = self.config.threads.max(BALANCE_SLACK);
-        let fewest = seat.fewest_elsewhere();
+        let fewest = row.fewest_elsewhere();
         let over = |by: usize| fewest.is_some_and(|f| conns > f + by);
         self.shedding.store(over(2 * slack), Ordering::Relaxed);
         let yielding = over(slack);
@@ -631,7 +627,6 @@ impl Shared {
             return;
         }
         let mut l = lock(&self.listeners);
-        l.yielding = yielding;
         self.yielding.store(yielding, Ordering::Relaxed);
         let _ = self.relisten(&mut l);
     }

@@ -21,7 +21,7 @@ use crate::config::{self, ProcessGroup, Settings};
 use crate::scoreboard::Board;
 use crate::server::Listener;
 use crate::sys::{self, Forked};
-use crate::{balance, error, info, warn, worker};
+use crate::{error, info, warn, worker};
 use policy::{Action, Exit, History, StopPlan, StopStep};
 
 /// How often the supervisor looks again when nothing woke it (a missed SIGCHLD costs at most
@@ -49,48 +49,41 @@ struct ProcessGroupRun {
     config: ProcessGroup,
     listeners: Vec<Listener>,
     slots: Vec<Slot>,
-    /// The status page's scoreboard, mapped before the workers are forked so that they all
-    /// share it; and the row of each of its workers still alive.
+    /// The scoreboard (for the status page, and with two workers or more for spreading kept
+    /// connections), mapped before the workers are forked so that they all share it; and the
+    /// row of each of its workers still alive.
     board: Option<Arc<Board>>,
     rows: HashMap<i32, usize>,
-    /// How many connections each worker holds (with two or more), mapped before they are
-    /// forked.
-    balance: Option<Arc<balance::Board>>,
 }
 
 impl ProcessGroupRun {
-    /// `board` and `balance`: those of the process group this one replaces, when they are
-    /// kept.
+    /// `board`: the scoreboard of the process group this one replaces, when it is kept.
     fn new(
         config: ProcessGroup,
         listeners: Vec<Listener>,
         now: Instant,
         board: Option<Arc<Board>>,
-        balance: Option<Arc<balance::Board>>,
     ) -> ProcessGroupRun {
         let n = config.processes.unwrap_or(1);
-        let balance = (n > 1)
-            .then(|| {
-                balance.or_else(|| {
-                    balance::Board::new(n)
-                        .map_err(|e| warn!("the connection balance board: {e}; not balancing"))
-                        .ok()
-                })
-            })
-            .flatten();
-        let board = config.status.as_ref().and_then(|_| {
+        let wanted = config.status.is_some() || n > 1;
+        let board = wanted.then(|| {
             board.or_else(|| {
                 Board::new(n, config.threads)
-                    .map_err(|e| error!("the status page's scoreboard: {e}; no status page"))
+                    .map_err(|e| {
+                        error!(
+                            "the scoreboard: {e}; no status page, and kept connections are \
+                             not spread over the workers"
+                        )
+                    })
                     .ok()
             })
         });
+        let board = board.flatten();
         ProcessGroupRun {
             config,
             listeners,
             board,
             rows: HashMap::new(),
-            balance,
             slots: (0..n)
                 .map(|_| Slot {
                     due: Some(now),
@@ -145,7 +138,7 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
     let now = Instant::now();
     let groups: Vec<ProcessGroupRun> = groups
         .into_iter()
-        .map(|(c, l)| ProcessGroupRun::new(c, l, now, None, None))
+        .map(|(c, l)| ProcessGroupRun::new(c, l, now, None))
         .collect();
     let n: usize = groups.iter().map(|g| g.slots.len()).sum();
     let mut sup = Supervisor {
@@ -335,9 +328,7 @@ impl Supervisor<'_> {
                 }
                 let board = self.groups[g].board.as_ref();
                 let row = board.zip(row).map(|(b, r)| b.claim(r, sys::pid() as u32));
-                let seat =
-                    (self.groups[g].balance.as_ref()).and_then(|b| b.take(sys::pid() as u32));
-                let code = worker::run(&self.groups[g].config, listeners, Some(theirs), row, seat);
+                let code = worker::run(&self.groups[g].config, listeners, Some(theirs), row);
                 std::process::exit(i32::from(code));
             }
         }
@@ -390,9 +381,6 @@ impl Supervisor<'_> {
             for group in &mut self.groups {
                 if let (Some(row), Some(board)) = (group.rows.remove(&pid), &group.board) {
                     board.release(row);
-                }
-                if let Some(balance) = &group.balance {
-                    balance.free(pid as u32);
                 }
             }
             if let Some(ch) = self.channels.remove(&pid) {
@@ -569,18 +557,14 @@ impl Supervisor<'_> {
                 }
             }
             // A process group that stays, with the same size, keeps its scoreboard: the
-            // status page's counters go on.
+            // status page's counters go on, and the workers being replaced are seen.
             let board = self
                 .groups
                 .iter()
                 .find(|o| o.config.name == config.name)
                 .and_then(|o| o.board.clone())
                 .filter(|b| b.fits(config.processes.unwrap_or(1), config.threads));
-            let balance = (self.groups.iter())
-                .find(|o| o.config.name == config.name)
-                .and_then(|o| o.balance.clone())
-                .filter(|b| b.fits(config.processes.unwrap_or(1)));
-            groups.push(ProcessGroupRun::new(config, listeners, now, board, balance));
+            groups.push(ProcessGroupRun::new(config, listeners, now, board));
         }
         drop(old);
         // The rows of the workers being replaced stay theirs in a kept scoreboard until
