@@ -368,46 +368,6 @@ fn keep_conn_and_multiplexed_requests() {
     );
 }
 
-/// Requests that wait for the GIL are not overtaken by newer ones: a thread that ends a
-/// request lets a thread waiting for the GIL take it before it starts its next one. The app
-/// never lets go of the GIL by itself (switch interval 5 s), so without that the thread that
-/// ends a request takes the GIL straight back, and the other thread's request ends last.
-#[test]
-fn a_request_waiting_for_the_gil_is_not_overtaken() {
-    let mount = format!("/={}", app("gil_turns.wsgi"));
-    let gw = Gateway::start(&["--mount", &mount, "--threads", "2"]);
-    let mut s = connect(&gw.addr).unwrap();
-    fcgi_send(&mut *s, true, "GET", "/");
-    assert_eq!(fcgi_read_response(&mut *s, 1).unwrap().status, 200);
-    const N: u16 = 30;
-    let mut wire = Vec::new();
-    for id in 1..=N {
-        wire.extend(fcgi_bytes(id, true, &cgi_params("GET", "/", 0), b""));
-    }
-    s.write_all(&wire).unwrap();
-    let out = FcgiReader::default()
-        .read_responses(&mut *s, N.into())
-        .unwrap();
-    // The order in which each request finished (the app's count; the warm-up request was 0).
-    let finished: Vec<u64> = (1..=N)
-        .map(|id| {
-            let r = parse_cgi(&out[&id]).unwrap();
-            r.text().trim().parse().unwrap()
-        })
-        .collect();
-    // How many newer requests finished before each one: a few when a woken thread was slow
-    // to run, not all of them.
-    let overtaken: Vec<usize> = finished
-        .iter()
-        .enumerate()
-        .map(|(i, f)| finished[i + 1..].iter().filter(|g| *g < f).count())
-        .collect();
-    assert!(
-        overtaken.iter().all(|&n| n <= 4),
-        "finished in the order {finished:?}: overtaken by {overtaken:?}"
-    );
-}
-
 #[test]
 fn get_values_is_answered() {
     let gw = gateway(&[]);
