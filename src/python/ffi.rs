@@ -23,7 +23,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use pyo3_ffi as ffi;
 
@@ -177,6 +177,10 @@ pub struct GilTurn {
     waiters: AtomicUsize,
     /// How many waits ended (wrapping): a polite thread watches it move.
     taken: AtomicUsize,
+    /// Polite threads asleep until `taken` moves; the thread that takes the GIL wakes them.
+    sleepers: AtomicUsize,
+    moved: Mutex<()>,
+    moved_cv: Condvar,
 }
 
 impl GilTurn {
@@ -186,13 +190,54 @@ impl GilTurn {
         static SHARED: std::sync::OnceLock<Arc<GilTurn>> = std::sync::OnceLock::new();
         SHARED.get_or_init(Arc::default).clone()
     }
+
+    /// A polite thread's wait: until a thread that waits for the GIL has taken it (`taken`
+    /// has moved from `seen`), no thread waits any more, or `POLITE_FOR` has passed. It first
+    /// yields its CPU a few times (a waiter woken on this CPU runs at once), then sleeps: a
+    /// thread that only yielded spun while the waiter got going on another CPU, which cost
+    /// CPU per request (README, "Threads take the GIL in turn").
+    fn let_waiter_in(&self, seen: usize) {
+        let moved = || {
+            self.taken.load(Ordering::SeqCst) != seen || self.waiters.load(Ordering::SeqCst) == 0
+        };
+        for _ in 0..POLITE_YIELDS {
+            if moved() {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        let deadline = std::time::Instant::now() + POLITE_FOR;
+        let mut guard = lock(&self.moved);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        while !moved() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            guard = self
+                .moved_cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Counts a wait that ended with the GIL taken, and wakes the polite threads asleep for it.
+    fn count_taken(&self) {
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = lock(&self.moved);
+            self.moved_cv.notify_all();
+        }
+    }
 }
 
-/// A polite thread yields its CPU until a waiting thread has taken the GIL, but then waits for
-/// the GIL itself once it has yielded `POLITE_YIELDS` times and `POLITE_FOR` has passed (time
-/// for a woken thread to run on another CPU; on the same CPU, the yields let it run).
-const POLITE_FOR: std::time::Duration = std::time::Duration::from_micros(100);
-const POLITE_YIELDS: usize = 32;
+/// A polite thread yields its CPU up to `POLITE_YIELDS` times, then sleeps up to `POLITE_FOR`
+/// for a waiting thread to take the GIL (see [`GilTurn::let_waiter_in`]); after that it waits
+/// for the GIL itself, so a waiter that cannot run does not hold up the next request for long.
+const POLITE_FOR: std::time::Duration = std::time::Duration::from_millis(1);
+const POLITE_YIELDS: usize = 4;
 
 thread_local! {
     /// The turn of the GIL this thread holds through [`ThreadState::with_gil`] (NULL
@@ -206,22 +251,13 @@ thread_local! {
 /// # Safety
 /// `ts` is the calling thread's own detached thread state, of the GIL `turn` counts.
 unsafe fn attach(ts: *mut ffi::PyThreadState, turn: &GilTurn, polite: bool) {
-    if polite && turn.waiters.load(Ordering::Relaxed) > 0 {
-        let seen = turn.taken.load(Ordering::Relaxed);
-        let since = std::time::Instant::now();
-        let mut yields = 0;
-        while turn.taken.load(Ordering::Relaxed) == seen
-            && turn.waiters.load(Ordering::Relaxed) > 0
-            && (yields < POLITE_YIELDS || since.elapsed() < POLITE_FOR)
-        {
-            std::thread::yield_now();
-            yields += 1;
-        }
+    if polite && turn.waiters.load(Ordering::SeqCst) > 0 {
+        turn.let_waiter_in(turn.taken.load(Ordering::SeqCst));
     }
-    turn.waiters.fetch_add(1, Ordering::Relaxed);
+    turn.waiters.fetch_add(1, Ordering::SeqCst);
     ffi::PyEval_RestoreThread(ts);
-    turn.waiters.fetch_sub(1, Ordering::Relaxed);
-    turn.taken.fetch_add(1, Ordering::Relaxed);
+    turn.waiters.fetch_sub(1, Ordering::SeqCst);
+    turn.count_taken();
 }
 
 /// The thread state of the thread that initialised Python; used for set-up and finalisation.
