@@ -111,13 +111,14 @@ mod tests {
     ///
     /// A busy machine can keep a thread off a CPU between its requests, and then the two
     /// hardly wait for each other: such a round shows nothing either way. The test passes on
-    /// the first round (of as many as fit in 10 s) in which most requests waited and a waiting request was
-    /// overtaken rarely (only when the other thread looked for a waiter just before it came).
+    /// the first round (of as many as fit in 10 s) in which at least half of the requests
+    /// waited and a waiting request was overtaken rarely (only when the other thread looked
+    /// for a waiter just before it came).
     #[test]
     fn a_thread_waiting_for_the_gil_takes_it_before_the_next_request_starts() {
         const REQUESTS: usize = 200;
-        /// When a request was asked for, started (GIL taken) and ended.
-        type Times = (Instant, Instant, Instant);
+        /// When a request was asked for and when it started (the GIL taken).
+        type Times = (Instant, Instant);
         let main = start(&Home::build_default()).unwrap();
         let interp = main.interp();
         let turn = Arc::new(GilTurn::default());
@@ -138,7 +139,7 @@ mod tests {
                                     while Instant::now() < end {
                                         std::hint::spin_loop();
                                     }
-                                    (asked, got, Instant::now())
+                                    (asked, got)
                                 })
                             })
                             .collect::<Vec<Times>>()
@@ -148,21 +149,20 @@ mod tests {
             let runs: Vec<Vec<Times>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
             let (mut waited, mut overtaken) = (0, 0);
             for (mine, theirs) in [(&runs[0], &runs[1]), (&runs[1], &runs[0])] {
-                for &(asked, got, _) in mine {
+                for &(asked, got) in mine {
                     // The other thread's requests that started while this one waited.
-                    let before = theirs.iter().filter(|&&(_, g, _)| asked < g && g < got);
+                    let before = theirs.iter().filter(|&&(_, g)| asked < g && g < got);
                     if before.clone().next().is_some() {
                         waited += 1;
                     }
-                    overtaken += before.filter(|&&(a, _, _)| a > asked).count();
+                    overtaken += before.filter(|&&(a, _)| a > asked).count();
                 }
             }
             (waited, overtaken)
         };
         let mut rounds = Vec::new();
-        let took_turns = |&(waited, overtaken): &(usize, usize)| {
-            waited >= REQUESTS / 2 && overtaken <= waited / 4
-        };
+        let took_turns =
+            |&(waited, overtaken): &(usize, usize)| waited >= REQUESTS && overtaken <= waited / 4;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline && !rounds.last().is_some_and(took_turns) {
             rounds.push(round());
