@@ -188,4 +188,43 @@ fn main() {
     env("WSGI_GATEWAY_PY_SYS_VERSION", &p.sys_version);
     env("WSGI_GATEWAY_PY_LIBRARY", &loaded.to_string_lossy());
     env("WSGI_GATEWAY_BUILD_PYTHON", &p.executable);
+
+    // The gateway's own Python modules, compiled now by the build interpreter (the same
+    // version as the libpython the gateway checks it loaded): a worker loads their code with
+    // marshal instead of compiling them in each interpreter, which touched about 2.5 MiB of
+    // heap per worker.
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for (file, name) in [
+        ("src/wsgi/gateway.py", "<wsgi-gateway gateway.py>"),
+        ("src/wsgi/diagnostics.py", "<wsgi-gateway diagnostics.py>"),
+    ] {
+        println!("cargo:rerun-if-changed={file}");
+        let stem = Path::new(file).file_stem().expect("a file name");
+        let target = out.join(stem).with_extension("marshal");
+        if let Err(e) = marshal(&p.executable, Path::new(file), name, &target) {
+            fail(&format!("compiling {file} with {}: {e}", p.executable));
+        }
+    }
+}
+
+/// Compiles the Python module at `src` (code named `name`) with `python` into `target`, as
+/// `marshal.dumps` of its code object.
+fn marshal(python: &str, src: &Path, name: &str, target: &Path) -> Result<(), String> {
+    const COMPILE: &str = "import marshal, sys
+source = open(sys.argv[1], encoding='utf-8').read()
+code = compile(source, sys.argv[2], 'exec', dont_inherit=True)
+with open(sys.argv[3], 'wb') as f:
+    f.write(marshal.dumps(code))
+";
+    let out = Command::new(python)
+        .args(["-I", "-c", COMPILE])
+        .arg(src)
+        .arg(name)
+        .arg(target)
+        .output()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    Ok(())
 }

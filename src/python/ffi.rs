@@ -706,22 +706,44 @@ impl<'py> Gil<'py> {
     }
 
     /// Executes `source` as a new module called `name` (not placed in `sys.modules`) and
-    /// returns the module's dict.
-    pub fn exec_module(self, name: &str, filename: &str, source: &str) -> PyResult<Obj<'py>> {
+    /// returns the module's dict. `compiled`: the module's code, `marshal.dumps` of it by a
+    /// Python of this version, used instead of compiling `source` (compiling touches a few
+    /// megabytes of heap); empty, or unreadable, `source` is compiled.
+    pub fn exec_module(
+        self,
+        name: &str,
+        filename: &str,
+        source: &str,
+        compiled: &[u8],
+    ) -> PyResult<Obj<'py>> {
         let cname = CString::new(name).expect("no NUL");
         let cfile = CString::new(filename).expect("no NUL");
         let csrc = CString::new(source).expect("no NUL");
-        // SAFETY: GIL held; the module dict is borrowed from the module we own.
+        // SAFETY: GIL held; the module dict is borrowed from the module we own; marshal reads
+        // `compiled` within its length.
         unsafe {
             let module = self.own(ffi::PyModule_New(cname.as_ptr()))?;
             let dict = self.borrowed(ffi::PyModule_GetDict(module.ptr.as_ptr()));
             let builtins = self.borrowed(ffi::PyEval_GetBuiltins());
             dict.set_item(&self.str("__builtins__")?, &builtins)?;
-            let code = self.own(ffi::Py_CompileString(
-                csrc.as_ptr(),
-                cfile.as_ptr(),
-                ffi::Py_file_input,
-            ))?;
+            let mut loaded = None;
+            if !compiled.is_empty() {
+                match self.own(ffi::PyMarshal_ReadObjectFromString(
+                    compiled.as_ptr().cast(),
+                    compiled.len() as ffi::Py_ssize_t,
+                )) {
+                    Ok(code) if ffi::PyCode_Check(code.ptr.as_ptr()) != 0 => loaded = Some(code),
+                    _ => ffi::PyErr_Clear(),
+                }
+            }
+            let code = match loaded {
+                Some(code) => code,
+                None => self.own(ffi::Py_CompileString(
+                    csrc.as_ptr(),
+                    cfile.as_ptr(),
+                    ffi::Py_file_input,
+                ))?,
+            };
             self.own(ffi::PyEval_EvalCode(
                 code.ptr.as_ptr(),
                 dict.ptr.as_ptr(),

@@ -20,6 +20,10 @@ use crate::server::{BodySink, Io, Job, Request, WaitError};
 
 const GATEWAY_PY: &str = include_str!("gateway.py");
 const DIAGNOSTICS_PY: &str = include_str!("diagnostics.py");
+/// Their code, compiled by the build's Python (build.rs), loaded instead of compiling them in
+/// each interpreter.
+const GATEWAY_CODE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gateway.marshal"));
+const DIAGNOSTICS_CODE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/diagnostics.marshal"));
 
 /// Response bytes handed to the output buffer at a time (bounds the wait per piece).
 const PIECE: usize = 128 * 1024;
@@ -134,7 +138,12 @@ impl WsgiState {
     /// Loads the helper module into the current interpreter, applies python-path and builds
     /// the environ template.
     pub fn setup(gil: Gil<'_>, settings: &Settings) -> PyResult<Self> {
-        let ns = gil.exec_module("wsgi_gateway", "<wsgi-gateway gateway.py>", GATEWAY_PY)?;
+        let ns = gil.exec_module(
+            "wsgi_gateway",
+            "<wsgi-gateway gateway.py>",
+            GATEWAY_PY,
+            GATEWAY_CODE,
+        )?;
         gil.install_callbacks(&ns)?;
         let get = |name: &str| {
             ns.dict_get(name)?.ok_or_else(|| crate::python::PyErr {
@@ -162,6 +171,7 @@ impl WsgiState {
             "wsgi_gateway_diagnostics",
             "<wsgi-gateway diagnostics.py>",
             DIAGNOSTICS_PY,
+            DIAGNOSTICS_CODE,
         )?;
         let diag_app = diag.dict_get("application")?.expect("diagnostics app");
 
@@ -494,7 +504,12 @@ impl KeyTable {
 /// For `wsgi-gateway check`: every script of every mount compiles and defines its callable.
 pub fn check_scripts(gil: Gil<'_>, mounts: &[Mount]) -> Vec<String> {
     let check = match gil
-        .exec_module("wsgi_gateway", "<wsgi-gateway gateway.py>", GATEWAY_PY)
+        .exec_module(
+            "wsgi_gateway",
+            "<wsgi-gateway gateway.py>",
+            GATEWAY_PY,
+            GATEWAY_CODE,
+        )
         .and_then(|ns| ns.dict_get("check_script"))
     {
         Ok(Some(f)) => f,
@@ -572,6 +587,7 @@ fn dump(gil: Gil<'_>, only: Option<u64>) -> String {
             "wsgi_gateway_stacks",
             "<wsgi-gateway stacks>",
             DUMP_STACKS_PY,
+            &[],
         )
         .and_then(|ns| match ns.dict_get("dump")? {
             Some(f) => match only {
@@ -711,4 +727,35 @@ impl Host for Request {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gateway's modules run from the code build.rs compiled; code that cannot be read
+    /// (not marshal data, or not a code object) falls back to compiling the source. (Each test
+    /// that starts Python runs in a process of its own under nextest.)
+    #[test]
+    fn modules_run_from_their_compiled_code_else_from_their_source() {
+        let main = crate::python::start(&crate::venv::Home::build_default()).unwrap();
+        main.with_gil(|gil| {
+            let run = |compiled: &[u8]| {
+                let ns = gil
+                    .exec_module("t", "<t>", "FROM_SOURCE = 1", compiled)
+                    .unwrap();
+                let from_source = ns.dict_get("FROM_SOURCE").unwrap().is_some();
+                let gateway = ns.dict_get("check_head").unwrap().is_some();
+                (from_source, gateway)
+            };
+            assert_eq!(run(GATEWAY_CODE), (false, true));
+            assert_eq!(run(b"\xffnot marshal data"), (true, false));
+            // marshal.dumps(1): readable, but an int.
+            assert_eq!(run(b"\xe9\x01\x00\x00\x00"), (true, false));
+            assert_eq!(run(&[]), (true, false));
+            let diag = gil.exec_module("d", "<d>", "", DIAGNOSTICS_CODE).unwrap();
+            assert!(diag.dict_get("application").unwrap().is_some());
+        });
+        assert_eq!(main.finalize(), 0);
+    }
 }
