@@ -95,6 +95,18 @@ fn user_name() -> String {
     }
 }
 
+/// Runs `f` with the interpreter started (the build's Python), then finalises it: for unit
+/// tests, one at a time (a plain `cargo test` runs them as threads of one process).
+#[cfg(test)]
+pub fn with_python<R>(f: impl FnOnce(&MainThread) -> R) -> R {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let main = start(&crate::venv::Home::build_default()).unwrap();
+    let result = f(&main);
+    assert_eq!(main.finalize(), 0);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,11 +128,13 @@ mod tests {
     /// for a waiter just before it came).
     #[test]
     fn a_thread_waiting_for_the_gil_takes_it_before_the_next_request_starts() {
+        with_python(|main| took_turns_in_a_round(main.interp()));
+    }
+
+    fn took_turns_in_a_round(interp: InterpId) {
         const REQUESTS: usize = 200;
         /// When a request was asked for and when it started (the GIL taken).
         type Times = (Instant, Instant);
-        let main = start(&Home::build_default()).unwrap();
-        let interp = main.interp();
         let turn = Arc::new(GilTurn::default());
         let round = || {
             let ready = Arc::new(Barrier::new(2));
@@ -174,6 +188,5 @@ mod tests {
              {rounds:?}",
             2 * REQUESTS
         );
-        assert_eq!(main.finalize(), 0);
     }
 }

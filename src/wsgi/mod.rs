@@ -734,28 +734,27 @@ mod tests {
     use super::*;
 
     /// The gateway's modules run from the code build.rs compiled; code that cannot be read
-    /// (not marshal data, or not a code object) falls back to compiling the source. (Each test
-    /// that starts Python runs in a process of its own under nextest.)
+    /// (not marshal data, or not a code object) falls back to compiling the source.
     #[test]
     fn modules_run_from_their_compiled_code_else_from_their_source() {
-        let main = crate::python::start(&crate::venv::Home::build_default()).unwrap();
-        main.with_gil(|gil| {
-            let run = |compiled: &[u8]| {
-                let ns = gil
-                    .exec_module("t", "<t>", "FROM_SOURCE = 1", compiled)
-                    .unwrap();
-                let from_source = ns.dict_get("FROM_SOURCE").unwrap().is_some();
-                let gateway = ns.dict_get("check_head").unwrap().is_some();
-                (from_source, gateway)
-            };
-            assert_eq!(run(GATEWAY_CODE), (false, true));
-            assert_eq!(run(b"\xffnot marshal data"), (true, false));
-            // marshal.dumps(1): readable, but an int.
-            assert_eq!(run(b"\xe9\x01\x00\x00\x00"), (true, false));
-            assert_eq!(run(&[]), (true, false));
-            let diag = gil.exec_module("d", "<d>", "", DIAGNOSTICS_CODE).unwrap();
-            assert!(diag.dict_get("application").unwrap().is_some());
+        crate::python::with_python(|main| {
+            main.with_gil(|gil| {
+                let run = |compiled: &[u8]| {
+                    let ns = gil
+                        .exec_module("t", "<t>", "FROM_SOURCE = 1", compiled)
+                        .unwrap();
+                    let from_source = ns.dict_get("FROM_SOURCE").unwrap().is_some();
+                    let gateway = ns.dict_get("check_head").unwrap().is_some();
+                    (from_source, gateway)
+                };
+                assert_eq!(run(GATEWAY_CODE), (false, true));
+                assert_eq!(run(b"\xffnot marshal data"), (true, false));
+                // marshal.dumps(1): readable, but an int.
+                assert_eq!(run(b"\xe9\x01\x00\x00\x00"), (true, false));
+                assert_eq!(run(&[]), (true, false));
+                let diag = gil.exec_module("d", "<d>", "", DIAGNOSTICS_CODE).unwrap();
+                assert!(diag.dict_get("application").unwrap().is_some());
+            })
         });
-        assert_eq!(main.finalize(), 0);
     }
 }
