@@ -43,9 +43,11 @@ struct Probe {
     implementation: String,
 }
 
-fn probe(python: &str) -> Result<Probe, String> {
+/// Runs `script` with `python -I -c` and `args`; its standard output, or what went wrong.
+fn run_python(python: &str, script: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
     let out = Command::new(python)
-        .args(["-I", "-c", PROBE])
+        .args(["-I", "-c", script])
+        .args(args)
         .output()
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     if !out.status.success() {
@@ -54,7 +56,11 @@ fn probe(python: &str) -> Result<Probe, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn probe(python: &str) -> Result<Probe, String> {
+    let text = run_python(python, PROBE, &[])?;
     let mut l = text.lines().map(str::to_owned);
     let mut next = || l.next().unwrap_or_default();
     Ok(Probe {
@@ -190,41 +196,27 @@ fn main() {
     env("WSGI_GATEWAY_BUILD_PYTHON", &p.executable);
 
     // The gateway's own Python modules, compiled now by the build interpreter (the same
-    // version as the libpython the gateway checks it loaded): a worker loads their code with
-    // marshal instead of compiling them in each interpreter, which touched about 2.5 MiB of
-    // heap per worker.
+    // version as the libpython the gateway checks it loaded): each interpreter loads their
+    // code with marshal instead of compiling them (`wsgi::Module`, which names them by the
+    // same rule, `<wsgi-gateway FILE>`).
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for (file, name) in [
-        ("src/wsgi/gateway.py", "<wsgi-gateway gateway.py>"),
-        ("src/wsgi/diagnostics.py", "<wsgi-gateway diagnostics.py>"),
-    ] {
-        println!("cargo:rerun-if-changed={file}");
-        let stem = Path::new(file).file_stem().expect("a file name");
-        let target = out.join(stem).with_extension("marshal");
-        if let Err(e) = marshal(&p.executable, Path::new(file), name, &target) {
-            fail(&format!("compiling {file} with {}: {e}", p.executable));
+    for file in ["gateway.py", "diagnostics.py"] {
+        let src = Path::new("src/wsgi").join(file);
+        println!("cargo:rerun-if-changed={}", src.display());
+        let name = format!("<wsgi-gateway {file}>");
+        let target = out.join(format!("{file}.marshal"));
+        let args = [src.as_os_str(), name.as_ref(), target.as_os_str()];
+        if let Err(e) = run_python(&p.executable, COMPILE, &args) {
+            fail(&format!("compiling {}: {e}", src.display()));
         }
     }
 }
 
-/// Compiles the Python module at `src` (code named `name`) with `python` into `target`, as
+/// Compiles the module at `argv[1]` (its code named `argv[2]`) into `argv[3]`, as
 /// `marshal.dumps` of its code object.
-fn marshal(python: &str, src: &Path, name: &str, target: &Path) -> Result<(), String> {
-    const COMPILE: &str = "import marshal, sys
+const COMPILE: &str = "import marshal, sys
 source = open(sys.argv[1], encoding='utf-8').read()
 code = compile(source, sys.argv[2], 'exec', dont_inherit=True)
 with open(sys.argv[3], 'wb') as f:
     f.write(marshal.dumps(code))
 ";
-    let out = Command::new(python)
-        .args(["-I", "-c", COMPILE])
-        .arg(src)
-        .arg(name)
-        .arg(target)
-        .output()
-        .map_err(|e| format!("cannot run it: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-    }
-    Ok(())
-}

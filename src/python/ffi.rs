@@ -178,7 +178,11 @@ pub struct GilTurn {
     /// How many waits ended (wrapping): a polite thread watches it move.
     taken: AtomicUsize,
     /// Polite threads asleep until `taken` moves; the thread that takes the GIL wakes them.
+    /// The counters are SeqCst: a sleeper counts itself then reads `taken`, the taker moves
+    /// `taken` then reads `sleepers`, and one of the two must see the other's write.
     sleepers: AtomicUsize,
+    /// What the sleepers wait on (`moved_cv`), held by a taker while it wakes them so that no
+    /// wake falls between a sleeper's last look at `taken` and its wait.
     moved: Mutex<()>,
     moved_cv: Condvar,
 }
@@ -707,8 +711,8 @@ impl<'py> Gil<'py> {
 
     /// Executes `source` as a new module called `name` (not placed in `sys.modules`) and
     /// returns the module's dict. `compiled`: the module's code, `marshal.dumps` of it by a
-    /// Python of this version, used instead of compiling `source` (compiling touches a few
-    /// megabytes of heap); empty, or unreadable, `source` is compiled.
+    /// Python of this version, used instead of compiling `source` (the compiler's memory stays
+    /// with the process's heap); when empty or unreadable, `source` is compiled.
     pub fn exec_module(
         self,
         name: &str,
@@ -717,8 +721,6 @@ impl<'py> Gil<'py> {
         compiled: &[u8],
     ) -> PyResult<Obj<'py>> {
         let cname = CString::new(name).expect("no NUL");
-        let cfile = CString::new(filename).expect("no NUL");
-        let csrc = CString::new(source).expect("no NUL");
         // SAFETY: GIL held; the module dict is borrowed from the module we own; marshal reads
         // `compiled` within its length.
         unsafe {
@@ -738,11 +740,15 @@ impl<'py> Gil<'py> {
             }
             let code = match loaded {
                 Some(code) => code,
-                None => self.own(ffi::Py_CompileString(
-                    csrc.as_ptr(),
-                    cfile.as_ptr(),
-                    ffi::Py_file_input,
-                ))?,
+                None => {
+                    let cfile = CString::new(filename).expect("no NUL");
+                    let csrc = CString::new(source).expect("no NUL");
+                    self.own(ffi::Py_CompileString(
+                        csrc.as_ptr(),
+                        cfile.as_ptr(),
+                        ffi::Py_file_input,
+                    ))?
+                }
             };
             self.own(ffi::PyEval_EvalCode(
                 code.ptr.as_ptr(),

@@ -128,10 +128,11 @@ mod tests {
     /// for a waiter just before it came).
     #[test]
     fn a_thread_waiting_for_the_gil_takes_it_before_the_next_request_starts() {
-        with_python(|main| took_turns_in_a_round(main.interp()));
+        with_python(|main| takes_turns(main.interp()));
     }
 
-    fn took_turns_in_a_round(interp: InterpId) {
+    /// Runs rounds until one shows the turns, for up to 10 s (see above).
+    fn takes_turns(interp: InterpId) {
         const REQUESTS: usize = 200;
         /// When a request was asked for and when it started (the GIL taken).
         type Times = (Instant, Instant);

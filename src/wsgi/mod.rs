@@ -18,12 +18,39 @@ use crate::python::{Gil, Host, Obj, PyObj, PyResult, Recv, ThreadState};
 use crate::router::{Mount, Target};
 use crate::server::{BodySink, Io, Job, Request, WaitError};
 
-const GATEWAY_PY: &str = include_str!("gateway.py");
-const DIAGNOSTICS_PY: &str = include_str!("diagnostics.py");
-/// Their code, compiled by the build's Python (build.rs), loaded instead of compiling them in
-/// each interpreter.
-const GATEWAY_CODE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gateway.marshal"));
-const DIAGNOSTICS_CODE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/diagnostics.marshal"));
+/// A Python module of the gateway's own, run in each interpreter that needs it.
+struct Module {
+    /// Its `__name__`.
+    name: &'static str,
+    /// The file name its code and tracebacks carry.
+    filename: &'static str,
+    source: &'static str,
+    /// Its code compiled by the build's Python (build.rs), loaded instead of compiling
+    /// `source`; empty: compiled when run.
+    code: &'static [u8],
+}
+
+/// A module of `src/wsgi/` with the code build.rs compiled for it (named by the same rule).
+macro_rules! compiled_module {
+    ($name:literal, $file:literal) => {
+        Module {
+            name: $name,
+            filename: concat!("<wsgi-gateway ", $file, ">"),
+            source: include_str!($file),
+            code: include_bytes!(concat!(env!("OUT_DIR"), "/", $file, ".marshal")),
+        }
+    };
+}
+
+const GATEWAY: Module = compiled_module!("wsgi_gateway", "gateway.py");
+const DIAGNOSTICS: Module = compiled_module!("wsgi_gateway_diagnostics", "diagnostics.py");
+
+impl Module {
+    /// Runs the module in the current interpreter; its namespace.
+    fn run<'py>(&self, gil: Gil<'py>) -> PyResult<Obj<'py>> {
+        gil.exec_module(self.name, self.filename, self.source, self.code)
+    }
+}
 
 /// Response bytes handed to the output buffer at a time (bounds the wait per piece).
 const PIECE: usize = 128 * 1024;
@@ -138,12 +165,7 @@ impl WsgiState {
     /// Loads the helper module into the current interpreter, applies python-path and builds
     /// the environ template.
     pub fn setup(gil: Gil<'_>, settings: &Settings) -> PyResult<Self> {
-        let ns = gil.exec_module(
-            "wsgi_gateway",
-            "<wsgi-gateway gateway.py>",
-            GATEWAY_PY,
-            GATEWAY_CODE,
-        )?;
+        let ns = GATEWAY.run(gil)?;
         gil.install_callbacks(&ns)?;
         let get = |name: &str| {
             ns.dict_get(name)?.ok_or_else(|| crate::python::PyErr {
@@ -167,12 +189,7 @@ impl WsgiState {
             &gil.bool(settings.own_gil),
             &gil.bool(settings.guard_imports),
         ])?;
-        let diag = gil.exec_module(
-            "wsgi_gateway_diagnostics",
-            "<wsgi-gateway diagnostics.py>",
-            DIAGNOSTICS_PY,
-            DIAGNOSTICS_CODE,
-        )?;
+        let diag = DIAGNOSTICS.run(gil)?;
         let diag_app = diag.dict_get("application")?.expect("diagnostics app");
 
         let env = gil.dict()?;
@@ -503,15 +520,7 @@ impl KeyTable {
 
 /// For `wsgi-gateway check`: every script of every mount compiles and defines its callable.
 pub fn check_scripts(gil: Gil<'_>, mounts: &[Mount]) -> Vec<String> {
-    let check = match gil
-        .exec_module(
-            "wsgi_gateway",
-            "<wsgi-gateway gateway.py>",
-            GATEWAY_PY,
-            GATEWAY_CODE,
-        )
-        .and_then(|ns| ns.dict_get("check_script"))
-    {
+    let check = match GATEWAY.run(gil).and_then(|ns| ns.dict_get("check_script")) {
         Ok(Some(f)) => f,
         Ok(None) => return vec!["gateway.py defines no check_script".into()],
         Err(e) => return vec![format!("loading the gateway's Python helper failed: {e}")],
@@ -558,6 +567,12 @@ pub fn check_scripts(gil: Gil<'_>, mounts: &[Mount]) -> Vec<String> {
     problems
 }
 
+const DUMP_STACKS: Module = Module {
+    name: "wsgi_gateway_stacks",
+    filename: "<wsgi-gateway stacks>",
+    source: DUMP_STACKS_PY,
+    code: &[],
+};
 const DUMP_STACKS_PY: &str = "\
 import sys, threading, traceback
 def dump(only=None):
@@ -582,13 +597,8 @@ pub fn dump_stack_of(gil: Gil<'_>, ident: u64) -> String {
 }
 
 fn dump(gil: Gil<'_>, only: Option<u64>) -> String {
-    let dumped = gil
-        .exec_module(
-            "wsgi_gateway_stacks",
-            "<wsgi-gateway stacks>",
-            DUMP_STACKS_PY,
-            &[],
-        )
+    let dumped = DUMP_STACKS
+        .run(gil)
         .and_then(|ns| match ns.dict_get("dump")? {
             Some(f) => match only {
                 None => f.call(&[]),
@@ -747,12 +757,12 @@ mod tests {
                     let gateway = ns.dict_get("check_head").unwrap().is_some();
                     (from_source, gateway)
                 };
-                assert_eq!(run(GATEWAY_CODE), (false, true));
+                assert_eq!(run(GATEWAY.code), (false, true));
                 assert_eq!(run(b"\xffnot marshal data"), (true, false));
                 // marshal.dumps(1): readable, but an int.
                 assert_eq!(run(b"\xe9\x01\x00\x00\x00"), (true, false));
                 assert_eq!(run(&[]), (true, false));
-                let diag = gil.exec_module("d", "<d>", "", DIAGNOSTICS_CODE).unwrap();
+                let diag = gil.exec_module("d", "<d>", "", DIAGNOSTICS.code).unwrap();
                 assert!(diag.dict_get("application").unwrap().is_some());
             })
         });
