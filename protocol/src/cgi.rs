@@ -114,7 +114,18 @@ pub fn encode_response_head<'h>(
     headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
     out: &mut Vec<u8>,
 ) {
-    out.extend_from_slice(b"Status: ");
+    encode_head(b"Status: ", status, headers, out);
+}
+
+/// Appends `prefix` and `status` as the first line, each header, and the blank line: a
+/// CGI-style head (`Status: `) or an HTTP one (`HTTP/1.1 `).
+pub(crate) fn encode_head<'h>(
+    prefix: &[u8],
+    status: &[u8],
+    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(prefix);
     out.extend_from_slice(status);
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {

@@ -13,6 +13,7 @@ pub mod cgi;
 mod error;
 pub mod fastcgi;
 mod input;
+mod oneshot;
 pub mod scgi;
 pub mod uwsgi;
 

@@ -106,24 +106,9 @@ impl Session {
                 });
                 Ok((d.consumed, event))
             }
-            Kind::Scgi(dec) => {
-                let d = dec.decode(input).map_err(err)?;
-                let event = d.event.map(|e| match e {
-                    scgi::Event::Request { head } => Event::Request { rid: 0, head },
-                    scgi::Event::Body(data) => Event::Body { rid: 0, data },
-                    scgi::Event::End => Event::BodyEnd { rid: 0 },
-                });
-                Ok((d.consumed, event))
-            }
-            Kind::Uwsgi(dec) => {
-                let d = dec.decode(input).map_err(err)?;
-                let event = d.event.map(|e| match e {
-                    scgi::Event::Request { head } => Event::Request { rid: 0, head },
-                    scgi::Event::Body(data) => Event::Body { rid: 0, data },
-                    scgi::Event::End => Event::BodyEnd { rid: 0 },
-                });
-                Ok((d.consumed, event))
-            }
+            // SCGI and uwsgi: one request per connection, the same events.
+            Kind::Scgi(dec) => one_request(dec.decode(input).map_err(err)?),
+            Kind::Uwsgi(dec) => one_request(dec.decode(input).map_err(err)?),
         }
     }
 
@@ -225,6 +210,16 @@ impl Session {
             Kind::Scgi(_) | Kind::Uwsgi(_) | Kind::Detect => false,
         }
     }
+}
+
+/// An SCGI or uwsgi decoder's output as the server's events (the one request is rid 0).
+fn one_request(d: scgi::Decoded<'_>) -> Result<(usize, Option<Event<'_>>), ProtocolError> {
+    let event = d.event.map(|e| match e {
+        scgi::Event::Request { head } => Event::Request { rid: 0, head },
+        scgi::Event::Body(data) => Event::Body { rid: 0, data },
+        scgi::Event::End => Event::BodyEnd { rid: 0 },
+    });
+    Ok((d.consumed, event))
 }
 
 const ZEROES: [u8; 8] = [0; 8];

@@ -8,95 +8,37 @@ use std::ops::Range;
 use crate::cgi::parse_decimal;
 use crate::{DecodeError, Limits, RequestHead};
 
-/// What the decoder saw. Body data is borrowed from the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event<'a> {
-    /// The header block is complete; its CONTENT_LENGTH was checked.
-    Request { head: RequestHead },
-    /// A piece of the body.
-    Body(&'a [u8]),
-    /// The body is complete (right after `Request` when CONTENT_LENGTH is 0).
-    End,
-}
-
-/// Bytes consumed and, possibly, an event; zero and `None` means more input is needed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decoded<'a> {
-    pub consumed: usize,
-    pub event: Option<Event<'a>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Header,
-    Body { remaining: u64 },
-    Done,
-}
+use crate::oneshot::Machine;
+pub use crate::oneshot::{Decoded, Event};
 
 /// One SCGI connection's decoding state.
 #[derive(Debug)]
-pub struct Decoder {
-    limits: Limits,
-    state: State,
-}
+pub struct Decoder(Machine);
 
 impl Decoder {
     pub fn new(limits: Limits) -> Self {
-        Decoder {
-            limits,
-            state: State::Header,
-        }
+        Decoder(Machine::new(limits))
     }
 
     /// Decodes the next event from the start of `input`. Bytes after the body are never
     /// consumed (a web server sends none; the caller closes after its response).
     pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
-        let none = Decoded {
-            consumed: 0,
-            event: None,
-        };
-        match self.state {
-            State::Header => {
-                let Some((head, consumed)) = parse_header_block(input, &self.limits)? else {
-                    return Ok(none);
-                };
-                let len = match head.content_length() {
-                    Some(Ok(n)) => n,
-                    _ => return Err(DecodeError::BadContentLength),
-                };
-                self.state = State::Body { remaining: len };
-                Ok(Decoded {
-                    consumed,
-                    event: Some(Event::Request { head }),
-                })
-            }
-            State::Body { remaining: 0 } => {
-                self.state = State::Done;
-                Ok(Decoded {
-                    consumed: 0,
-                    event: Some(Event::End),
-                })
-            }
-            State::Body { remaining } => {
-                if input.is_empty() {
-                    return Ok(none);
-                }
-                let n = remaining.min(input.len() as u64) as usize;
-                self.state = State::Body {
-                    remaining: remaining - n as u64,
-                };
-                Ok(Decoded {
-                    consumed: n,
-                    event: Some(Event::Body(&input[..n])),
-                })
-            }
-            State::Done => Ok(none),
+        if !self.0.wants_head() {
+            return Ok(self.0.body(input));
         }
+        let Some((head, consumed)) = parse_header_block(input, &self.0.limits)? else {
+            return Ok(Decoded::NONE);
+        };
+        let len = match head.content_length() {
+            Some(Ok(n)) => n,
+            _ => return Err(DecodeError::BadContentLength),
+        };
+        Ok(self.0.request(head, consumed, len))
     }
 
     /// Whether the whole request, body included, has been decoded.
     pub fn is_done(&self) -> bool {
-        self.state == State::Done
+        self.0.is_done()
     }
 }
 

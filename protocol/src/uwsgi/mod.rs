@@ -15,7 +15,8 @@ use std::ops::Range;
 
 use crate::{DecodeError, Limits, RequestHead};
 
-pub use crate::scgi::{Decoded, Event};
+use crate::oneshot::Machine;
+pub use crate::oneshot::{Decoded, Event};
 
 /// Length of the packet header.
 pub const HEADER_LEN: usize = 4;
@@ -33,78 +34,35 @@ pub struct PacketHeader {
     pub modifier2: u8,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Header,
-    Body { remaining: u64 },
-    Done,
-}
-
 /// One uwsgi connection's decoding state.
 #[derive(Debug)]
-pub struct Decoder {
-    limits: Limits,
-    state: State,
-}
+pub struct Decoder(Machine);
 
 impl Decoder {
     pub fn new(limits: Limits) -> Self {
-        Decoder {
-            limits,
-            state: State::Header,
-        }
+        Decoder(Machine::new(limits))
     }
 
     /// Decodes the next event from the start of `input`. Bytes after the body are never
     /// consumed (a web server sends none; the caller closes after its response).
     pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
-        let none = Decoded {
-            consumed: 0,
-            event: None,
-        };
-        match self.state {
-            State::Header => {
-                let Some((head, consumed)) = parse_header(input, &self.limits)? else {
-                    return Ok(none);
-                };
-                let len = match head.content_length() {
-                    None => 0,
-                    Some(Ok(n)) => n,
-                    Some(Err(())) => return Err(DecodeError::BadContentLength),
-                };
-                self.state = State::Body { remaining: len };
-                Ok(Decoded {
-                    consumed,
-                    event: Some(Event::Request { head }),
-                })
-            }
-            State::Body { remaining: 0 } => {
-                self.state = State::Done;
-                Ok(Decoded {
-                    consumed: 0,
-                    event: Some(Event::End),
-                })
-            }
-            State::Body { remaining } => {
-                if input.is_empty() {
-                    return Ok(none);
-                }
-                let n = remaining.min(input.len() as u64) as usize;
-                self.state = State::Body {
-                    remaining: remaining - n as u64,
-                };
-                Ok(Decoded {
-                    consumed: n,
-                    event: Some(Event::Body(&input[..n])),
-                })
-            }
-            State::Done => Ok(none),
+        if !self.0.wants_head() {
+            return Ok(self.0.body(input));
         }
+        let Some((head, consumed)) = parse_header(input, &self.0.limits)? else {
+            return Ok(Decoded::NONE);
+        };
+        let len = match head.content_length() {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(())) => return Err(DecodeError::BadContentLength),
+        };
+        Ok(self.0.request(head, consumed, len))
     }
 
     /// Whether the whole request, body included, has been decoded.
     pub fn is_done(&self) -> bool {
-        self.state == State::Done
+        self.0.is_done()
     }
 }
 
@@ -254,16 +212,7 @@ pub fn encode_response_head<'h>(
     headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
     out: &mut Vec<u8>,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status);
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    crate::cgi::encode_head(b"HTTP/1.1 ", status, headers, out);
 }
 
 /// Converts the CGI-style response head at the start of `cgi` (`Status: 200 OK\r\n`, headers,
