@@ -8,114 +8,22 @@
 //! connection.
 #![no_main]
 
+#[path = "../common/one_request.rs"]
+mod one_request;
+
 use libfuzzer_sys::fuzz_target;
-use protocol::scgi::{Decoder, Event};
-use protocol::{DecodeError, Limits};
-
-#[derive(Debug, PartialEq, Eq)]
-struct Outcome {
-    events: Vec<String>,
-    body: Vec<u8>,
-    end: Result<usize, DecodeError>,
-}
-
-fn limits(knobs: u8) -> Limits {
-    if knobs & 1 == 0 {
-        Limits::default()
-    } else {
-        Limits {
-            max_params_bytes: 64,
-            max_params_pairs: 4,
-            ..Limits::default()
-        }
-    }
-}
-
-fn run<'c>(knobs: u8, chunks: impl Iterator<Item = &'c [u8]>) -> Outcome {
-    let limits = limits(knobs);
-    let mut dec = Decoder::new(limits);
-    let mut buf: Vec<u8> = Vec::new();
-    let mut events = Vec::new();
-    let mut content_length = None;
-    let mut body = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        let mut start = 0;
-        loop {
-            let input = &buf[start..];
-            let d = match dec.decode(input) {
-                Ok(d) => d,
-                Err(e) => {
-                    let _ = e.to_string();
-                    assert!(content_length.is_none(), "error after the header block");
-                    return Outcome {
-                        events,
-                        body,
-                        end: Err(e),
-                    };
-                }
-            };
-            assert!(
-                d.consumed <= input.len(),
-                "over-consumed: {} of {} bytes",
-                d.consumed,
-                input.len()
-            );
-            let Some(event) = d.event else {
-                assert_eq!(d.consumed, 0, "bytes consumed without an event");
-                break;
-            };
-            match &event {
-                Event::Request { head } => {
-                    assert!(content_length.is_none(), "second request head");
-                    assert!(head.len() <= limits.max_params_pairs);
-                    assert!(head.params_bytes() < d.consumed);
-                    assert!(d.consumed <= limits.max_params_bytes + 9);
-                    let (name, _) = head.iter().next().expect("CONTENT_LENGTH comes first");
-                    assert_eq!(name, b"CONTENT_LENGTH");
-                    assert_eq!(head.get(b"SCGI"), Some(&b"1"[..]));
-                    content_length = Some(head.content_length().unwrap().unwrap());
-                }
-                Event::Body(data) => {
-                    assert!(!data.is_empty());
-                    assert_eq!(data.len(), d.consumed);
-                    body.extend_from_slice(data);
-                    assert!(body.len() as u64 <= content_length.expect("body after a head"));
-                    // Pieces follow the reads; only the whole body is compared.
-                    start += d.consumed;
-                    continue;
-                }
-                Event::End => {
-                    assert_eq!(d.consumed, 0);
-                    assert_eq!(Some(body.len() as u64), content_length);
-                    assert!(dec.is_done());
-                }
-            }
-            events.push(format!("{event:?}"));
-            start += d.consumed;
-        }
-        buf.drain(..start);
-    }
-    if dec.is_done() {
-        let rest = dec
-            .decode(&buf)
-            .expect("a finished decoder accepts anything");
-        assert_eq!((rest.consumed, rest.event), (0, None));
-    }
-    Outcome {
-        events,
-        body,
-        end: Ok(buf.len()),
-    }
-}
+use protocol::scgi::Decoder;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&knobs, wire)) = data.split_first() else {
         return;
     };
-    let whole = run(knobs, std::iter::once(wire));
-    // Reads of 1 to 32 bytes, plus len/256 so that large inputs stay fast to run.
-    let read_size = 1 + usize::from(knobs >> 3) + wire.len() / 256;
-    let chunked = run(knobs, wire.chunks(read_size));
-    assert_eq!(whole, chunked, "outcome depends on read size {read_size}");
+    one_request::check_read_sizes::<Decoder>(knobs, wire, |head, consumed, limits| {
+        assert!(head.params_bytes() < consumed);
+        assert!(consumed <= limits.max_params_bytes + 9);
+        let (name, _) = head.iter().next().expect("CONTENT_LENGTH comes first");
+        assert_eq!(name, b"CONTENT_LENGTH");
+        assert_eq!(head.get(b"SCGI"), Some(&b"1"[..]));
+        head.content_length().unwrap().unwrap()
+    });
 });
