@@ -617,12 +617,21 @@ pub fn label(req: &Request) -> String {
     crate::server::request_label(req)
 }
 
+/// A body piece this large is written with the GIL released (its copy into the socket takes
+/// longer than handing the GIL over), so that other threads run Python meanwhile.
+const UNLOCKED_WRITE: usize = 32 * 1024;
+
 /// Sends `head` and `body`, waiting (with the GIL released) while the connection's output is
 /// full; false when the client is gone. With `done`, the response's end goes with the last
 /// piece.
 fn write(req: &Request, gil: Gil<'_>, mut head: &[u8], mut body: &[u8], done: bool) -> bool {
     loop {
-        match req.send(head, body, done, &mut |wait| gil.allow_threads(wait)) {
+        let sent = if body.len() >= UNLOCKED_WRITE {
+            gil.allow_threads(|| req.send(head, body, done, &mut |wait| wait()))
+        } else {
+            req.send(head, body, done, &mut |wait| gil.allow_threads(wait))
+        };
+        match sent {
             Io::Ready(n) => {
                 head = b"";
                 body = &body[n..];
