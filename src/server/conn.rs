@@ -311,16 +311,6 @@ struct Direct {
     ranges: Vec<(usize, usize)>,
 }
 
-/// How a direct read went.
-enum DirectRead {
-    /// The input is not only this request's body now: read the usual way.
-    No,
-    /// Body bytes are in the sink.
-    Filled,
-    /// Nothing for this request (the socket had nothing, or only other records).
-    Empty,
-}
-
 /// What an app's body read is handed: a copy of bytes, or room to read into.
 pub trait BodySink {
     /// Takes (a copy of) `data`; an empty slice is the body's end.
@@ -337,6 +327,9 @@ pub trait BodySink {
 const DIRECT_READ: usize = 64 * 1024;
 /// The most one direct read takes.
 const DIRECT_READ_MAX: usize = 1024 * 1024;
+/// A direct read this large is made with the GIL released and without the connection's lock
+/// (see [`Conn::recv`]).
+const UNLOCKED_READ: usize = 32 * 1024;
 
 /// A connection.
 pub struct Conn {
@@ -1273,14 +1266,16 @@ impl Conn {
     }
 
     /// Up to `max` body bytes of request `id` (any amount for 0) handed to `sink`; an empty slice at
-    /// the body's end. Reads the socket itself when nobody else does. `Wait`: call
-    /// [`Conn::wait_readable`].
+    /// the body's end. Reads the socket itself when nobody else does; a large read straight
+    /// into the sink's room goes through `unlocked` (which runs it with the GIL released).
+    /// `Wait`: call [`Conn::wait_readable`].
     pub fn recv(
         self: &Arc<Self>,
         sh: &Arc<Shared>,
         id: u64,
         max: usize,
         sink: &mut dyn BodySink,
+        unlocked: &mut dyn FnMut(&mut dyn FnMut()),
     ) -> Io<()> {
         let mut st = self.lock();
         for attempt in 0..2 {
@@ -1307,10 +1302,33 @@ impl Conn {
             }
             // Nobody reads this connection now: read what arrived, into the app's own buffer
             // when nothing but this request's body can come.
-            match self.read_direct(&mut st, sh, id, max, sink) {
-                DirectRead::Filled => return Io::Ready(()),
-                DirectRead::Empty => continue,
-                DirectRead::No => {}
+            if let Some((stream, want)) = self.direct_read(&st, id, max) {
+                if let Some(buf) = sink.room(want) {
+                    let read = if buf.len() >= UNLOCKED_READ {
+                        // A long copy: with the GIL released (through `unlocked`) and without
+                        // the connection's lock, holding the reader role, as `wait_readable`
+                        // does.
+                        st.reader = true;
+                        drop(st);
+                        let mut read = Ok(0);
+                        unlocked(&mut || read = stream.read(buf));
+                        st = self.lock();
+                        st.reader = false;
+                        self.notify(&st);
+                        read
+                    } else {
+                        stream.read(buf)
+                    };
+                    match self.took_direct(&mut st, sh, id, read, buf) {
+                        Some(filled) if filled > 0 => {
+                            sink.commit(filled);
+                            return Io::Ready(());
+                        }
+                        // Nothing for this request (the socket had nothing, or only other
+                        // records), or the connection is gone: look again.
+                        _ => continue,
+                    }
+                }
             }
             let mut ready = Vec::new();
             self.read_input(&mut st, sh, &mut ready);
@@ -1319,32 +1337,23 @@ impl Conn {
         Io::Wait
     }
 
-    /// Reads the socket straight into the buffer the app's body read returns (`sink`'s room),
-    /// when the input can only be request `id`'s body: its body queue is empty, no other
-    /// request is on the connection and no undecoded input is pending. SCGI and uwsgi bodies
-    /// then take no copy but the kernel's; FastCGI record headers and padding are decoded
-    /// where they lie and cut out in place (the decoder passes a record's content on as it
-    /// arrives, so a read may end anywhere).
-    fn read_direct(
-        self: &Arc<Self>,
-        st: &mut ConnState,
-        sh: &Arc<Shared>,
-        id: u64,
-        max: usize,
-        sink: &mut dyn BodySink,
-    ) -> DirectRead {
+    /// Whether the socket can be read straight into the buffer the app's body read returns
+    /// (`sink`'s room): when the input can only be request `id`'s body (its body queue is
+    /// empty, no other request is on the connection and no undecoded input is pending). Then
+    /// the stream and how much to read. SCGI and uwsgi bodies then take no copy but the
+    /// kernel's; FastCGI record headers and padding are decoded where they lie and cut out in
+    /// place (see [`Conn::took_direct`]).
+    fn direct_read(&self, st: &ConnState, id: u64, max: usize) -> Option<(Arc<Stream>, usize)> {
         let [r] = &st.reqs[..] else {
-            return DirectRead::No;
+            return None;
         };
         if r.id != id || r.phase != Phase::Running || r.body.queued > 0 || r.body.eof {
-            return DirectRead::No;
+            return None;
         }
         if st.lingering.is_some() || st.closing || st.rbuf.len > 0 {
-            return DirectRead::No;
+            return None;
         }
-        let Some(stream) = st.stream.clone() else {
-            return DirectRead::No;
-        };
+        let stream = st.stream.clone()?;
         let mut want = if max > 0 {
             max.min(DIRECT_READ_MAX)
         } else {
@@ -1356,18 +1365,32 @@ impl Conn {
                 .content_length
                 .map(|len| len.saturating_sub(r.body.received))
             {
-                Some(0) => return DirectRead::No,
+                Some(0) => return None,
                 Some(rest) => want = want.min(usize::try_from(rest).unwrap_or(usize::MAX)),
                 None => {}
             }
         }
-        let Some(buf) = sink.room(want) else {
-            return DirectRead::No;
-        };
-        let n = match stream.read(buf) {
+        Some((stream, want))
+    }
+
+    /// Decodes what a direct read of request `id` put into `buf` (the decoder passes a FastCGI
+    /// record's content on as it arrives, so a read may end anywhere), and moves the body
+    /// bytes together at its front: how many there are (0: none yet), `None` when the
+    /// connection is gone or failed.
+    fn took_direct(
+        self: &Arc<Self>,
+        st: &mut ConnState,
+        sh: &Arc<Shared>,
+        id: u64,
+        read: io::Result<usize>,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        // Closed while the read ran unlocked: nothing to decode.
+        st.stream.as_ref()?;
+        let n = match read {
             Ok(0) => {
                 self.peer_closed(st, sh);
-                return DirectRead::Empty;
+                return None;
             }
             Ok(n) => n,
             Err(e)
@@ -1376,11 +1399,11 @@ impl Conn {
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) =>
             {
-                return DirectRead::Empty;
+                return Some(0);
             }
             Err(_) => {
                 self.peer_closed(st, sh);
-                return DirectRead::Empty;
+                return None;
             }
         };
         // More may wait in the socket (readiness is edge-triggered): the app reads it, or the
@@ -1391,15 +1414,12 @@ impl Conn {
             ranges: Vec::new(),
         };
         let mut ready = Vec::new();
-        let Some(used) = self.decode(st, sh, &mut ready, &buf[..n], Some(&mut direct)) else {
-            return DirectRead::Empty;
-        };
+        let used = self.decode(st, sh, &mut ready, &buf[..n], Some(&mut direct))?;
         sh.push_jobs(ready);
         if st.stream.is_some() {
             // A record header the read ended inside, or another request's record.
             st.rbuf.append(&buf[used..n]);
         }
-        // The body bytes, moved together at the front.
         let mut filled = 0;
         for (at, len) in direct.ranges {
             if at != filled {
@@ -1407,11 +1427,7 @@ impl Conn {
             }
             filled += len;
         }
-        if filled == 0 {
-            return DirectRead::Empty;
-        }
-        sink.commit(filled);
-        DirectRead::Filled
+        Some(filled)
     }
 
     /// Body bytes of request `id` not yet handed to its app; `None` when its length is not

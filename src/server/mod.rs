@@ -237,8 +237,14 @@ impl Request {
 
     /// Up to `max` body bytes (any amount for 0), handed to `sink`; an empty slice at the
     /// end. `Wait`: call [`Request::wait_readable`].
-    pub fn recv(&self, max: usize, sink: &mut dyn BodySink) -> Io<()> {
-        self.conn.recv(&self.server, self.id, max, sink)
+    /// `unlocked` runs a large read from the socket (with the GIL released, from Python).
+    pub fn recv(
+        &self,
+        max: usize,
+        sink: &mut dyn BodySink,
+        unlocked: &mut dyn FnMut(&mut dyn FnMut()),
+    ) -> Io<()> {
+        self.conn.recv(&self.server, self.id, max, sink, unlocked)
     }
 
     /// Body bytes not yet handed to the app; `None` when the body's length is not known.

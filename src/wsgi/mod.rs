@@ -673,7 +673,7 @@ impl Host for Request {
         loop {
             let before = sink.filled();
             let want = if exact { max - before } else { max };
-            match Request::recv(self, want, sink) {
+            match Request::recv(self, want, sink, &mut |read| gil.allow_threads(read)) {
                 Io::Ready(()) => {
                     // Nothing handed over: the body's end.
                     let got = sink.filled() - before;
