@@ -341,6 +341,41 @@ fn abort_request_ends_the_request_and_the_connection_goes_on() {
     );
 }
 
+/// A body that reached its Content-Length ends the response with its last bytes (one write),
+/// not when the iterable is exhausted: the end arrives while the app's generator still runs,
+/// close() is still called after it, and the kept connection serves the next request.
+#[test]
+fn a_body_at_its_content_length_ends_the_response_before_the_iterable_does() {
+    let gw = gateway(&[]);
+    let dir = tmpdir("sized");
+    let (go, marker) = (dir.join("go"), dir.join("closed"));
+    let uri = format!(
+        "/t/sized-wait?go={}&marker={}",
+        go.display(),
+        marker.display()
+    );
+    let mut s = connect(&gw.addr).unwrap();
+    fcgi_send(&mut *s, true, "GET", &uri);
+    let mut reader = FcgiReader::default();
+    let mut stdout = Vec::new();
+    // The generator waits for `go`, which is made only once END_REQUEST is here.
+    reader
+        .read_until(&mut *s, 1, &mut stdout, |kind, _| {
+            kind == protocol::fastcgi::END_REQUEST
+        })
+        .unwrap();
+    assert!(!marker.exists(), "close() ran before the response's end");
+    assert_eq!(parse_cgi(&stdout).unwrap().text(), "complete");
+    std::fs::write(&go, b"").unwrap();
+    wait_for("close() after the generator ended", || marker.exists());
+    fcgi_send(&mut *s, true, "GET", "/t/write");
+    assert_eq!(
+        fcgi_read_response(&mut *s, 1).unwrap().text(),
+        "written directly then returned"
+    );
+    assert!(!gw.log_text().contains("Traceback"), "{}", gw.log_text());
+}
+
 #[test]
 fn keep_conn_and_multiplexed_requests() {
     let gw = gateway(&[]);

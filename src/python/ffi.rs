@@ -1528,6 +1528,9 @@ struct ResponseObj {
     written: i64,
     sent: bool,
     is_head: bool,
+    /// The response's end went out: with its last body byte, when the body reached its
+    /// Content-Length.
+    ended: bool,
 }
 
 /// The names the type looks its Python helpers up by (attributes set by [`Gil::response_type`]).
@@ -1663,6 +1666,10 @@ unsafe fn response_send(o: *mut ffi::PyObject, data: &[u8], done: bool) -> *mut 
         return ptr::null_mut();
     };
     let gil = Gil(PhantomData);
+    if (*r).ended {
+        // Nothing goes past the Content-Length, and the end went out with it.
+        return ret(Ok(gil.none()));
+    }
     // The head is held: while the GIL is let go another thread could replace it.
     let head = (!(*r).sent).then(|| gil.borrowed((*r).head));
     (*r).sent = true;
@@ -1677,6 +1684,10 @@ unsafe fn response_send(o: *mut ffi::PyObject, data: &[u8], done: bool) -> *mut 
         data = b"";
     }
     (*r).written += data.len() as i64;
+    // A body that reached its Content-Length is complete: its end goes with its last bytes
+    // (one write, not a second one for the end when the iterable is exhausted).
+    let done = done || ((*r).length >= 0 && (*r).written == (*r).length && !(*r).is_head);
+    (*r).ended = done;
     if done && (*r).length >= 0 && (*r).written < (*r).length && !(*r).is_head {
         host.log(
             &format!(

@@ -1149,7 +1149,12 @@ impl Conn {
             }
         }
         if st.out_pos == st.out.len() && !st.writer {
-            let Ok(n) = write_frames(&stream, &frames, 0) else {
+            // Nothing to write (the end of an SCGI or uwsgi response is its close): no call.
+            let written = match frames.len() {
+                0 => Ok(0),
+                _ => write_frames(&stream, &frames, 0),
+            };
+            let Ok(n) = written else {
                 self.peer_closed(&mut st, sh);
                 return Io::Gone;
             };

@@ -193,6 +193,22 @@ def application(environ, start_response):
     if path == '/close-slow':
         start_response('200 OK', [('Content-Type', 'text/plain')])
         return Closing(slow_chunks(200, 0.05), q['marker'])
+    if path == '/sized-wait':
+        # The whole Content-Length, then a wait for the client's go-ahead: a file it makes
+        # once it has the response's end. Without it in 5 s, an error (the response was not
+        # ended with its last byte, and is then cut off).
+        body = b'complete'
+        start_response('200 OK', [('Content-Type', 'text/plain'),
+                                  ('Content-Length', str(len(body)))])
+
+        def gen():
+            yield body
+            deadline = time.monotonic() + 5
+            while not os.path.exists(q['go']):
+                if time.monotonic() > deadline:
+                    raise RuntimeError('no go-ahead: the response did not end')
+                time.sleep(0.01)
+        return Closing(gen(), q['marker'])
     if path == '/file':
         f = open(q['path'], 'rb')
         start_response('200 OK', [('Content-Type', 'application/octet-stream')])
