@@ -374,6 +374,14 @@ fn a_body_at_its_content_length_ends_the_response_before_the_iterable_does() {
         "written directly then returned"
     );
     assert!(!gw.log_text().contains("Traceback"), "{}", gw.log_text());
+    // An error after the whole body: the response is complete, and the log says so.
+    fcgi_send(&mut *s, true, "GET", "/t/sized-then-error");
+    assert_eq!(fcgi_read_response(&mut *s, 1).unwrap().text(), "complete");
+    wait_for("the error's log line", || {
+        gw.log_text()
+            .contains("application error after the response was complete")
+    });
+    assert!(!gw.log_text().contains("cut off"), "{}", gw.log_text());
 }
 
 #[test]

@@ -1547,7 +1547,7 @@ type FastKw = unsafe extern "C" fn(
 
 struct ResponseDefs {
     methods: [ffi::PyMethodDef; 5],
-    getset: [ffi::PyGetSetDef; 5],
+    getset: [ffi::PyGetSetDef; 6],
 }
 // SAFETY: plain constant C data, never mutated.
 unsafe impl Sync for ResponseDefs {}
@@ -1556,6 +1556,7 @@ const GET_HEAD: usize = 0;
 const GET_LENGTH: usize = 1;
 const GET_SENT: usize = 2;
 const GET_IS_HEAD: usize = 3;
+const GET_ENDED: usize = 4;
 
 const fn getter(name: &'static CStr, which: usize) -> ffi::PyGetSetDef {
     ffi::PyGetSetDef {
@@ -1601,6 +1602,7 @@ static RESPONSE_DEFS: ResponseDefs = ResponseDefs {
         getter(c"length", GET_LENGTH),
         getter(c"sent", GET_SENT),
         getter(c"is_head", GET_IS_HEAD),
+        getter(c"ended", GET_ENDED),
         ffi::PyGetSetDef {
             name: ptr::null(),
             get: None,
@@ -1927,7 +1929,7 @@ unsafe extern "C" fn response_finish(
     response_send(o, b"", true)
 }
 
-/// The getters `head`, `length`, `sent` and `is_head`, told apart by their closure.
+/// The getters `head`, `length`, `sent`, `is_head` and `ended`, told apart by their closure.
 unsafe extern "C" fn response_get(
     o: *mut ffi::PyObject,
     which: *mut std::ffi::c_void,
@@ -1940,6 +1942,7 @@ unsafe extern "C" fn response_get(
         GET_LENGTH if (*r).length < 0 => ret(Ok(gil.none())),
         GET_LENGTH => ret(gil.int((*r).length)),
         GET_SENT => ret_bool(gil, (*r).sent),
+        GET_ENDED => ret_bool(gil, (*r).ended),
         _ => ret_bool(gil, (*r).is_head),
     }
 }

@@ -611,6 +611,10 @@ def complete(ctx, response, errors, result, error):
         return True
     except BaseException:
         text = traceback.format_exc()
+        if response.ended:
+            # The body had reached its Content-Length, and the response's end went with it.
+            _gw_log(ctx, 'application error after the response was complete\n' + text, True)
+            return True
         if response.sent:
             _gw_log(ctx, 'application error after the response started; response cut off\n' + text,
                     True)

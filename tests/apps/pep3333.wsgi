@@ -209,6 +209,15 @@ def application(environ, start_response):
                     raise RuntimeError('no go-ahead: the response did not end')
                 time.sleep(0.01)
         return Closing(gen(), q['marker'])
+    if path == '/sized-then-error':
+        body = b'complete'
+        start_response('200 OK', [('Content-Type', 'text/plain'),
+                                  ('Content-Length', str(len(body)))])
+
+        def gen():
+            yield body
+            raise RuntimeError('boom after the whole body')
+        return gen()
     if path == '/file':
         f = open(q['path'], 'rb')
         start_response('200 OK', [('Content-Type', 'application/octet-stream')])
