@@ -461,12 +461,13 @@ fn request_timeout_logs_every_stack_and_recycles_the_worker() {
     let first = pid_of(&gw.addr).unwrap();
     let addr = gw.addr.clone();
     let stuck = std::thread::spawn(move || fcgi(&addr, "GET", "/t/slow?ms=6000", b""));
+    // The report is two log lines, the request's then the stacks: wait for the second.
     wait_for("the timeout report", || {
-        gw.log_text().contains("over request-timeout (1s)")
+        gw.log_text().contains("Python stacks of this worker")
     });
     let log = gw.log_text();
     assert!(log.contains("GET /t/slow?ms=6000: running for"), "{log}");
-    assert!(log.contains("Python stacks of this worker"), "{log}");
+    assert!(log.contains("over request-timeout (1s)"), "{log}");
     assert!(
         log.contains("time.sleep"),
         "the stuck frame is shown:\n{log}"
