@@ -311,6 +311,24 @@ struct Direct {
     ranges: Vec<(usize, usize)>,
 }
 
+/// A side of the socket one thread at a time uses without the connection's lock.
+#[derive(Clone, Copy)]
+enum Role {
+    /// Reads the socket (`ConnState::reader`).
+    Reader,
+    /// Waits for room and writes (`ConnState::writer`).
+    Writer,
+}
+
+impl Role {
+    fn of(self, st: &mut ConnState) -> &mut bool {
+        match self {
+            Role::Reader => &mut st.reader,
+            Role::Writer => &mut st.writer,
+        }
+    }
+}
+
 /// What an app's body read is handed: a copy of bytes, or room to read into.
 pub trait BodySink {
     /// Takes (a copy of) `data`; an empty slice is the body's end.
@@ -1149,12 +1167,7 @@ impl Conn {
             }
         }
         if st.out_pos == st.out.len() && !st.writer {
-            // Nothing to write (the end of an SCGI or uwsgi response is its close): no call.
-            let written = match frames.len() {
-                0 => Ok(0),
-                _ => write_frames(&stream, &frames, 0),
-            };
-            let Ok(n) = written else {
+            let Ok(n) = write_frames(&stream, &frames, 0) else {
                 self.peer_closed(&mut st, sh);
                 return Io::Gone;
             };
@@ -1163,12 +1176,10 @@ impl Conn {
                 // rest from the app's own buffer, as a blocking write would, instead of
                 // copying it. Output other requests of the connection make meanwhile is
                 // queued behind (the writer role keeps others from flushing).
-                st.writer = true;
-                drop(st);
-                let written = self.write_rest(sh, &stream, &frames, n, unlocked);
-                st = self.lock();
-                st.writer = false;
-                self.notify(&st);
+                let written;
+                (st, written) = self.without_lock(st, Role::Writer, || {
+                    self.write_rest(sh, &stream, &frames, n, unlocked)
+                });
                 if written.is_err() {
                     self.peer_closed(&mut st, sh);
                     return Io::Gone;
@@ -1258,15 +1269,11 @@ impl Conn {
                 st = self.wait(st, left);
                 continue;
             }
-            st.writer = true;
-            drop(st);
-            let writable = stream.poll(false, left);
-            st = self.lock();
-            st.writer = false;
+            let writable;
+            (st, writable) = self.without_lock(st, Role::Writer, || stream.poll(false, left));
             if writable {
                 self.flush(&mut st, sh);
             }
-            self.notify(&st);
         }
     }
 
@@ -1309,21 +1316,18 @@ impl Conn {
             // when nothing but this request's body can come.
             if let Some((stream, want)) = self.direct_read(&st, id, max) {
                 if let Some(buf) = sink.room(want) {
-                    let read = if buf.len() >= UNLOCKED_READ {
+                    let read;
+                    if buf.len() >= UNLOCKED_READ {
                         // A long copy: with the GIL released (through `unlocked`) and without
-                        // the connection's lock, holding the reader role, as `wait_readable`
-                        // does.
-                        st.reader = true;
-                        drop(st);
-                        let mut read = Ok(0);
-                        unlocked(&mut || read = stream.read(buf));
-                        st = self.lock();
-                        st.reader = false;
-                        self.notify(&st);
-                        read
+                        // the connection's lock.
+                        (st, read) = self.without_lock(st, Role::Reader, || {
+                            let mut read = Ok(0);
+                            unlocked(&mut || read = stream.read(buf));
+                            read
+                        });
                     } else {
-                        stream.read(buf)
-                    };
+                        read = stream.read(buf);
+                    }
                     match self.took_direct(&mut st, sh, id, read, buf) {
                         Some(filled) if filled > 0 => {
                             sink.commit(filled);
@@ -1475,12 +1479,8 @@ impl Conn {
                 st = self.wait(st, left);
                 continue;
             }
-            st.reader = true;
-            drop(st);
-            let readable = stream.poll(true, left);
-            st = self.lock();
-            st.reader = false;
-            self.notify(&st);
+            let readable;
+            (st, readable) = self.without_lock(st, Role::Reader, || stream.poll(true, left));
             if readable {
                 // The caller reads it (into the app's own buffer where it can).
                 return Ok(());
@@ -1571,6 +1571,23 @@ impl Conn {
 
     /// Wakes the threads waiting on this connection, if any (a notification costs a system
     /// call even when nobody waits).
+    /// Runs `f` without the connection's lock, holding `role` meanwhile (other threads keep
+    /// off that side of the socket: they wait on the connection), then wakes those waiting.
+    fn without_lock<'s, R>(
+        &'s self,
+        mut st: MutexGuard<'s, ConnState>,
+        role: Role,
+        f: impl FnOnce() -> R,
+    ) -> (MutexGuard<'s, ConnState>, R) {
+        *role.of(&mut st) = true;
+        drop(st);
+        let r = f();
+        st = self.lock();
+        *role.of(&mut st) = false;
+        self.notify(&st);
+        (st, r)
+    }
+
     fn notify(&self, st: &ConnState) {
         if st.waiters > 0 {
             self.cond.notify_all();
@@ -1582,6 +1599,10 @@ impl Conn {
 fn write_frames(stream: &Stream, frames: &Frames<'_>, skip: usize) -> io::Result<usize> {
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(8);
     frames.io_slices_from(skip, &mut slices);
+    if slices.is_empty() {
+        // Nothing to write (the end of an SCGI or uwsgi response is its close): no call.
+        return Ok(0);
+    }
     loop {
         match stream.write_vectored(&slices) {
             Ok(n) => return Ok(n),

@@ -107,8 +107,8 @@ impl Session {
                 Ok((d.consumed, event))
             }
             // SCGI and uwsgi: one request per connection, the same events.
-            Kind::Scgi(dec) => one_request(dec.decode(input).map_err(err)?),
-            Kind::Uwsgi(dec) => one_request(dec.decode(input).map_err(err)?),
+            Kind::Scgi(dec) => Ok(one_request(dec.decode(input).map_err(err)?)),
+            Kind::Uwsgi(dec) => Ok(one_request(dec.decode(input).map_err(err)?)),
         }
     }
 
@@ -213,13 +213,13 @@ impl Session {
 }
 
 /// An SCGI or uwsgi decoder's output as the server's events (the one request is rid 0).
-fn one_request(d: scgi::Decoded<'_>) -> Result<(usize, Option<Event<'_>>), ProtocolError> {
+fn one_request(d: scgi::Decoded<'_>) -> (usize, Option<Event<'_>>) {
     let event = d.event.map(|e| match e {
         scgi::Event::Request { head } => Event::Request { rid: 0, head },
         scgi::Event::Body(data) => Event::Body { rid: 0, data },
         scgi::Event::End => Event::BodyEnd { rid: 0 },
     });
-    Ok((d.consumed, event))
+    (d.consumed, event)
 }
 
 const ZEROES: [u8; 8] = [0; 8];

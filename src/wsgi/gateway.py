@@ -547,6 +547,18 @@ def _sub_interpreter_hint(text):
     return None
 
 
+def _after_head(ctx, response, what, text):
+    """Logs a failure after the response's head went out (with its traceback `text`, if any);
+    returns whether the response is whole. A body that had reached its Content-Length ended
+    with it, and is; any other is cut off (False: the connection is then aborted)."""
+    if response.ended:
+        line = '%s after the response was complete' % what
+    else:
+        line = '%s after the response started; response cut off' % what
+    _gw_log(ctx, line if text is None else line + '\n' + text, text is not None)
+    return response.ended
+
+
 def complete(ctx, response, errors, result, error):
     """A request after its app returned `result` or raised `error` (the gateway called the app
     with environ and response.start_response, and sent a one-item list itself): the body,
@@ -593,9 +605,7 @@ def complete(ctx, response, errors, result, error):
     except InterruptTimeout:
         text = traceback.format_exc()
         if response.sent:
-            _gw_log(ctx, 'interrupted (interrupt-timeout) after the response started; response '
-                    'cut off\n' + text, True)
-            return False
+            return _after_head(ctx, response, 'interrupted (interrupt-timeout)', text)
         _gw_log(ctx, 'interrupted (interrupt-timeout): 504\n' + text, True)
         body = b'Gateway Timeout: the application took too long\n'
         _gw_send(ctx, b'Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n'
@@ -603,22 +613,15 @@ def complete(ctx, response, errors, result, error):
         return True
     except BodyTimeout as e:
         if response.sent:
-            _gw_log(ctx, '%s; response cut off' % e, False)
-            return False
+            return _after_head(ctx, response, str(e), None)
         body = b'Request Timeout: the request body stalled\n'
         _gw_send(ctx, b'Status: 408 Request Timeout\r\nContent-Type: text/plain\r\n'
                  b'Content-Length: %d\r\n\r\n' % len(body), body, True)
         return True
     except BaseException:
         text = traceback.format_exc()
-        if response.ended:
-            # The body had reached its Content-Length, and the response's end went with it.
-            _gw_log(ctx, 'application error after the response was complete\n' + text, True)
-            return True
         if response.sent:
-            _gw_log(ctx, 'application error after the response started; response cut off\n' + text,
-                    True)
-            return False
+            return _after_head(ctx, response, 'application error', text)
         _gw_log(ctx, text, True)
         hint = _sub_interpreter_hint(text)
         if hint is not None:

@@ -567,13 +567,12 @@ pub fn check_scripts(gil: Gil<'_>, mounts: &[Mount]) -> Vec<String> {
     problems
 }
 
+/// Compiled when used (rarely: the slow log and `?full`).
 const DUMP_STACKS: Module = Module {
     name: "wsgi_gateway_stacks",
     filename: "<wsgi-gateway stacks>",
-    source: DUMP_STACKS_PY,
     code: &[],
-};
-const DUMP_STACKS_PY: &str = "\
+    source: "\
 import sys, threading, traceback
 def dump(only=None):
     names = {t.ident: t.name for t in threading.enumerate()}
@@ -584,7 +583,8 @@ def dump(only=None):
         stack = ''.join(traceback.format_stack(frame))
         out.append('thread %s (%s):\\n%s' % (ident, names.get(ident, 'worker'), stack))
     return '\\n'.join(out)
-";
+",
+};
 
 /// The Python stack of every thread of this process (all interpreters), as text.
 pub fn dump_stacks(gil: Gil<'_>) -> String {
@@ -623,15 +623,25 @@ const UNLOCKED_WRITE: usize = 32 * 1024;
 
 /// Sends `head` and `body`, waiting (with the GIL released) while the connection's output is
 /// full; false when the client is gone. With `done`, the response's end goes with the last
-/// piece.
-fn write(req: &Request, gil: Gil<'_>, mut head: &[u8], mut body: &[u8], done: bool) -> bool {
+/// piece. A body of [`UNLOCKED_WRITE`] bytes or more is sent with the GIL released throughout.
+fn write(req: &Request, gil: Gil<'_>, head: &[u8], body: &[u8], done: bool) -> bool {
+    if body.len() >= UNLOCKED_WRITE {
+        gil.allow_threads(|| send_all(req, head, body, done, &mut |wait| wait()))
+    } else {
+        send_all(req, head, body, done, &mut |wait| gil.allow_threads(wait))
+    }
+}
+
+/// What [`write`] does, each wait for the socket run through `unlocked`.
+fn send_all(
+    req: &Request,
+    mut head: &[u8],
+    mut body: &[u8],
+    done: bool,
+    unlocked: &mut dyn FnMut(&mut dyn FnMut()),
+) -> bool {
     loop {
-        let sent = if body.len() >= UNLOCKED_WRITE {
-            gil.allow_threads(|| req.send(head, body, done, &mut |wait| wait()))
-        } else {
-            req.send(head, body, done, &mut |wait| gil.allow_threads(wait))
-        };
-        match sent {
+        match req.send(head, body, done, unlocked) {
             Io::Ready(n) => {
                 head = b"";
                 body = &body[n..];
@@ -639,20 +649,24 @@ fn write(req: &Request, gil: Gil<'_>, mut head: &[u8], mut body: &[u8], done: bo
                     return true;
                 }
             }
-            Io::Wait => match gil.allow_threads(|| req.wait_writable()) {
-                Ok(()) => {}
-                Err(WaitError::Gone) => return false,
-                Err(WaitError::TimedOut) => {
-                    crate::request_log!(
-                        warn,
-                        req.log_fields(),
-                        "{}: the web server took no response bytes within the body timeout; \
-                         response cut off",
-                        label(req)
-                    );
-                    return false;
+            Io::Wait => {
+                let mut waited = Ok(());
+                unlocked(&mut || waited = req.wait_writable());
+                match waited {
+                    Ok(()) => {}
+                    Err(WaitError::Gone) => return false,
+                    Err(WaitError::TimedOut) => {
+                        crate::request_log!(
+                            warn,
+                            req.log_fields(),
+                            "{}: the web server took no response bytes within the body \
+                             timeout; response cut off",
+                            label(req)
+                        );
+                        return false;
+                    }
                 }
-            },
+            }
             Io::Gone => return false,
         }
     }
@@ -723,24 +737,27 @@ impl Host for Request {
         offset: u64,
         count: Option<u64>,
     ) -> Result<bool, String> {
-        let mut buf = vec![0u8; PIECE];
-        let mut pos = offset;
-        let mut left = count.unwrap_or(u64::MAX);
-        while left > 0 {
-            let want = (left.min(PIECE as u64)) as usize;
-            let n = gil
-                .allow_threads(|| file.read_at(&mut buf[..want], pos))
-                .map_err(|e| format!("reading the file to send: {e}"))?;
-            if n == 0 {
-                break;
+        // Reading the file and writing it out touch no Python: the GIL is let go throughout.
+        gil.allow_threads(|| {
+            let mut buf = vec![0u8; PIECE];
+            let mut pos = offset;
+            let mut left = count.unwrap_or(u64::MAX);
+            while left > 0 {
+                let want = (left.min(PIECE as u64)) as usize;
+                let n = file
+                    .read_at(&mut buf[..want], pos)
+                    .map_err(|e| format!("reading the file to send: {e}"))?;
+                if n == 0 {
+                    break;
+                }
+                if !send_all(self, b"", &buf[..n], false, &mut |wait| wait()) {
+                    return Ok(false);
+                }
+                pos += n as u64;
+                left -= n as u64;
             }
-            if !write(self, gil, b"", &buf[..n], false) {
-                return Ok(false);
-            }
-            pos += n as u64;
-            left -= n as u64;
-        }
-        Ok(true)
+            Ok(true)
+        })
     }
 }
 
