@@ -712,3 +712,48 @@ fn waiting_connections_are_not_starved_by_kept_ones() {
          waited"
     );
 }
+
+/// The `hits` of a `/t/count` response.
+fn hits_in(r: &Response) -> u64 {
+    let text = r.text();
+    text.split("\"hits\": ")
+        .nth(1)
+        .and_then(|t| t.split([',', '}']).next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no hits in {text:?}"))
+}
+
+/// Requests run in the order they came: one whose body was still being collected when a later
+/// request arrived runs first, although the later one's connection is taken in the same wait
+/// before its body's end is read (a process of one thread, busy meanwhile).
+#[test]
+fn a_request_whose_body_was_collected_runs_before_those_that_came_after_it() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--mount", &mount, "--threads", "1"]);
+    let dir = tmpdir("order");
+    let marker = dir.join("running");
+    // A: half of its body, collected by the idle thread.
+    let mut first = connect(&gw.addr).unwrap();
+    first
+        .write_all(&fcgi_start("/t/count", 100_000, &[b'a'; 50_000], false))
+        .unwrap();
+    // The thread runs another request meanwhile (taken after A: one listen queue).
+    let mut busy = connect(&gw.addr).unwrap();
+    let uri = format!("/t/block?ms=1500&marker={}", path_str(&marker));
+    fcgi_send(&mut *busy, false, "GET", &uri);
+    wait_for("the request that keeps the thread busy", || marker.exists());
+    // B comes, whole; then the rest of A's body.
+    let mut second = connect(&gw.addr).unwrap();
+    fcgi_send(&mut *second, false, "GET", "/t/count");
+    first.write_all(&fcgi_rest(&[b'a'; 50_000])).unwrap();
+    assert_eq!(fcgi_read_response(&mut *busy, 1).unwrap().status, 200);
+    let a = fcgi_read_response(&mut *first, 1).unwrap();
+    let b = fcgi_read_response(&mut *second, 1).unwrap();
+    assert_eq!((a.status, b.status), (200, 200));
+    assert!(
+        hits_in(&a) < hits_in(&b),
+        "the request that came first ran second: {} / {}",
+        a.text(),
+        b.text()
+    );
+}

@@ -229,11 +229,37 @@ impl Drop for Body {
     }
 }
 
+/// Requests of this process whose bodies are being collected (see [`collecting`]).
+static COLLECTING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a request of this process is collecting its body: its bytes may be waiting in
+/// the socket for a thread to read them.
+pub fn collecting() -> bool {
+    COLLECTING.load(Ordering::Relaxed) > 0
+}
+
+/// Counts a request in [`COLLECTING`] for as long as it is kept.
+#[derive(Debug, PartialEq, Eq)]
+struct Counted(());
+
+impl Counted {
+    fn new() -> Self {
+        COLLECTING.fetch_add(1, Ordering::Relaxed);
+        Counted(())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        COLLECTING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Where a request is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 enum Phase {
     /// Its body is being collected before it runs.
-    Collecting,
+    Collecting(Counted),
     /// Handed to a thread (queued or running).
     Running,
 }
@@ -499,10 +525,7 @@ impl Conn {
             Some(Timer::Body) => {
                 // A request whose body stalled before it ran: 408, and its input is not
                 // waited for.
-                let stalled: Vec<ReqState> = st
-                    .reqs
-                    .extract_if(.., |r| r.phase == Phase::Collecting)
-                    .collect();
+                let stalled: Vec<ReqState> = st.reqs.extract_if(.., |r| r.collecting()).collect();
                 for r in stalled {
                     let text = "Request Timeout: the request body stalled\n";
                     if let Some((head, route)) = &r.head {
@@ -722,7 +745,7 @@ impl Conn {
                         }
                         // Room is reserved for a body that is collected (a body that streams
                         // is held a piece at a time).
-                        let expected = r.content_length.filter(|_| r.phase == Phase::Collecting);
+                        let expected = r.content_length.filter(|_| r.collecting());
                         r.body.push(data, expected, sh.config.buffer_body_total);
                         r.took(0);
                         progress = true;
@@ -766,7 +789,7 @@ impl Conn {
         for r in &mut st.reqs {
             let larger = r.content_length.is_some_and(|len| len > buffer);
             let complete = r.body.eof || larger || r.body.received >= buffer || full;
-            if r.phase == Phase::Collecting && (complete || r.aborted) {
+            if r.collecting() && (complete || r.aborted) {
                 r.phase = Phase::Running;
                 let Some((head, Some(route))) = r.head.take() else {
                     unreachable!("refused requests were removed")
@@ -788,7 +811,7 @@ impl Conn {
         if progress || !ready.is_empty() {
             self.notify(st);
         }
-        let collecting = st.reqs.iter().any(|r| r.phase == Phase::Collecting);
+        let collecting = st.reqs.iter().any(|r| r.collecting());
         let timer = if collecting {
             Some(Timer::Body)
         } else if pos < input.len() && st.reqs.is_empty() {
@@ -981,7 +1004,7 @@ impl Conn {
         if st.lingering.is_some() || st.reqs.is_empty() {
             return true;
         }
-        if st.reqs.iter().any(|r| r.phase == Phase::Collecting) {
+        if st.reqs.iter().any(|r| r.collecting()) {
             return true;
         }
         // Requests run: their threads read when they need the body. The connection is
@@ -1057,6 +1080,10 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 impl ReqState {
+    fn collecting(&self) -> bool {
+        matches!(self.phase, Phase::Collecting(_))
+    }
+
     /// `n` more body bytes arrived (already counted when queued); the body ends with its
     /// announced length.
     fn took(&mut self, n: usize) {
@@ -1084,7 +1111,7 @@ impl ReqState {
         ReqState {
             id,
             rid,
-            phase: Phase::Collecting,
+            phase: Phase::Collecting(Counted::new()),
             head: Some((head, route)),
             body,
             content_length,

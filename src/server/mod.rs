@@ -797,7 +797,7 @@ impl Shared {
             return;
         }
         let n = jobs.len();
-        lock(&self.queue).extend(jobs);
+        enqueue(&mut lock(&self.queue), jobs);
         for _ in 0..n {
             let _ = self.queue_fd.write(1);
         }
@@ -1054,6 +1054,21 @@ pub fn serve<R: Runner>(
     Ok(true)
 }
 
+/// Queues requests in the order they came (their heads' order in the process): a request
+/// whose body was collected goes ahead of those that came after it. Its connection's events
+/// are often acted on after new connections were taken in the same wait: queued behind them,
+/// such requests made a p99 of 30-32 ms at 1 MiB uploads over SCGI and FastCGI (1x1, 16
+/// connections) against 14-15 for uWSGI, which serves connections in the order they came.
+fn enqueue(queue: &mut VecDeque<Job>, jobs: Vec<Job>) {
+    for job in jobs {
+        let at = queue
+            .iter()
+            .rposition(|j| j.seq < job.seq)
+            .map_or(0, |i| i + 1);
+        queue.insert(at, job);
+    }
+}
+
 fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
     THREAD_INDEX.with(|t| t.set(Some(index)));
     let mut thread = runner.thread();
@@ -1083,9 +1098,14 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
         if let Some(job) = sh.pop_job() {
             after_kept = job.kept;
             sh.run_job(runner, &mut thread, index, job);
-            // A process of one thread does it once a housekeeper tick at most: the requests
-            // queued are those of its last wait, and it waits again when they are done.
-            let io_due = || batch == 1 || sh.io_due.swap(false, Ordering::Relaxed);
+            // A process of one thread does it once a housekeeper tick at most (the requests
+            // queued are those of its last wait, and it waits again when they are done),
+            // unless a body is being collected: its bytes arrive meanwhile, and read only
+            // once the queue is empty, its request waits for every request queued after it
+            // (1 MiB uploads over SCGI at 1x1, 16 connections, queued in order of arrival:
+            // p99 21 ms without this read, 14-15 with it; uWSGI 14-15).
+            let io_due =
+                || batch == 1 || conn::collecting() || sh.io_due.swap(false, Ordering::Relaxed);
             if !lock(&sh.queue).is_empty() && io_due() {
                 // Between two queued requests: the I/O that is ready now (bodies being
                 // collected, heads, output, new connections), without waiting, so that none
@@ -1142,10 +1162,11 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
         }
         let mut jobs = std::mem::take(&mut ready);
         if !jobs.is_empty() {
+            jobs.sort_by_key(|j| j.seq);
             let first = jobs.remove(0);
             if batch > 1 {
                 // This thread runs them next (no other thread to wake).
-                lock(&sh.queue).extend(jobs);
+                enqueue(&mut lock(&sh.queue), jobs);
             } else {
                 sh.push_jobs(jobs);
             }
