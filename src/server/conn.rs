@@ -35,6 +35,9 @@ pub const BODY_HIGH_WATER: usize = 128 * 1024;
 /// How long a thread that accepted a connection waits for its first request to arrive before
 /// it leaves the connection to the epoll.
 const FIRST_BYTES_WAIT: Duration = Duration::from_millis(10);
+/// What a connection without a request reads at once while the process holds
+/// `buffer-body-total`: a request head (a longer one takes more reads).
+const HEAD_READ: usize = 16 * 1024;
 /// Input read and thrown away while lingering, at most.
 pub const LINGER_MAX_BYTES: u64 = 256 << 20;
 
@@ -114,6 +117,11 @@ static BODY_HELD: AtomicUsize = AtomicUsize::new(0);
 /// The capacity of those bodies' buffers: room is reserved for an announced body only as far
 /// as `buffer-body-total` allows.
 static BODY_RESERVED: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether the process holds `buffer-body-total` of bodies: new ones are not collected.
+fn bodies_full(sh: &Shared) -> bool {
+    BODY_HELD.load(Ordering::Relaxed) >= sh.config.buffer_body_total
+}
 
 /// Counts a chunk's bytes and capacity in (`add`) or out of the process's body memory.
 fn account(chunk: &[u8], capacity: usize, add: bool) {
@@ -608,7 +616,7 @@ impl Conn {
             let Some(stream) = st.stream.clone() else {
                 return;
             };
-            if self.paused(st) {
+            if self.paused(st, sh) {
                 st.unread = true;
                 return;
             }
@@ -622,8 +630,15 @@ impl Conn {
             let read = if st.rbuf.len == 0 {
                 SCRATCH.with(|scratch| {
                     let mut scratch = scratch.borrow_mut();
-                    let room = scratch.len();
-                    let n = stream.read(&mut scratch)?;
+                    // While the process holds buffer-body-total, a connection without a
+                    // request reads about a head: a body after it is not collected, and stays
+                    // with the web server (see `paused`).
+                    let room = if st.reqs.is_empty() && bodies_full(sh) {
+                        HEAD_READ
+                    } else {
+                        scratch.len()
+                    };
+                    let n = stream.read(&mut scratch[..room])?;
                     if n > 0 {
                         let used = self.decode(st, sh, ready, &scratch[..n], None);
                         if let Some(used) = used {
@@ -672,11 +687,16 @@ impl Conn {
     }
 
     /// Whether a running request's queued body is full: the connection is not read for it
-    /// until the app catches up.
-    fn paused(&self, st: &ConnState) -> bool {
-        st.reqs
-            .iter()
-            .any(|r| r.phase == Phase::Running && r.body.queued >= BODY_HIGH_WATER)
+    /// until the app catches up. While the process holds `buffer-body-total`, the only request
+    /// of a connection has its queue full as soon as anything is queued: the rest of its body
+    /// stays with the web server until its app reads it.
+    fn paused(&self, st: &ConnState, sh: &Shared) -> bool {
+        match &st.reqs[..] {
+            [r] if r.phase == Phase::Running && r.body.queued > 0 && bodies_full(sh) => true,
+            reqs => reqs
+                .iter()
+                .any(|r| r.phase == Phase::Running && r.body.queued >= BODY_HIGH_WATER),
+        }
     }
 
     /// The web server closed the connection (or it failed): whatever runs on it is gone.
@@ -784,7 +804,7 @@ impl Conn {
         let buffer = sh.config.buffer_body as u64;
         // Past buffer-body-total, bodies are not collected: their requests wait for a thread
         // like any other, and their bodies stay in the socket until their apps read them.
-        let full = BODY_HELD.load(Ordering::Relaxed) >= sh.config.buffer_body_total;
+        let full = bodies_full(sh);
         let kept = st.session.keeps_open();
         for r in &mut st.reqs {
             let larger = r.content_length.is_some_and(|len| len > buffer);
@@ -998,7 +1018,7 @@ impl Conn {
     }
 
     fn wants_read(&self, st: &ConnState, sh: &Arc<Shared>) -> bool {
-        if st.reader || st.closing || self.paused(st) {
+        if st.reader || st.closing || self.paused(st, sh) {
             return false;
         }
         if st.lingering.is_some() || st.reqs.is_empty() {
