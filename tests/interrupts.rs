@@ -198,3 +198,51 @@ fn request_timeout_reads_the_stack_of_a_spinning_request() {
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "running");
     drop(spinning);
 }
+
+/// With the process holding buffer-body-total (another request's collected body), a request
+/// whose small body came whole is still watched for its client going away.
+#[test]
+fn a_client_that_goes_away_cancels_its_request_while_bodies_fill_the_budget() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--cancel-on-disconnect",
+        "--threads",
+        "2",
+        "--buffer-body-total",
+        "1048576",
+        "--mount",
+        &mount,
+    ]);
+    let dir = tmpdir("cancel-full");
+    let (held, marker) = (dir.join("held"), dir.join("m"));
+    // Holds the whole budget: its 1 MiB body is collected, and its app does not read it.
+    let big = vec![b'b'; 1 << 20];
+    let uri = format!("/t/block?ms=3000&marker={}", path_str(&held));
+    let mut a = connect(&gw.addr).unwrap();
+    a.write_all(&fcgi_bytes(
+        1,
+        false,
+        &cgi_params("POST", &uri, big.len()),
+        &big,
+    ))
+    .unwrap();
+    wait_for("the request that holds the budget", || held.exists());
+    let mut s = connect(&gw.addr).unwrap();
+    let uri = spin_uri(&marker, 60_000);
+    s.write_all(&fcgi_bytes(
+        1,
+        false,
+        &cgi_params("POST", &uri, 100),
+        &[b'x'; 100],
+    ))
+    .unwrap();
+    wait_for("the request to run", || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "running")
+    });
+    drop(s);
+    wait_for("the app's finally", || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "finally")
+    });
+    assert!(gw.log_text().contains("the client went away"));
+    assert_eq!(fcgi_read_response(&mut *a, 1).unwrap().status, 200);
+}

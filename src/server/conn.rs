@@ -688,11 +688,17 @@ impl Conn {
 
     /// Whether a running request's queued body is full: the connection is not read for it
     /// until the app catches up. While the process holds `buffer-body-total`, the only request
-    /// of a connection has its queue full as soon as anything is queued: the rest of its body
-    /// stays with the web server until its app reads it.
+    /// of a connection has its queue full as soon as anything is queued and more is to come:
+    /// the rest of its body stays with the web server until its app reads it.
     fn paused(&self, st: &ConnState, sh: &Shared) -> bool {
         match &st.reqs[..] {
-            [r] if r.phase == Phase::Running && r.body.queued > 0 && bodies_full(sh) => true,
+            [r] if r.phase == Phase::Running
+                && r.body.queued > 0
+                && !r.body.eof
+                && bodies_full(sh) =>
+            {
+                true
+            }
             reqs => reqs
                 .iter()
                 .any(|r| r.phase == Phase::Running && r.body.queued >= BODY_HIGH_WATER),
