@@ -90,16 +90,7 @@ fn a_client_that_goes_away_cancels_its_request() {
     let uri = spin_uri(&marker, 60_000);
     s.write_all(&fcgi_bytes(1, false, &cgi_params("GET", &uri, 0), b""))
         .unwrap();
-    wait_for("the request to run", || {
-        std::fs::read_to_string(&marker).is_ok_and(|t| t == "running")
-    });
-    drop(s);
-    // The app's `finally` runs soon after, not after its 60 s.
-    wait_for("the app's finally", || {
-        std::fs::read_to_string(&marker).is_ok_and(|t| t == "finally")
-    });
-    let log = gw.log_text();
-    assert!(log.contains("the client went away"), "{log}");
+    cancelled_when_its_client_goes_away(&gw, s, &marker);
     let next = fcgi(&gw.addr, "GET", "/t/spin?marker=/dev/null&ms=0", b"").unwrap();
     assert_eq!(next.status, 200);
 }
@@ -236,13 +227,20 @@ fn a_client_that_goes_away_cancels_its_request_while_bodies_fill_the_budget() {
         &[b'x'; 100],
     ))
     .unwrap();
+    cancelled_when_its_client_goes_away(&gw, s, &marker);
+    assert_eq!(fcgi_read_response(&mut *a, 1).unwrap().status, 200);
+}
+
+/// Waits for the spinning request of `s` to run, closes `s`, and checks that the request is
+/// cancelled: its app's `finally` runs soon after (not after its spin), and the log says why.
+fn cancelled_when_its_client_goes_away(gw: &Gateway, s: Box<dyn Stream>, marker: &Path) {
     wait_for("the request to run", || {
-        std::fs::read_to_string(&marker).is_ok_and(|t| t == "running")
+        std::fs::read_to_string(marker).is_ok_and(|t| t == "running")
     });
     drop(s);
     wait_for("the app's finally", || {
-        std::fs::read_to_string(&marker).is_ok_and(|t| t == "finally")
+        std::fs::read_to_string(marker).is_ok_and(|t| t == "finally")
     });
-    assert!(gw.log_text().contains("the client went away"));
-    assert_eq!(fcgi_read_response(&mut *a, 1).unwrap().status, 200);
+    let log = gw.log_text();
+    assert!(log.contains("the client went away"), "{log}");
 }
