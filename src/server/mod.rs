@@ -1057,7 +1057,7 @@ pub fn serve<R: Runner>(
 /// Queues requests in the order they came (their heads' order in the process): a request
 /// whose body was collected goes ahead of those that came after it. Its connection's events
 /// are often acted on after new connections were taken in the same wait: queued behind them,
-/// such requests made a p99 of 30-32 ms at 1 MiB uploads over SCGI and FastCGI (1x1, 16
+/// such requests made a p99 of 29-32 ms at 1 MiB uploads over SCGI and FastCGI (1x1, 16
 /// connections) against 14-15 for uWSGI, which serves connections in the order they came.
 fn enqueue(queue: &mut VecDeque<Job>, jobs: Vec<Job>) {
     for job in jobs {
