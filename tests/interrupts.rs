@@ -244,3 +244,25 @@ fn cancelled_when_its_client_goes_away(gw: &Gateway, s: Box<dyn Stream>, marker:
     let log = gw.log_text();
     assert!(log.contains("the client went away"), "{log}");
 }
+
+/// A request whose collected body is larger than what a running request may hold queued
+/// (its app has not read it yet) is still watched for its client going away: nothing more of
+/// its body can come, so its connection is read.
+#[test]
+fn a_client_that_goes_away_cancels_its_request_with_a_collected_body() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--cancel-on-disconnect", "--mount", &mount]);
+    let dir = tmpdir("cancel-collected");
+    let marker = dir.join("m");
+    let body = vec![b'x'; 512 * 1024];
+    let mut s = connect(&gw.addr).unwrap();
+    let uri = spin_uri(&marker, 60_000);
+    s.write_all(&fcgi_bytes(
+        1,
+        false,
+        &cgi_params("POST", &uri, body.len()),
+        &body,
+    ))
+    .unwrap();
+    cancelled_when_its_client_goes_away(&gw, s, &marker);
+}

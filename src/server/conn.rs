@@ -687,22 +687,20 @@ impl Conn {
     }
 
     /// Whether a running request's queued body is full: the connection is not read for it
-    /// until the app catches up. While the process holds `buffer-body-total`, the only request
-    /// of a connection has its queue full as soon as anything is queued and more is to come:
-    /// the rest of its body stays with the web server until its app reads it.
+    /// until its app catches up. Only while more of that body is to come (a complete body
+    /// holds no more by reading on, and the connection stays watched for aborts and the peer
+    /// going away). Full is [`BODY_HIGH_WATER`], or, for the only request of a connection while
+    /// the process holds `buffer-body-total`, any byte: the rest of its body stays with the web
+    /// server until its app reads it.
     fn paused(&self, st: &ConnState, sh: &Shared) -> bool {
-        match &st.reqs[..] {
-            [r] if r.phase == Phase::Running
-                && r.body.queued > 0
-                && !r.body.eof
-                && bodies_full(sh) =>
-            {
-                true
-            }
-            reqs => reqs
-                .iter()
-                .any(|r| r.phase == Phase::Running && r.body.queued >= BODY_HIGH_WATER),
-        }
+        let most = if st.reqs.len() == 1 && bodies_full(sh) {
+            1
+        } else {
+            BODY_HIGH_WATER
+        };
+        st.reqs
+            .iter()
+            .any(|r| r.phase == Phase::Running && !r.body.eof && r.body.queued >= most)
     }
 
     /// The web server closed the connection (or it failed): whatever runs on it is gone.
@@ -1622,8 +1620,6 @@ impl Conn {
         st
     }
 
-    /// Wakes the threads waiting on this connection, if any (a notification costs a system
-    /// call even when nobody waits).
     /// Runs `f` without the connection's lock, holding `role` meanwhile (other threads keep
     /// off that side of the socket: they wait on the connection), then wakes those waiting.
     fn without_lock<'s, R>(
@@ -1641,6 +1637,8 @@ impl Conn {
         (st, r)
     }
 
+    /// Wakes the threads waiting on this connection, if any (a notification costs a system
+    /// call even when nobody waits).
     fn notify(&self, st: &ConnState) {
         if st.waiters > 0 {
             self.cond.notify_all();
