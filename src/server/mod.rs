@@ -1103,7 +1103,7 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
             // unless a body is being collected: its bytes arrive meanwhile, and read only
             // once the queue is empty, its request waits for every request queued after it
             // (1 MiB uploads over SCGI at 1x1, 16 connections, queued in order of arrival:
-            // p99 21 ms without this read, 14-15 with it; uWSGI 14-15).
+            // p99 21 ms without this read, 14-15 with it; uWSGI 13.6-14.6).
             let io_due =
                 || batch == 1 || conn::collecting() || sh.io_due.swap(false, Ordering::Relaxed);
             if !lock(&sh.queue).is_empty() && io_due() {
