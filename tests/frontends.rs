@@ -125,6 +125,15 @@ fn check_root_and_submount(rig: &Rig, chunked: bool) {
     if chunked {
         check_post_chunked(rig, "/app/upload", 300 * 1024 + 5);
     }
+    check_repeated_header(rig);
+}
+
+/// A header given twice is one environ value, its values joined with ", " (Apache, lighttpd
+/// and nginx 1.23+ join them themselves; nginx before 1.23 sends it twice).
+fn check_repeated_header(rig: &Rig) {
+    let r = rig.get_verbatim_with("/app/", &[("X-Test", "one"), ("X-Test", "two")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(Echo::parse(&r).get("HTTP_X_TEST"), "one, two");
 }
 
 // ---- nginx ----
@@ -303,6 +312,7 @@ fn nginx_uwsgi_root_and_submount() {
     check_route(&rig, "/application", "", "/application");
     check_post(&rig, "/upload", 256 * 1024 + 3);
     check_post_chunked(&rig, "/app/upload", 300 * 1024 + 5);
+    check_repeated_header(&rig);
     // nginx redirects /app to /app/ for a location ending in a slash.
     assert_eq!(rig.get("/app").status, 301);
     let body = pseudo_random(10 << 20, 43);

@@ -48,6 +48,47 @@ fn environ_is_pep3333() {
 }
 
 #[test]
+fn a_repeated_header_is_one_value_and_other_names_take_the_last() {
+    // What nginx before 1.23 sends for a header given twice (later versions join it
+    // themselves, as the gateway does), over each protocol.
+    let gw = gateway(&[]);
+    let mut params = cgi_params("GET", "/t/echo", 0);
+    for (n, v) in [
+        ("HTTP_X_A", "one"),
+        ("HTTP_COOKIE", "a=1"),
+        ("HTTP_X_A", "two"),
+        ("HTTP_COOKIE", "b=2"),
+        ("SERVER_NAME", "configured"),
+    ] {
+        params.push((n.into(), v.into()));
+    }
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&fcgi_bytes(1, false, &params, b"")).unwrap();
+    let responses = [
+        ("FastCGI", fcgi_read_response(&mut *s, 1)),
+        ("SCGI", scgi_with(&gw.addr, &params, b"")),
+        ("uwsgi", uwsgi_with(&gw.addr, &params, b"")),
+    ];
+    for (protocol, r) in responses {
+        let v = json(&r.unwrap());
+        assert_eq!(v["http"]["HTTP_X_A"], "one, two", "{protocol}");
+        assert_eq!(v["http"]["HTTP_COOKIE"], "a=1; b=2", "{protocol}");
+        assert_eq!(v["http"]["HTTP_HOST"], "localhost", "{protocol}");
+        assert_eq!(v["SERVER_NAME"], "configured", "{protocol}");
+    }
+    // CONTENT_LENGTH twice over FastCGI: the same value is that value; two values, 400.
+    // (The SCGI and uwsgi decoders refuse a repeat: the connection is closed.)
+    for (second, status) in [("0", 200), ("5", 400)] {
+        let mut params = cgi_params("GET", "/t/echo", 0);
+        params.push(("CONTENT_LENGTH".into(), second.into()));
+        let mut s = connect(&gw.addr).unwrap();
+        s.write_all(&fcgi_bytes(1, false, &params, b"")).unwrap();
+        let r = fcgi_read_response(&mut *s, 1).unwrap();
+        assert_eq!(r.status, status, "{}", r.text());
+    }
+}
+
+#[test]
 fn https_scheme_and_latin1_native_strings() {
     let gw = gateway(&[]);
     let mut params = cgi_params("GET", "/t/echo/%C3%A9", 0);

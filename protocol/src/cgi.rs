@@ -69,11 +69,17 @@ impl RequestHead {
     }
 
     /// CONTENT_LENGTH: `None` when absent or empty (the body then ends with its stream),
-    /// `Some(Err(()))` when present but not a decimal number.
+    /// `Some(Err(()))` when present but not a decimal number, or given twice with different
+    /// values (which one the body has would be a guess).
     pub fn content_length(&self) -> Option<Result<u64, ()>> {
-        match self.get(b"CONTENT_LENGTH") {
-            None | Some(b"") => None,
-            Some(v) => Some(parse_decimal(v).ok_or(())),
+        let mut values = self.iter().filter(|(n, _)| *n == b"CONTENT_LENGTH");
+        let (_, first) = values.next()?;
+        if values.any(|(_, v)| v != first) {
+            return Some(Err(()));
+        }
+        match first {
+            b"" => None,
+            v => Some(parse_decimal(v).ok_or(())),
         }
     }
 
@@ -229,6 +235,11 @@ mod tests {
         let mut bad = RequestHead::new();
         bad.push(b"CONTENT_LENGTH", b"-1");
         assert_eq!(bad.content_length(), Some(Err(())));
+        // Given twice: the same value is that value, two values are an error.
+        h.push(b"CONTENT_LENGTH", b"12");
+        assert_eq!(h.content_length(), Some(Ok(12)));
+        h.push(b"CONTENT_LENGTH", b"13");
+        assert_eq!(h.content_length(), Some(Err(())));
     }
 
     #[test]

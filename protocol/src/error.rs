@@ -27,8 +27,7 @@ pub enum DecodeError {
     BadContentLength,
     /// SCGI: the `SCGI` header is missing or not `1`.
     MissingScgiHeader,
-    /// SCGI: the same header name appears twice. uwsgi: CONTENT_LENGTH appears twice (other
-    /// names may repeat).
+    /// SCGI and uwsgi: CONTENT_LENGTH appears twice (other names may repeat).
     DuplicateHeader,
     /// uwsgi: a packet whose modifiers are not 0 and 0 (a WSGI request), the only kind served.
     UnsupportedModifier { modifier1: u8, modifier2: u8 },
@@ -60,10 +59,7 @@ impl fmt::Display for DecodeError {
                 "CONTENT_LENGTH is not a number (or, for SCGI, missing or not first)"
             ),
             DecodeError::MissingScgiHeader => write!(f, "SCGI header 'SCGI: 1' missing"),
-            DecodeError::DuplicateHeader => write!(
-                f,
-                "request head repeats a name (SCGI: any name; uwsgi: CONTENT_LENGTH)"
-            ),
+            DecodeError::DuplicateHeader => write!(f, "request head repeats CONTENT_LENGTH"),
             DecodeError::UnsupportedModifier {
                 modifier1,
                 modifier2,

@@ -81,10 +81,12 @@ proptest! {
 
     #[test]
     fn scgi_request_round_trips_in_any_chunking(
-        pairs in proptest::collection::btree_map(vec(1u8..=255, 1..30), vec(1u8..=255, 0..50), 0..20),
+        pairs in vec((vec(1u8..=255, 1..30), vec(1u8..=255, 0..50)), 0..20),
         body in vec(any::<u8>(), 0..5_000),
         cuts in vec(any::<usize>(), 0..12),
     ) {
+        // Names may repeat (nginx before 1.23 repeats a header); only CONTENT_LENGTH and SCGI
+        // are the encoder's.
         let pairs: Vec<_> = pairs.into_iter().filter(|(n, _)| n != b"CONTENT_LENGTH" && n != b"SCGI").collect();
         let mut wire = Vec::new();
         scgi::encode_request(body.len() as u64, pairs.iter().map(|(n, v)| (&n[..], &v[..])), &mut wire);

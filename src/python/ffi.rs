@@ -988,6 +988,32 @@ impl<'py> Obj<'py> {
         }
     }
 
+    /// `self.setdefault(key, value)` for a dict: the value already under `key`, or `value`
+    /// once inserted (one lookup either way).
+    pub fn dict_set_default(&self, key: &Obj<'py>, value: &Obj<'py>) -> PyResult<Obj<'py>> {
+        // SAFETY: GIL held; valid objects (a non-dict gets an exception, not a crash);
+        // PyDict_SetDefault returns a borrowed reference.
+        unsafe {
+            let v = ffi::PyDict_SetDefault(self.ptr.as_ptr(), key.ptr.as_ptr(), value.ptr.as_ptr());
+            if v.is_null() {
+                return Err(self.gil().fetch_err());
+            }
+            Ok(self.gil().borrowed(v))
+        }
+    }
+
+    /// Whether `self` and `other` are the same object (`is`).
+    pub fn is(&self, other: &Obj<'py>) -> bool {
+        self.ptr == other.ptr
+    }
+
+    /// `self + other` for two strs.
+    pub fn str_concat(&self, other: &Obj<'py>) -> PyResult<Obj<'py>> {
+        // SAFETY: GIL held; valid objects (non-strs get an exception).
+        self.gil()
+            .own(unsafe { ffi::PyUnicode_Concat(self.ptr.as_ptr(), other.ptr.as_ptr()) })
+    }
+
     pub fn dict_copy(&self) -> PyResult<Obj<'py>> {
         // SAFETY: GIL held; valid dict.
         self.gil()

@@ -427,7 +427,20 @@ impl WsgiState {
                 }
                 None => gil.latin1(name)?,
             };
-            env.set_item(&key, &gil.latin1(value)?)?;
+            let value = gil.latin1(value)?;
+            if name.starts_with(b"HTTP_") {
+                // A header given twice (nginx before 1.23 sends it twice) is one value, its
+                // values joined as HTTP joins them (a web server that joins them itself
+                // sends the same); other names: the last one wins.
+                let had = env.dict_set_default(&key, &value)?;
+                if !had.is(&value) {
+                    let sep = if name == b"HTTP_COOKIE" { "; " } else { ", " };
+                    let joined = had.str_concat(&gil.str(sep)?)?.str_concat(&value)?;
+                    env.set_item(&key, &joined)?;
+                }
+            } else {
+                env.set_item(&key, &value)?;
+            }
         }
         env.set_item(
             &self.key(gil, b"SCRIPT_NAME")?,

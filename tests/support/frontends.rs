@@ -498,7 +498,12 @@ impl Rig {
 
     /// A GET whose path goes out exactly as written (see [`super::http_verbatim`]).
     pub fn get_verbatim(&self, path: &str) -> Response {
-        super::http_verbatim(self.front.port, path).unwrap_or_else(|e| {
+        self.get_verbatim_with(path, &[])
+    }
+
+    /// A GET whose path and headers (repeats included) go out exactly as written.
+    pub fn get_verbatim_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        super::http_verbatim(self.front.port, path, headers).unwrap_or_else(|e| {
             panic!(
                 "GET {path} through {}: {e}\n{}",
                 self.front.name,

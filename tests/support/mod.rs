@@ -575,43 +575,50 @@ pub fn fcgi(addr: &str, method: &str, uri: &str, body: &[u8]) -> Result<Response
 
 /// One SCGI request on a new connection.
 pub fn scgi(addr: &str, method: &str, uri: &str, body: &[u8]) -> Result<Response, String> {
-    let params: Vec<_> = cgi_params(method, uri, body.len())
-        .into_iter()
-        .filter(|(n, _)| n != "CONTENT_LENGTH")
-        .collect();
+    scgi_with(addr, &cgi_params(method, uri, body.len()), body)
+}
+
+/// One SCGI request with these params on a new connection (CONTENT_LENGTH is the body's).
+pub fn scgi_with(addr: &str, params: &[(String, String)], body: &[u8]) -> Result<Response, String> {
     let mut wire = Vec::new();
-    scgi::encode_request(
-        body.len() as u64,
-        params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-        &mut wire,
-    );
+    scgi::encode_request(body.len() as u64, cgi_pairs(params), &mut wire);
     wire.extend_from_slice(body);
-    let mut s = connect(addr).map_err(|e| e.to_string())?;
-    s.write_all(&wire).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
-    parse_cgi(&out)
+    parse_cgi(&exchange(addr, &wire)?)
 }
 
 /// One uwsgi request on a new connection (as nginx's `uwsgi_pass` sends it); the response
 /// is HTTP.
 pub fn uwsgi(addr: &str, method: &str, uri: &str, body: &[u8]) -> Result<Response, String> {
-    let params: Vec<_> = cgi_params(method, uri, body.len())
-        .into_iter()
-        .filter(|(n, _)| n != "CONTENT_LENGTH")
-        .collect();
+    uwsgi_with(addr, &cgi_params(method, uri, body.len()), body)
+}
+
+/// One uwsgi request with these params on a new connection (CONTENT_LENGTH is the body's).
+pub fn uwsgi_with(
+    addr: &str,
+    params: &[(String, String)],
+    body: &[u8],
+) -> Result<Response, String> {
     let mut wire = Vec::new();
-    uwsgi::encode_request(
-        body.len() as u64,
-        params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
-        &mut wire,
-    );
+    uwsgi::encode_request(body.len() as u64, cgi_pairs(params), &mut wire);
     wire.extend_from_slice(body);
+    parse_http(&exchange(addr, &wire)?)
+}
+
+/// The params but CONTENT_LENGTH, which the SCGI and uwsgi encoders write themselves.
+fn cgi_pairs(params: &[(String, String)]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    params
+        .iter()
+        .filter(|(n, _)| n != "CONTENT_LENGTH")
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+}
+
+/// Sends `wire` on a new connection and reads until the gateway closes it.
+fn exchange(addr: &str, wire: &[u8]) -> Result<Vec<u8>, String> {
     let mut s = connect(addr).map_err(|e| e.to_string())?;
-    s.write_all(&wire).map_err(|e| e.to_string())?;
+    s.write_all(wire).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).map_err(|e| e.to_string())?;
-    parse_http(&out)
+    Ok(out)
 }
 
 /// An HTTP client for the front ends: no connection reuse (every request is a connection of
@@ -642,12 +649,17 @@ pub fn http(
     http_response(req.send_bytes(body))
 }
 
-/// One GET whose request target is sent exactly as written (`..` segments and `%2e`
-/// included): an HTTP client library resolves dot segments first, as browsers do, so tests
-/// of how the web server and the gateway confine paths write the request line themselves.
-pub fn http_verbatim(port: u16, path: &str) -> Result<Response, String> {
+/// One GET whose request target and headers are sent exactly as written (`..` segments and
+/// `%2e` included, a header given twice stays twice): an HTTP client library resolves dot
+/// segments first, as browsers do, and merges headers, so tests of how the web server and the
+/// gateway confine paths or see headers write the request themselves.
+pub fn http_verbatim(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
     let mut s = connect(&format!("127.0.0.1:{port}")).map_err(|e| e.to_string())?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+    for (n, v) in headers {
+        req += &format!("{n}: {v}\r\n");
+    }
+    req += "Connection: close\r\n\r\n";
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| e.to_string())?;

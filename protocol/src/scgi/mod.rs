@@ -157,36 +157,28 @@ mod parse {
     }
 }
 
-/// The checks on a whole head: CONTENT_LENGTH first and decimal, `SCGI: 1`, no name twice.
+/// The checks on a whole head: CONTENT_LENGTH first, decimal and only once, `SCGI: 1`.
+///
+/// Other names may repeat, although the SCGI specification says they do not: nginx before
+/// 1.23 sends a header given twice as two pairs (later versions join them first), and a
+/// request refused for it would be a 502 for the client. Joining them is the environ's job.
 fn check_head(block: Vec<u8>, pairs: Vec<parse::PairRanges>) -> Result<RequestHead, DecodeError> {
     let name_of = |r: &Range<u32>| &block[r.start as usize..r.end as usize];
     match pairs.first() {
         Some((n, v)) if name_of(n) == b"CONTENT_LENGTH" && parse_decimal(name_of(v)).is_some() => {}
         _ => return Err(DecodeError::BadContentLength),
     }
+    if pairs[1..]
+        .iter()
+        .any(|(n, _)| name_of(n) == b"CONTENT_LENGTH")
+    {
+        return Err(DecodeError::DuplicateHeader);
+    }
     if !pairs
         .iter()
         .any(|(n, v)| name_of(n) == b"SCGI" && name_of(v) == b"1")
     {
         return Err(DecodeError::MissingScgiHeader);
-    }
-    // Duplicates, found by sorting on a hash of each name: names are compared byte by byte
-    // only when their hashes are equal (a plain sort compared every pair it met).
-    let hash = |n: &[u8]| {
-        n.iter().fold(n.len() as u64, |h, &b| {
-            (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
-        })
-    };
-    let mut names: Vec<(u64, &[u8])> = pairs
-        .iter()
-        .map(|(n, _)| {
-            let n = name_of(n);
-            (hash(n), n)
-        })
-        .collect();
-    names.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-    if names.windows(2).any(|w| w[0] == w[1]) {
-        return Err(DecodeError::DuplicateHeader);
     }
     Ok(RequestHead::from_parts(block, pairs))
 }
@@ -253,6 +245,27 @@ mod tests {
         assert_eq!(events[1], "End");
     }
 
+    #[test]
+    fn a_repeated_header_is_two_params_in_order() {
+        // What nginx 1.22 sends for `X-A: one` and `X-A: two`.
+        let wire = netstring(
+            b"CONTENT_LENGTH\x000\x00SCGI\x001\x00HTTP_X_A\x00one\x00HTTP_X_A\x00two\x00",
+        );
+        let Decoded {
+            event: Some(Event::Request { head }),
+            ..
+        } = Decoder::new(Limits::default()).decode(&wire).unwrap()
+        else {
+            panic!("no request");
+        };
+        let repeated: Vec<_> = head.iter().filter(|(n, _)| *n == b"HTTP_X_A").collect();
+        assert_eq!(
+            repeated,
+            [(&b"HTTP_X_A"[..], &b"one"[..]), (b"HTTP_X_A", b"two")]
+        );
+        assert_eq!(head.get(b"HTTP_X_A"), Some(&b"one"[..]));
+    }
+
     fn netstring(block: &[u8]) -> Vec<u8> {
         let mut v = format!("{}:", block.len()).into_bytes();
         v.extend_from_slice(block);
@@ -285,7 +298,7 @@ mod tests {
                 DecodeError::MissingScgiHeader,
             ),
             (
-                netstring(b"CONTENT_LENGTH\x000\x00SCGI\x001\x00SCGI\x001\x00"),
+                netstring(b"CONTENT_LENGTH\x000\x00SCGI\x001\x00CONTENT_LENGTH\x000\x00"),
                 DecodeError::DuplicateHeader,
             ),
             (
