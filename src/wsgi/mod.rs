@@ -410,6 +410,7 @@ impl WsgiState {
         let mut https = false;
         let mut is_head = false;
         for (name, value) in job.head.iter() {
+            let mut join = None;
             let key = match self.keys.find(name) {
                 Some(known) => {
                     match known.special {
@@ -421,6 +422,7 @@ impl WsgiState {
                         }
                         Special::Scheme => https |= value.eq_ignore_ascii_case(b"https"),
                         Special::Method => is_head = value == b"HEAD",
+                        Special::List(sep) => join = Some(sep),
                         Special::None => {}
                     }
                     known.key.bind(gil)
@@ -428,18 +430,19 @@ impl WsgiState {
                 None => gil.latin1(name)?,
             };
             let value = gil.latin1(value)?;
-            if name.starts_with(b"HTTP_") {
-                // A header given twice (nginx before 1.23 sends it twice) is one value, its
-                // values joined as HTTP joins them (a web server that joins them itself
-                // sends the same); other names: the last one wins.
-                let had = env.dict_set_default(&key, &value)?;
-                if !had.is(&value) {
-                    let sep = if name == b"HTTP_COOKIE" { "; " } else { ", " };
-                    let joined = had.str_concat(&gil.str(sep)?)?.str_concat(&value)?;
-                    env.set_item(&key, &joined)?;
+            match join {
+                // A list-valued header given twice (nginx before 1.23 sends it twice) is one
+                // value, joined as HTTP joins it (what a web server that joins it sends).
+                Some(sep) => {
+                    let had = env.dict_set_default(&key, &value)?;
+                    if !had.is(&value) {
+                        let joined = had.str_concat(&gil.str(sep)?)?.str_concat(&value)?;
+                        env.set_item(&key, &joined)?;
+                    }
                 }
-            } else {
-                env.set_item(&key, &value)?;
+                // Any other name given twice: the last one wins (a `fastcgi_param` that
+                // overrides one of an included file, HTTP_HOST in Debian's included ones).
+                None => env.set_item(&key, &value)?,
             }
         }
         env.set_item(
@@ -484,6 +487,8 @@ enum Special {
     Https,
     Scheme,
     Method,
+    /// A header whose value is a list: repeats are joined with this separator.
+    List(&'static str),
 }
 
 /// The names the gateway treats specially, on top of [`KNOWN_KEYS`].
@@ -495,6 +500,26 @@ const SPECIAL_KEYS: &[(&str, Special)] = &[
     ("HTTPS", Special::Https),
     ("REQUEST_SCHEME", Special::Scheme),
     ("REQUEST_METHOD", Special::Method),
+    // Headers defined as lists (RFC 9110 and others), which a client may send as several
+    // lines: their values are joined. Any other repeat is taken as an override (the last
+    // wins), as a singleton header (Host, Authorization...) may not repeat in a request, and a
+    // web server's configuration may set a param its included file sets too.
+    ("HTTP_COOKIE", Special::List("; ")),
+    ("HTTP_ACCEPT", Special::List(", ")),
+    ("HTTP_ACCEPT_CHARSET", Special::List(", ")),
+    ("HTTP_ACCEPT_ENCODING", Special::List(", ")),
+    ("HTTP_ACCEPT_LANGUAGE", Special::List(", ")),
+    ("HTTP_CACHE_CONTROL", Special::List(", ")),
+    ("HTTP_CONNECTION", Special::List(", ")),
+    ("HTTP_FORWARDED", Special::List(", ")),
+    ("HTTP_IF_MATCH", Special::List(", ")),
+    ("HTTP_IF_NONE_MATCH", Special::List(", ")),
+    ("HTTP_PRAGMA", Special::List(", ")),
+    ("HTTP_PREFER", Special::List(", ")),
+    ("HTTP_TE", Special::List(", ")),
+    ("HTTP_UPGRADE", Special::List(", ")),
+    ("HTTP_VIA", Special::List(", ")),
+    ("HTTP_X_FORWARDED_FOR", Special::List(", ")),
 ];
 
 struct KnownKey {

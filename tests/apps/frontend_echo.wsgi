@@ -59,6 +59,7 @@ def application(environ, start_response):
         ('BODY_SHA256', h.hexdigest()),
         ('HTTP_HOST', environ.get('HTTP_HOST', '')),
         ('HTTP_X_TEST', environ.get('HTTP_X_TEST', '')),
+        ('HTTP_X_FORWARDED_FOR', environ.get('HTTP_X_FORWARDED_FOR', '')),
         ('HTTP_AUTHORIZATION', environ.get('HTTP_AUTHORIZATION', '')),
         ('PID', os.getpid()),
     ]
