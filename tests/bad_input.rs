@@ -139,6 +139,33 @@ fn scgi_without_content_length_or_scgi_header_is_refused() {
 }
 
 #[test]
+fn input_past_an_scgi_or_uwsgi_body_drops_the_request() {
+    // A web server that sends more body than the CONTENT_LENGTH it announced (nginx 1.22
+    // with scgi_request_buffering off): the app would see a body cut short, so the
+    // connection is closed without a response, while the app (slow) still runs.
+    let gw = gateway(&[]);
+    let params = cgi_params("POST", "/t/slow?ms=300", 5);
+    let mut scgi_wire = Vec::new();
+    let pairs = params.iter().filter(|(n, _)| n != "CONTENT_LENGTH");
+    let pairs = pairs.map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+    protocol::scgi::encode_request(5, pairs.clone(), &mut scgi_wire);
+    let mut uwsgi_wire = Vec::new();
+    protocol::uwsgi::encode_request(5, pairs, &mut uwsgi_wire);
+    for mut wire in [scgi_wire, uwsgi_wire] {
+        wire.extend_from_slice(b"12345 and more");
+        assert!(expect_closed(&gw, &wire).is_empty());
+    }
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("input after the request's CONTENT_LENGTH bytes")
+            .count(),
+        2,
+        "{log}"
+    );
+    still_serves(&gw);
+}
+
+#[test]
 fn client_vanishing_mid_body_frees_the_thread() {
     // One worker thread: if the app stayed blocked reading the body, nothing else would run.
     let gw = gateway(&[]);

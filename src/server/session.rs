@@ -106,7 +106,10 @@ impl Session {
                 });
                 Ok((d.consumed, event))
             }
-            // SCGI and uwsgi: one request per connection, the same events.
+            // SCGI and uwsgi: one request per connection, the same events, and nothing after
+            // its body.
+            Kind::Scgi(dec) if dec.is_done() && !input.is_empty() => Err(past_body()),
+            Kind::Uwsgi(dec) if dec.is_done() && !input.is_empty() => Err(past_body()),
             Kind::Scgi(dec) => Ok(one_request(dec.decode(input).map_err(err)?)),
             Kind::Uwsgi(dec) => Ok(one_request(dec.decode(input).map_err(err)?)),
         }
@@ -210,6 +213,17 @@ impl Session {
             Kind::Scgi(_) | Kind::Uwsgi(_) | Kind::Detect => false,
         }
     }
+}
+
+/// Input after the body of an SCGI or uwsgi request: the web server sent more than the
+/// CONTENT_LENGTH it announced, so the app has a body cut short.
+fn past_body() -> ProtocolError {
+    ProtocolError(
+        "input after the request's CONTENT_LENGTH bytes of body: the web server announced a \
+         shorter body than it sends (nginx 1.22 does with scgi_request_buffering off), \
+         so the request is dropped"
+            .into(),
+    )
 }
 
 /// An SCGI or uwsgi decoder's output as the server's events (the one request is rid 0).
@@ -407,6 +421,13 @@ mod tests {
         w
     }
 
+    fn uwsgi_wire() -> Vec<u8> {
+        let mut w = Vec::new();
+        uwsgi::encode_request(11, [(&b"A"[..], &b"b"[..])], &mut w);
+        w.extend_from_slice(b"hello world");
+        w
+    }
+
     #[test]
     fn every_protocol_decodes_the_same_split_at_every_offset() {
         for (proto, wire) in [
@@ -414,6 +435,8 @@ mod tests {
             (None, fcgi_wire()),
             (Some(Protocol::Scgi), scgi_wire()),
             (None, scgi_wire()),
+            (Some(Protocol::Uwsgi), uwsgi_wire()),
+            (None, uwsgi_wire()),
         ] {
             let whole = decode_in_steps(proto, &wire, 0);
             assert_eq!(whole.len(), 3, "{whole:#?}");
@@ -431,6 +454,7 @@ mod tests {
         for (proto, wire) in [
             (Protocol::FastCgi, fcgi_wire()),
             (Protocol::Scgi, scgi_wire()),
+            (Protocol::Uwsgi, uwsgi_wire()),
         ] {
             let mut s = session(Some(proto));
             let mut reply = Vec::new();
@@ -443,6 +467,36 @@ mod tests {
                 pos += used;
             }
             assert!(!s.input_pending(), "{proto:?}");
+        }
+    }
+
+    #[test]
+    fn input_after_a_one_request_body_is_an_error() {
+        // A web server that announced a shorter body than it sends: the request, its body of
+        // CONTENT_LENGTH bytes and its end, then an error for what follows, however split.
+        for (proto, wire) in [
+            (Protocol::Scgi, scgi_wire()),
+            (Protocol::Uwsgi, uwsgi_wire()),
+        ] {
+            let mut wire = wire;
+            wire.extend_from_slice(b"more");
+            let mut s = session(Some(proto));
+            let mut reply = Vec::new();
+            let mut pos = 0;
+            let mut events = 0;
+            let err = loop {
+                match s.decode(&wire[pos..], &mut reply) {
+                    Ok((used, ev)) => {
+                        assert!(used > 0 || ev.is_some(), "{proto:?} stalled at {pos}");
+                        events += usize::from(ev.is_some());
+                        pos += used;
+                    }
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(events, 3, "{proto:?}");
+            assert_eq!(pos, wire.len() - 4, "{proto:?}");
+            assert!(err.0.contains("CONTENT_LENGTH"), "{}", err.0);
         }
     }
 
