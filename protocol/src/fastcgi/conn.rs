@@ -348,7 +348,10 @@ impl Connection {
                 b"FCGI_MPXS_CONNS" => u8::from(self.config.multiplex).to_string(),
                 _ => String::new(),
             };
-            if !value.is_empty() {
+            // Each variable is answered once, however often it is asked for: the answer stays
+            // a few bytes (a record of names repeated up to 64 KiB would otherwise need an
+            // answer over a record's 65535 bytes).
+            if !value.is_empty() && !known.iter().any(|(n, _)| *n == name) {
                 known.push((name, value));
             }
             pos += used;
@@ -515,6 +518,22 @@ mod tests {
             &mut expected,
         );
         encode::unknown_type(200, &mut expected);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_variable_asked_for_many_times_is_answered_once() {
+        // 64,000 bytes of names: the largest answer would not fit in a record.
+        let mut wire = Vec::new();
+        encode::get_values(std::iter::repeat_n(&b"FCGI_MAX_CONNS"[..], 4000), &mut wire);
+        let mut conn = Connection::new(Config {
+            max_conns: 7,
+            ..Config::default()
+        });
+        let mut out = Vec::new();
+        assert!(drain(&mut conn, &wire, &mut out).is_empty());
+        let mut expected = Vec::new();
+        encode::get_values_result([(&b"FCGI_MAX_CONNS"[..], &b"7"[..])], &mut expected);
         assert_eq!(out, expected);
     }
 
