@@ -87,6 +87,28 @@ fn protocol_violations_close_the_connection() {
 }
 
 #[test]
+fn get_values_asking_for_a_variable_thousands_of_times_is_answered() {
+    // 64,000 bytes of names in one legal record; one thread, which must survive it.
+    let gw = gateway(&[]);
+    let mut wire = Vec::new();
+    encode::get_values(
+        std::iter::repeat_n(&b"FCGI_MPXS_CONNS"[..], 3700),
+        &mut wire,
+    );
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&wire).unwrap();
+    let mut answer = [0u8; 8];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[1], fastcgi::GET_VALUES_RESULT, "{answer:?}");
+    assert!(
+        u16::from_be_bytes([answer[4], answer[5]]) < 64,
+        "{answer:?}"
+    );
+    still_serves(&gw);
+    assert!(!gw.log_text().contains("panic"), "{}", gw.log_text());
+}
+
+#[test]
 fn oversized_params_close_the_connection() {
     let gw = gateway(&["--max-params-bytes", "4096"]);
     let mut params = cgi_params("GET", "/t/write", 0);
