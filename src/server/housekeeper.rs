@@ -370,6 +370,9 @@ impl Keeper {
     fn recycle_reason(&self) -> Option<String> {
         let sh = &self.sh;
         let r = &sh.config.recycle;
+        if sh.thread_failed.load(Ordering::SeqCst) {
+            return Some("a request thread failed".into());
+        }
         let served = sh.served.load(Ordering::Relaxed);
         if r.maximum_requests.is_some_and(|max| served >= max) {
             return Some(format!("served {served} requests (maximum-requests)"));

@@ -413,6 +413,8 @@ pub struct Shared {
     /// requests of one wait does the I/O that is ready before its next request (see
     /// `thread_main`).
     io_due: AtomicBool,
+    /// A request thread panicked outside an app call (a bug): the worker recycles itself.
+    thread_failed: AtomicBool,
     /// Requests numbered so far (their ids in log lines).
     seq: AtomicU64,
     pid: u32,
@@ -488,6 +490,7 @@ impl Shared {
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
             io_due: AtomicBool::new(false),
+            thread_failed: AtomicBool::new(false),
             yielding: AtomicBool::new(false),
             shedding: AtomicBool::new(false),
             deadlines: (0..config.max_connections + 1024)
@@ -1030,7 +1033,19 @@ pub fn serve<R: Runner>(
             let (sh, runner) = (sh.clone(), runner.clone());
             std::thread::Builder::new()
                 .name(format!("request-{i}"))
-                .spawn(move || thread_main(&sh, &*runner, i))
+                .spawn(move || {
+                    keep_going(
+                        || thread_main(&sh, &*runner, i),
+                        || {
+                            // Under a supervisor, a fresh process replaces this one; alone,
+                            // the gateway goes on with the thread (stopping would be worse).
+                            if sh.config.supervisor.is_some() {
+                                sh.thread_failed.store(true, Ordering::SeqCst);
+                                let _ = sh.kick_fd.write(1);
+                            }
+                        },
+                    )
+                })
         })
         .collect::<io::Result<_>>()?;
     let keeper = {
@@ -1066,6 +1081,17 @@ fn enqueue(queue: &mut VecDeque<Job>, jobs: Vec<Job>) {
             .rposition(|j| j.seq < job.seq)
             .map_or(0, |i| i + 1);
         queue.insert(at, job);
+    }
+}
+
+/// Runs a request thread's loop again after a panic in it (a bug outside any app call, which
+/// has a guard of its own), after `failed` (a worker under a supervisor then recycles
+/// itself): the thread goes on serving the other requests the process holds, rather than
+/// leaving them, or the whole process if it has one thread, without a thread.
+fn keep_going(mut body: impl FnMut(), failed: impl Fn()) {
+    while catch_unwind(AssertUnwindSafe(&mut body)).is_err() {
+        crate::error!("a request thread failed (a bug: the panic is above); it goes on");
+        failed();
     }
 }
 
@@ -1186,5 +1212,24 @@ fn rss_bytes() -> Option<u64> {
 impl AsRawFd for Shared {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.epoll.0.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_request_thread_goes_on_after_a_panic_and_its_worker_recycles() {
+        let (runs, failures) = (Cell::new(0), Cell::new(0));
+        keep_going(
+            || {
+                runs.set(runs.get() + 1);
+                assert!(runs.get() > 2, "a bug in the loop, run {}", runs.get());
+            },
+            || failures.set(failures.get() + 1),
+        );
+        assert_eq!((runs.get(), failures.get()), (3, 2));
     }
 }
