@@ -109,6 +109,46 @@ fn get_values_asking_for_a_variable_thousands_of_times_is_answered() {
 }
 
 #[test]
+fn a_request_aborted_before_its_params_ended_is_answered_and_its_id_reused() {
+    let gw = gateway(&[]);
+    let params = cgi_params("GET", "/t/write", 0);
+    let mut head = Vec::new();
+    encode::begin_request(1, fastcgi::RESPONDER, fastcgi::KEEP_CONN, &mut head);
+    encode::record(fastcgi::PARAMS, 1, &[1, 1, b'A', b'b'], &mut head);
+    let mut abort = Vec::new();
+    encode::record(fastcgi::ABORT_REQUEST, 1, b"", &mut abort);
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&head).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    s.write_all(&abort).unwrap();
+    // The END_REQUEST the web server waits for, with no STDOUT before it.
+    let mut stdout = Vec::new();
+    let kind = FcgiReader::default()
+        .read_until(&mut *s, 1, &mut stdout, |kind, _| {
+            kind == fastcgi::END_REQUEST
+        })
+        .unwrap();
+    assert_eq!((kind, stdout.len()), (fastcgi::END_REQUEST, 0));
+    // The id is free again on the kept connection (nginx uses id 1 for every request).
+    s.write_all(&fcgi_bytes(1, true, &params, b"")).unwrap();
+    let r = fcgi_read_response(&mut *s, 1).unwrap();
+    assert_eq!(r.text(), "written directly then returned");
+    // Without KEEP_CONN, the connection closes after the END_REQUEST (not before it, while
+    // the head is still coming: the abort in the same read, or in a later one).
+    head[8 + 2] = 0; // BEGIN_REQUEST's flags
+    for pause in [0, 50] {
+        let mut s = connect(&gw.addr).unwrap();
+        s.write_all(&head).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(pause));
+        s.write_all(&abort).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest.len(), 16, "END_REQUEST, then the close: {rest:?}");
+    }
+    still_serves(&gw);
+}
+
+#[test]
 fn oversized_params_close_the_connection() {
     let gw = gateway(&["--max-params-bytes", "4096"]);
     let mut params = cgi_params("GET", "/t/write", 0);
@@ -245,6 +285,18 @@ fn unknown_role_is_answered_and_the_connection_stays() {
     s.write_all(&fcgi_bytes(2, true, &cgi_params("GET", "/t/write", 0), b""))
         .unwrap();
     assert_eq!(fcgi_read_response(&mut *s, 2).unwrap().status, 200);
+    // Without KEEP_CONN: the END_REQUEST, then the close.
+    let mut wire = Vec::new();
+    encode::begin_request(1, fastcgi::AUTHORIZER, 0, &mut wire);
+    encode::params(1, [(&b"REQUEST_METHOD"[..], &b"GET"[..])], &mut wire);
+    encode::stream_end(fastcgi::STDIN, 1, &mut wire);
+    let mut s = connect(&gw.addr).unwrap();
+    s.write_all(&wire).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let (rec, used) = fastcgi::parse_record(&all).unwrap().unwrap();
+    assert_eq!(rec.header.record_type, fastcgi::END_REQUEST);
+    assert_eq!(used, all.len());
 }
 
 #[test]

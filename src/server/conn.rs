@@ -968,7 +968,9 @@ impl Conn {
                     self.close(st, sh);
                     return;
                 }
-            } else if st.heads > 0 {
+            } else if st.heads > 0 || st.session.fastcgi_done() {
+                // (So does a FastCGI connection without KEEP_CONN whose request the protocol
+                // ended by itself: refused, or aborted before its head was whole.)
                 // While the worker process stops, or sheds connections for the others of its
                 // group, a kept connection closes right after a response: the end of the
                 // response and the close arrive together, and nginx drops a cached connection

@@ -200,6 +200,12 @@ impl Session {
         }
     }
 
+    /// Whether a FastCGI request began without KEEP_CONN and the protocol has none active
+    /// (it refused it, or it was aborted before its head was whole): the connection is done.
+    pub fn fastcgi_done(&self) -> bool {
+        matches!(&self.kind, Kind::FastCgi(conn) if !conn.keep_conn() && !conn.has_active())
+    }
+
     /// Whether this is a FastCGI connection.
     pub fn is_fastcgi(&self) -> bool {
         matches!(self.kind, Kind::FastCgi(_))

@@ -289,6 +289,13 @@ impl Connection {
                     (_, true) => Event::DataEnd { id },
                 }))
             }
+            // Aborted before its PARAMS ended: the caller never saw it, so it ends here, with
+            // the END_REQUEST the web server waits for.
+            ABORT_REQUEST if req.params.is_some() => {
+                self.active.remove(pos);
+                encode::end_request_record(id, 0, ProtocolStatus::RequestComplete, out);
+                Ok(None)
+            }
             ABORT_REQUEST => Ok(Some(Event::Abort { id })),
             _ => Err(unexpected("not a record type a web server sends")),
         }
@@ -385,6 +392,11 @@ impl Connection {
         !self.draining.is_empty()
             || self.partial.is_some()
             || self.active.iter().any(|a| a.stdin_open)
+    }
+
+    /// Whether any request is active (begun, not yet ended).
+    pub fn has_active(&self) -> bool {
+        !self.active.is_empty()
     }
 
     /// Whether `id` is an active request.
@@ -519,6 +531,25 @@ mod tests {
         );
         encode::unknown_type(200, &mut expected);
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_request_aborted_before_its_params_ended_is_ended_here() {
+        let mut wire = Vec::new();
+        encode::begin_request(1, RESPONDER, KEEP_CONN, &mut wire);
+        encode::record(PARAMS, 1, &[1, 1, b'A', b'b'], &mut wire);
+        encode::record(ABORT_REQUEST, 1, b"", &mut wire);
+        // The id is free again: nginx, for one, uses id 1 for every request.
+        encode::begin_request(1, RESPONDER, KEEP_CONN, &mut wire);
+        encode::params(1, [(&b"A"[..], &b"c"[..])], &mut wire);
+        let mut conn = Connection::new(Config::default());
+        let mut out = Vec::new();
+        let events = drain(&mut conn, &wire, &mut out);
+        let mut expected = Vec::new();
+        encode::end_request_record(1, 0, ProtocolStatus::RequestComplete, &mut expected);
+        assert_eq!(out, expected);
+        assert_eq!(events.len(), 1, "{events:#?}");
+        assert!(events[0].contains("\"A\": \"c\""), "{events:#?}");
     }
 
     #[test]
