@@ -462,6 +462,72 @@ fn keep_conn_and_multiplexed_requests() {
 }
 
 #[test]
+fn multiplexed_uploads_interleaved_on_one_connection_do_not_wait_for_each_other() {
+    // Three requests on one kept connection, their bodies (over buffer-body: they run at once
+    // and stream) interleaved record by record, one thread: the first one's app reads its
+    // body while the others wait for the thread, so their records are read past their queues'
+    // high-water mark, or the first one would wait behind them for good.
+    let gw = gateway(&["--threads", "1"]);
+    let out = multiplexed_uploads(&gw, (2 << 20) + 1);
+    assert!(
+        out.iter().all(|(status, same)| *status == 200 && *same),
+        "{out:?}"
+    );
+    // Past what the process holds for them (buffer-body-total and 8 MiB more), the first
+    // request's body read times out instead of waiting for good, and the others go on.
+    let gw = gateway(&["--threads", "1", "--body-timeout", "1"]);
+    let out = multiplexed_uploads(&gw, 6 << 20);
+    assert_ne!(out[0].0, 200, "{out:?}");
+    assert!(
+        out[1..]
+            .iter()
+            .all(|(status, same)| *status == 200 && *same),
+        "{out:?}"
+    );
+    assert!(
+        gw.log_text().contains("made no progress"),
+        "{}",
+        gw.log_text()
+    );
+}
+
+/// Three uploads of `size` bytes multiplexed on one connection, their records interleaved;
+/// each one's status, and whether its app saw its body.
+fn multiplexed_uploads(gw: &Gateway, size: usize) -> Vec<(u16, bool)> {
+    let bodies: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; size]).collect();
+    let mut wire = Vec::new();
+    for (i, _) in bodies.iter().enumerate() {
+        let id = i as u16 + 1;
+        encode::begin_request(id, fastcgi::RESPONDER, fastcgi::KEEP_CONN, &mut wire);
+        let params = cgi_params("POST", "/t/upload", size);
+        let pairs = params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        encode::params(id, pairs, &mut wire);
+    }
+    for at in (0..size).step_by(32 * 1024) {
+        for (i, body) in bodies.iter().enumerate() {
+            let piece = &body[at..(at + 32 * 1024).min(size)];
+            encode::stream(fastcgi::STDIN, i as u16 + 1, piece, &mut wire);
+        }
+    }
+    for id in 1..=3 {
+        encode::stream_end(fastcgi::STDIN, id, &mut wire);
+    }
+    let (mut s, mut writer) = connect_pair(&gw.addr).unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(&wire));
+    let out = FcgiReader::default().read_responses(&mut *s, 3).unwrap();
+    sender.join().unwrap().unwrap();
+    let r = fcgi(&gw.addr, "GET", "/t/write", b"").unwrap();
+    assert_eq!(r.status, 200, "{}", gw.log_text());
+    (0..3)
+        .map(|i| {
+            let r = parse_cgi(&out[&(i as u16 + 1)]).unwrap();
+            let same = r.status == 200 && json(&r)["sha256"] == sha256_hex(&bodies[i]);
+            (r.status, same)
+        })
+        .collect()
+}
+
+#[test]
 fn get_values_is_answered() {
     let gw = gateway(&[]);
     let mut s = connect(&gw.addr).unwrap();

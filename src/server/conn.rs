@@ -38,6 +38,9 @@ const FIRST_BYTES_WAIT: Duration = Duration::from_millis(10);
 /// What a connection without a request reads at once while the process holds
 /// `buffer-body-total`: a request head (a longer one takes more reads).
 const HEAD_READ: usize = 16 * 1024;
+/// Body bytes a process holds beyond `buffer-body-total` for the requests of a multiplexed
+/// connection while one of them waits for its own body behind theirs (see `Conn::paused`).
+const MULTIPLEX_EXTRA: usize = 8 << 20;
 /// Input read and thrown away while lingering, at most.
 pub const LINGER_MAX_BYTES: u64 = 256 << 20;
 
@@ -611,12 +614,23 @@ impl Conn {
     /// by the input limit, a collected body by buffer-body, a running request's body by its
     /// queue, lingering by its byte limit.
     fn read_input(self: &Arc<Self>, st: &mut ConnState, sh: &Arc<Shared>, ready: &mut Vec<Job>) {
+        self.read_input_for(st, sh, ready, None);
+    }
+
+    /// [`Conn::read_input`] for the thread of request `wanting` (see [`Conn::paused`]).
+    fn read_input_for(
+        self: &Arc<Self>,
+        st: &mut ConnState,
+        sh: &Arc<Shared>,
+        ready: &mut Vec<Job>,
+        wanting: Option<u64>,
+    ) {
         st.unread = false;
         loop {
             let Some(stream) = st.stream.clone() else {
                 return;
             };
-            if self.paused(st, sh) {
+            if self.paused(st, sh, wanting) {
                 st.unread = true;
                 return;
             }
@@ -692,7 +706,20 @@ impl Conn {
     /// going away). Full is [`BODY_HIGH_WATER`], or, for the only request of a connection while
     /// the process holds `buffer-body-total`, any byte: the rest of its body stays with the web
     /// server until its app reads it.
-    fn paused(&self, st: &ConnState, sh: &Shared) -> bool {
+    ///
+    /// `wanting`: the request whose thread reads because its app waits for its body, and
+    /// none of it is queued. On a multiplexed FastCGI connection its body may come behind the
+    /// records of requests whose queues are full and whose apps may not run before it is
+    /// done (a process of one thread): that thread reads on past them, while the process
+    /// holds less than `buffer-body-total` and [`MULTIPLEX_EXTRA`] of bodies.
+    fn paused(&self, st: &ConnState, sh: &Shared, wanting: Option<u64>) -> bool {
+        if let Some(id) = wanting {
+            let starved = st.reqs.iter().any(|r| r.id == id && r.body.queued == 0);
+            let room = sh.config.buffer_body_total.saturating_add(MULTIPLEX_EXTRA);
+            if starved && BODY_HELD.load(Ordering::Relaxed) < room {
+                return false;
+            }
+        }
         let most = if st.reqs.len() == 1 && bodies_full(sh) {
             1
         } else {
@@ -1024,7 +1051,7 @@ impl Conn {
     }
 
     fn wants_read(&self, st: &ConnState, sh: &Arc<Shared>) -> bool {
-        if st.reader || st.closing || self.paused(st, sh) {
+        if st.reader || st.closing || self.paused(st, sh, None) {
             return false;
         }
         if st.lingering.is_some() || st.reqs.is_empty() {
@@ -1351,6 +1378,8 @@ impl Conn {
                 let resume = r.body.queued < BODY_HIGH_WATER / 2;
                 if resume && attempt == 0 {
                     self.settle(&mut st, sh);
+                    // A thread waiting behind this full queue (multiplexing) may go on.
+                    self.notify(&st);
                 }
                 return Io::Ready(());
             }
@@ -1393,7 +1422,7 @@ impl Conn {
                 }
             }
             let mut ready = Vec::new();
-            self.read_input(&mut st, sh, &mut ready);
+            self.read_input_for(&mut st, sh, &mut ready, Some(id));
             sh.push_jobs(ready);
         }
         Io::Wait
@@ -1528,7 +1557,10 @@ impl Conn {
             if left.is_zero() {
                 return Err(WaitError::TimedOut);
             }
-            if st.reader {
+            // Nobody else reads it, or it is paused for this request too (the socket may be
+            // readable, with nothing to read for it): until another thread reads, or an app
+            // takes from its full queue.
+            if st.reader || self.paused(&st, sh, Some(id)) {
                 st = self.wait(st, left);
                 continue;
             }

@@ -389,17 +389,25 @@ pub trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 
 pub fn connect(addr: &str) -> std::io::Result<Box<dyn Stream>> {
+    connect_pair(addr).map(|(s, _)| s)
+}
+
+/// Two handles of one new connection (bounded timeouts on both): one to write with from
+/// another thread while the other reads.
+pub fn connect_pair(addr: &str) -> std::io::Result<(Box<dyn Stream>, Box<dyn Stream>)> {
     if let Some(path) = addr.strip_prefix("unix:") {
         let s = std::os::unix::net::UnixStream::connect(path)?;
         s.set_read_timeout(Some(TIMEOUT))?;
         s.set_write_timeout(Some(TIMEOUT))?;
-        Ok(Box::new(s))
+        let other = s.try_clone()?;
+        Ok((Box::new(s), Box::new(other)))
     } else {
         let a: SocketAddr = addr.parse().unwrap();
         let s = TcpStream::connect_timeout(&a, TIMEOUT)?;
         s.set_read_timeout(Some(TIMEOUT))?;
         s.set_write_timeout(Some(TIMEOUT))?;
-        Ok(Box::new(s))
+        let other = s.try_clone()?;
+        Ok((Box::new(s), Box::new(other)))
     }
 }
 
