@@ -339,6 +339,12 @@ pub struct ConnState {
     closing: bool,
     /// An app read the socket itself (input it left is read when its request is done).
     direct: bool,
+    /// The web server shut down its side: reads go on to the end of the input even after a
+    /// short one. (Readiness is edge-triggered: an end that came with the last bytes makes no
+    /// event of its own, and a connection that stopped at a short read would wait for a
+    /// timeout: a half-closed upload for the body timeout, a kept connection the client
+    /// closed after its response for the idle timeout.)
+    peer_ended: bool,
 }
 
 /// A read into the buffer of the app's own body read: where request `id`'s body bytes lie in
@@ -440,6 +446,7 @@ impl Conn {
                 next_id: 0,
                 closing: false,
                 direct: false,
+                peer_ended: false,
             }),
             cond: Condvar::new(),
             deadline: AtomicU64::new(0),
@@ -485,11 +492,21 @@ impl Conn {
     /// (a head, a body being collected, the rest of a body while lingering, a kept
     /// connection's next request). Otherwise a thread running one of its requests reads
     /// it when its app asks (it always tries the socket before it waits), so nothing is lost.
-    pub fn on_event(self: &Arc<Self>, sh: &Arc<Shared>, ev: Interest, ready: &mut Vec<Job>) {
+    ///
+    /// `ended`: the web server shut down its side (or the connection failed). Its end then
+    /// lies behind whatever input is left, and is read too (see `ConnState::peer_ended`).
+    pub fn on_event(
+        self: &Arc<Self>,
+        sh: &Arc<Shared>,
+        ev: Interest,
+        ended: bool,
+        ready: &mut Vec<Job>,
+    ) {
         let mut st = self.lock();
         if st.stream.is_none() {
             return;
         }
+        st.peer_ended |= ended;
         if ev.write() && !st.writer {
             self.flush(&mut st, sh);
         }
@@ -694,7 +711,7 @@ impl Conn {
             if st.lingering.is_some_and(|read| read > LINGER_MAX_BYTES) {
                 return;
             }
-            if n < room {
+            if n < room && !st.peer_ended {
                 return;
             }
         }

@@ -775,7 +775,11 @@ impl Shared {
             }
             t => {
                 if let Some(conn) = self.conn(t) {
-                    conn.on_event(self, Interest::of_event(ev.events()), ready);
+                    let flags = ev.events();
+                    let ended = flags.intersects(
+                        EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
+                    );
+                    conn.on_event(self, Interest::of_event(flags), ended, ready);
                 }
             }
         }
