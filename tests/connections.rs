@@ -437,6 +437,25 @@ fn the_end_of_input_behind_the_last_bytes_is_seen() {
         s.write_all(&wire).unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
         assert_eq!(read_to_close(&mut s), Ok(0), "SCGI, round {round}");
+        // The same with the whole body: the request is answered (the end of the input is
+        // not the client going away).
+        let mut wire = Vec::new();
+        let params = cgi_params("POST", "/t/upload", body.len());
+        let pairs = params.iter().filter(|(n, _)| n != "CONTENT_LENGTH");
+        let pairs = pairs.map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        scgi::encode_request(body.len() as u64, pairs, &mut wire);
+        wire.extend_from_slice(&body);
+        let mut s = tcp(&gw.addr);
+        s.write_all(&wire).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let r = parse_cgi(&out).unwrap();
+        assert!(
+            r.text().contains("\"length\": 500000"),
+            "round {round}: {}",
+            r.text()
+        );
         // A kept FastCGI connection that the web server shuts after its answer, with the
         // body the app did not read still coming: it closes too, not after the idle timeout.
         let mut wire = fcgi_start("/t/write", body.len(), &body, true);
@@ -446,6 +465,23 @@ fn the_end_of_input_behind_the_last_bytes_is_seen() {
         let r = fcgi_read_response(&mut s, 1).unwrap();
         assert_eq!(r.status, 200);
         s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(read_to_close(&mut s), Ok(0), "FastCGI, round {round}");
+        // A whole FastCGI request, then a half close: answered, then closed.
+        let mut s = tcp(&gw.addr);
+        s.write_all(&fcgi_bytes(
+            1,
+            true,
+            &cgi_params("POST", "/t/upload", 5),
+            b"hello",
+        ))
+        .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = fcgi_read_response(&mut s, 1).unwrap();
+        assert!(
+            r.text().contains("\"length\": 5"),
+            "round {round}: {}",
+            r.text()
+        );
         assert_eq!(read_to_close(&mut s), Ok(0), "FastCGI, round {round}");
     }
 }

@@ -694,6 +694,18 @@ impl Conn {
             };
             let (n, room) = match read {
                 Ok((0, _)) => {
+                    let answered_after = !sh.config.cancel_on_disconnect
+                        && st.reqs.iter().any(|r| !r.ended)
+                        && !st.session.input_pending();
+                    if answered_after {
+                        // A half close: the web server (or client) sent all its requests
+                        // and waits for their answers. They go out, then the connection
+                        // closes. (With cancel-on-disconnect the end of the input is the
+                        // client going away: a close cannot be told from a half close.)
+                        st.peer_ended = true;
+                        st.closing = true;
+                        return;
+                    }
                     self.peer_closed(st, sh);
                     return;
                 }
