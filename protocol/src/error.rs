@@ -29,6 +29,9 @@ pub enum DecodeError {
     MissingScgiHeader,
     /// SCGI and uwsgi: CONTENT_LENGTH appears twice (other names may repeat).
     DuplicateHeader,
+    /// SCGI and uwsgi: input after the body's CONTENT_LENGTH bytes (the web server announced a
+    /// shorter body than it sends, so the body the request got was cut short).
+    InputAfterBody,
     /// uwsgi: a packet whose modifiers are not 0 and 0 (a WSGI request), the only kind served.
     UnsupportedModifier { modifier1: u8, modifier2: u8 },
 }
@@ -60,6 +63,12 @@ impl fmt::Display for DecodeError {
             ),
             DecodeError::MissingScgiHeader => write!(f, "SCGI header 'SCGI: 1' missing"),
             DecodeError::DuplicateHeader => write!(f, "request head repeats CONTENT_LENGTH"),
+            DecodeError::InputAfterBody => write!(
+                f,
+                "input after the request's CONTENT_LENGTH bytes of body: the web server \
+                 announced a shorter body than it sends (nginx 1.22 does with \
+                 scgi_request_buffering off)"
+            ),
             DecodeError::UnsupportedModifier {
                 modifier1,
                 modifier2,

@@ -3,7 +3,7 @@
 //! [`Machine`]; both yield the same [`Event`]s, so that a server handles them with one piece of
 //! code.
 
-use crate::{Limits, RequestHead};
+use crate::{DecodeError, Limits, RequestHead};
 
 /// What the decoder saw. Body data is borrowed from the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +73,10 @@ impl Machine {
         }
     }
 
-    /// Decodes the next event after the head from the start of `input`. Bytes after the body
-    /// are never consumed (a web server sends none; the caller closes after its response).
-    pub(crate) fn body<'a>(&mut self, input: &'a [u8]) -> Decoded<'a> {
-        match self.state {
+    /// Decodes the next event after the head from the start of `input`. Input after the body
+    /// is an error: a web server sends none, unless it announced a shorter body than it sends.
+    pub(crate) fn body<'a>(&mut self, input: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
+        Ok(match self.state {
             State::Body { remaining: 0 } => {
                 self.state = State::Done;
                 Decoded {
@@ -94,8 +94,9 @@ impl Machine {
                     event: Some(Event::Body(&input[..n])),
                 }
             }
+            State::Done if !input.is_empty() => return Err(DecodeError::InputAfterBody),
             _ => Decoded::NONE,
-        }
+        })
     }
 
     /// Whether the whole request, body included, has been decoded.

@@ -702,7 +702,6 @@ impl Conn {
                         // and waits for their answers. They go out, then the connection
                         // closes. (With cancel-on-disconnect the end of the input is the
                         // client going away: a close cannot be told from a half close.)
-                        st.peer_ended = true;
                         st.closing = true;
                         return;
                     }

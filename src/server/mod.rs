@@ -66,6 +66,12 @@ impl Interest {
         matches!(self, Interest::Write | Interest::ReadWrite)
     }
 
+    /// Whether an event says the peer shut down its side, or the connection failed: the end
+    /// of its input lies behind whatever is left to read.
+    fn peer_ended(flags: EpollFlags) -> bool {
+        flags.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
+    }
+
     fn of_event(flags: EpollFlags) -> Interest {
         let failed = flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP);
         Interest::from_flags(
@@ -776,9 +782,7 @@ impl Shared {
             t => {
                 if let Some(conn) = self.conn(t) {
                     let flags = ev.events();
-                    let ended = flags.intersects(
-                        EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR,
-                    );
+                    let ended = Interest::peer_ended(flags);
                     conn.on_event(self, Interest::of_event(flags), ended, ready);
                 }
             }

@@ -107,9 +107,7 @@ impl Session {
                 Ok((d.consumed, event))
             }
             // SCGI and uwsgi: one request per connection, the same events, and nothing after
-            // its body.
-            Kind::Scgi(dec) if dec.is_done() && !input.is_empty() => Err(past_body()),
-            Kind::Uwsgi(dec) if dec.is_done() && !input.is_empty() => Err(past_body()),
+            // its body (an error).
             Kind::Scgi(dec) => Ok(one_request(dec.decode(input).map_err(err)?)),
             Kind::Uwsgi(dec) => Ok(one_request(dec.decode(input).map_err(err)?)),
         }
@@ -219,17 +217,6 @@ impl Session {
             Kind::Scgi(_) | Kind::Uwsgi(_) | Kind::Detect => false,
         }
     }
-}
-
-/// Input after the body of an SCGI or uwsgi request: the web server sent more than the
-/// CONTENT_LENGTH it announced, so the app has a body cut short.
-fn past_body() -> ProtocolError {
-    ProtocolError(
-        "input after the request's CONTENT_LENGTH bytes of body: the web server announced a \
-         shorter body than it sends (nginx 1.22 does with scgi_request_buffering off), \
-         so the request is dropped"
-            .into(),
-    )
 }
 
 /// An SCGI or uwsgi decoder's output as the server's events (the one request is rid 0).

@@ -20,11 +20,12 @@ impl Decoder {
         Decoder(Machine::new(limits))
     }
 
-    /// Decodes the next event from the start of `input`. Bytes after the body are never
-    /// consumed (a web server sends none; the caller closes after its response).
+    /// Decodes the next event from the start of `input`. Input after the body is
+    /// [`DecodeError::InputAfterBody`]: a web server sends none (the caller closes after its
+    /// response), unless it announced a shorter body than it sends.
     pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
         if !self.0.wants_head() {
-            return Ok(self.0.body(input));
+            return self.0.body(input);
         }
         let Some((head, consumed)) = parse_header_block(input, &self.0.limits)? else {
             return Ok(Decoded::NONE);

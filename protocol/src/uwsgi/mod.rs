@@ -43,11 +43,12 @@ impl Decoder {
         Decoder(Machine::new(limits))
     }
 
-    /// Decodes the next event from the start of `input`. Bytes after the body are never
-    /// consumed (a web server sends none; the caller closes after its response).
+    /// Decodes the next event from the start of `input`. Input after the body is
+    /// [`DecodeError::InputAfterBody`]: a web server sends none (the caller closes after its
+    /// response), unless it announced a shorter body than it sends.
     pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
         if !self.0.wants_head() {
-            return Ok(self.0.body(input));
+            return self.0.body(input);
         }
         let Some((head, consumed)) = parse_header(input, &self.0.limits)? else {
             return Ok(Decoded::NONE);
@@ -358,7 +359,7 @@ mod tests {
             &mut wire,
         );
         assert_eq!(wire[..4], [0, wire.len() as u8 - 4, 0, 0]);
-        wire.extend_from_slice(b"hello and more");
+        wire.extend_from_slice(b"hello");
         let events = decode_all(&wire, Limits::default()).unwrap();
         assert_eq!(
             events,
@@ -480,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_after_the_body_is_consumed() {
+    fn input_after_the_body_is_an_error() {
         let mut wire = Vec::new();
         encode_request(0, [], &mut wire);
         let n = wire.len();
@@ -489,7 +490,8 @@ mod tests {
         assert_eq!(d.decode(&wire).unwrap().consumed, n);
         assert_eq!(d.decode(&wire[n..]).unwrap().event, Some(Event::End));
         assert!(d.is_done());
-        let rest = d.decode(&wire[n..]).unwrap();
+        assert_eq!(d.decode(&wire[n..]), Err(DecodeError::InputAfterBody));
+        let rest = d.decode(b"").unwrap();
         assert_eq!((rest.consumed, rest.event), (0, None));
     }
 
