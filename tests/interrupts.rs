@@ -266,3 +266,32 @@ fn a_client_that_goes_away_cancels_its_request_with_a_collected_body() {
     .unwrap();
     cancelled_when_its_client_goes_away(&gw, s, &marker);
 }
+
+/// A client that goes away while its response streams: whichever the gateway sees first (its
+/// write failing, or the client's close, which cancels), the response's close() then runs to
+/// its end, uninterrupted, and the log says the client went away, not that the gateway failed.
+#[test]
+fn a_cancelled_request_s_close_runs_to_its_end() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--cancel-on-disconnect", "--mount", &mount]);
+    let dir = tmpdir("cancel-close");
+    for round in 0..3 {
+        let marker = dir.join(format!("m{round}"));
+        let mut s = connect(&gw.addr).unwrap();
+        let uri = format!("/t/close-spin?marker={}&ms=600", marker.display());
+        s.write_all(&fcgi_bytes(1, false, &cgi_params("GET", &uri, 0), b""))
+            .unwrap();
+        let mut some = [0u8; 4096];
+        std::io::Read::read_exact(&mut *s, &mut some).unwrap();
+        drop(s);
+        wait_for("the response's close() to end", || {
+            std::fs::read_to_string(&marker).is_ok_and(|t| t == "closed")
+        });
+    }
+    let next = fcgi(&gw.addr, "GET", "/t/spin?marker=/dev/null&ms=0", b"").unwrap();
+    assert_eq!(next.status, 200);
+    let log = gw.log_text();
+    assert!(!log.contains("failed in the gateway"), "{log}");
+    let gone = log.matches("client disconnected").count() + log.matches("client went away").count();
+    assert!(gone >= 3, "{log}");
+}

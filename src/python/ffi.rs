@@ -835,7 +835,7 @@ impl<'py> Gil<'py> {
         f()
     }
 
-    /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_sendfile`,
+    /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_settle`, `_gw_sendfile`,
     /// `_gw_print`, `_gw_ext_enter`, `_gw_ext_leave`) into `dict` (a module
     /// namespace of this interpreter).
     pub fn install_callbacks(self, dict: &Obj<'py>) -> PyResult<()> {
@@ -1088,6 +1088,9 @@ pub trait Host: Send + Sync {
     /// A line (or lines) for the log, from `wsgi.errors` or the gateway's Python side;
     /// `error`: the application failed (an exception and its traceback).
     fn log(&self, text: &str, error: bool);
+    /// The request's outcome is known (its response is whole, or failed): no interrupt is
+    /// raised in its thread from now on, and one sent but not yet raised is withdrawn.
+    fn settle(&self, gil: Gil<'_>);
     /// Streams `count` bytes (to the end when `None`) of `file` from `offset`; Ok(false) when
     /// the client is gone.
     fn sendfile(
@@ -1135,7 +1138,7 @@ const fn method(name: &'static CStr, f: Fast) -> ffi::PyMethodDef {
     }
 }
 
-struct Defs([ffi::PyMethodDef; 7]);
+struct Defs([ffi::PyMethodDef; 8]);
 // SAFETY: plain constant C data, never mutated.
 unsafe impl Sync for Defs {}
 
@@ -1143,6 +1146,7 @@ static CALLBACKS_DEFS: Defs = Defs([
     method(c"_gw_send", gw_send),
     method(c"_gw_recv", gw_recv),
     method(c"_gw_log", gw_log),
+    method(c"_gw_settle", gw_settle),
     method(c"_gw_sendfile", gw_sendfile),
     method(c"_gw_print", gw_print),
     method(c"_gw_ext_enter", gw_ext_enter),
@@ -1396,6 +1400,17 @@ unsafe extern "C" fn gw_log(
     callback(args, nargs, 3, |gil, host, a| {
         let text = gil.borrowed(a[0]).to_string_lossy();
         host.log(&text, gil.borrowed(a[1]).is_true());
+        ret(Ok(gil.none()))
+    })
+}
+
+unsafe extern "C" fn gw_settle(
+    _slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    callback(args, nargs, 1, |gil, host, _| {
+        host.settle(gil);
         ret(Ok(gil.none()))
     })
 }

@@ -296,7 +296,11 @@ impl Keeper {
                     crate::config::settings::Seconds(watch.slowlog.unwrap_or_default())
                 );
             }
-            let why = if watch.interrupt.is_some_and(|t| ran >= t) {
+            // A settled request (its response whole or failed, its close() running) is not
+            // interrupted; `interrupt` checks again under the GIL.
+            let why = if py.settled.load(Ordering::SeqCst) {
+                None
+            } else if watch.interrupt.is_some_and(|t| ran >= t) {
                 Some(super::Interrupt::Timeout)
             } else if sh.config.cancel_on_disconnect && job.is_gone() {
                 Some(super::Interrupt::Cancelled)

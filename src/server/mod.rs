@@ -206,6 +206,8 @@ pub struct InPython {
     pub interrupted: std::sync::atomic::AtomicU8,
     /// Its stack was logged by the slow log.
     pub slow_logged: AtomicBool,
+    /// Its outcome is known (`Host::settle`): no interrupt any more.
+    pub settled: AtomicBool,
 }
 
 impl InPython {

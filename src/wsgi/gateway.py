@@ -3,8 +3,8 @@
 # and sends a one-item list itself; this module holds the rest of the request cycle of PEP
 # 3333: iteration, close(), wsgi.file_wrapper, errors and their 500 page (`complete`),
 # wsgi.input, wsgi.errors and the checks of a start_response() the Rust side did not make
-# (`check_head`). _gw_send, _gw_recv, _gw_log(ctx, text, is_error), _gw_sendfile and _gw_print
-# are injected into this namespace before it runs.
+# (`check_head`). _gw_send, _gw_recv, _gw_log(ctx, text, is_error), _gw_settle, _gw_sendfile and
+# _gw_print are injected into this namespace before it runs.
 import os
 import sys
 import threading
@@ -563,7 +563,12 @@ def complete(ctx, response, errors, result, error):
     """A request after its app returned `result` or raised `error` (the gateway called the app
     with environ and response.start_response, and sent a one-item list itself): the body,
     the errors, close(). Never raises: failures are logged and answered. Returns False when
-    the response must be cut off (the connection is then aborted)."""
+    the response must be cut off (the connection is then aborted).
+
+    Once the outcome is known (the body sent, or a failure caught), _gw_settle stops the
+    gateway's interrupts for this request: the handling of a failure and close() run without
+    one landing in them (a client gone while its response is written is seen by the write
+    and, with cancel-on-disconnect, by the housekeeper too)."""
     try:
         if error is not None:
             try:
@@ -596,42 +601,11 @@ def complete(ctx, response, errors, result, error):
             response.write(chunk)
         response.finish()
         return True
-    except ClientDisconnected as e:
-        _gw_log(ctx, str(e), False)
-        return False
-    except Cancelled:
-        _gw_log(ctx, 'cancelled: the client went away', False)
-        return False
-    except InterruptTimeout:
-        text = traceback.format_exc()
-        if response.sent:
-            return _after_head(ctx, response, 'interrupted (interrupt-timeout)', text)
-        _gw_log(ctx, 'interrupted (interrupt-timeout): 504\n' + text, True)
-        body = b'Gateway Timeout: the application took too long\n'
-        _gw_send(ctx, b'Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n'
-                 b'Content-Length: %d\r\n\r\n' % len(body), body, True)
-        return True
-    except BodyTimeout as e:
-        if response.sent:
-            return _after_head(ctx, response, str(e), None)
-        body = b'Request Timeout: the request body stalled\n'
-        _gw_send(ctx, b'Status: 408 Request Timeout\r\nContent-Type: text/plain\r\n'
-                 b'Content-Length: %d\r\n\r\n' % len(body), body, True)
-        return True
-    except BaseException:
-        text = traceback.format_exc()
-        if response.sent:
-            return _after_head(ctx, response, 'application error', text)
-        _gw_log(ctx, text, True)
-        hint = _sub_interpreter_hint(text)
-        if hint is not None:
-            _gw_log(ctx, hint, True)
-            import html
-            _error_500(ctx, b'<p>' + html.escape(hint).encode() + b'</p>')
-        else:
-            _error_500(ctx)
-        return True
+    except BaseException as e:
+        _gw_settle(ctx)
+        return _failed(ctx, response, e)
     finally:
+        _gw_settle(ctx)
         if errors._pending:
             errors.flush()
         # A list (the common case) has no close(): skip the failing attribute lookup.
@@ -643,6 +617,44 @@ def complete(ctx, response, errors, result, error):
                 except BaseException:
                     _gw_log(ctx, 'error in close() of the response iterable\n'
                             + traceback.format_exc(), True)
+
+
+def _failed(ctx, response, e):
+    """`complete` for a request that failed with `e` (being handled): logged and answered."""
+    if isinstance(e, ClientDisconnected):
+        _gw_log(ctx, str(e), False)
+        return False
+    if isinstance(e, Cancelled):
+        _gw_log(ctx, 'cancelled: the client went away', False)
+        return False
+    if isinstance(e, InterruptTimeout):
+        text = traceback.format_exc()
+        if response.sent:
+            return _after_head(ctx, response, 'interrupted (interrupt-timeout)', text)
+        _gw_log(ctx, 'interrupted (interrupt-timeout): 504\n' + text, True)
+        body = b'Gateway Timeout: the application took too long\n'
+        _gw_send(ctx, b'Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\n'
+                 b'Content-Length: %d\r\n\r\n' % len(body), body, True)
+        return True
+    if isinstance(e, BodyTimeout):
+        if response.sent:
+            return _after_head(ctx, response, str(e), None)
+        body = b'Request Timeout: the request body stalled\n'
+        _gw_send(ctx, b'Status: 408 Request Timeout\r\nContent-Type: text/plain\r\n'
+                 b'Content-Length: %d\r\n\r\n' % len(body), body, True)
+        return True
+    text = traceback.format_exc()
+    if response.sent:
+        return _after_head(ctx, response, 'application error', text)
+    _gw_log(ctx, text, True)
+    hint = _sub_interpreter_hint(text)
+    if hint is not None:
+        _gw_log(ctx, hint, True)
+        import html
+        _error_500(ctx, b'<p>' + html.escape(hint).encode() + b'</p>')
+    else:
+        _error_500(ctx)
+    return True
 
 
 def check_script(path, callable_name):

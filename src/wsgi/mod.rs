@@ -330,6 +330,28 @@ impl WsgiState {
             ts.end_request(gil);
             match result {
                 Ok(complete) => complete,
+                // An interrupt raised in the gateway's own Python, before `complete` settled the
+                // request (between the app's return and `complete`'s first line).
+                Err(e) if job.python.interrupted() == Some(crate::server::Interrupt::Cancelled) => {
+                    crate::request_log!(
+                        warn,
+                        job.log_fields(),
+                        "{}: cancelled: the client went away ({})",
+                        label(job),
+                        e.text.lines().last().unwrap_or_default()
+                    );
+                    false
+                }
+                Err(e) if job.python.interrupted() == Some(crate::server::Interrupt::Timeout) => {
+                    crate::request_log!(
+                        error,
+                        job.log_fields(),
+                        "{}: interrupted (interrupt-timeout) as the request ended; response cut \
+                         off: {e}",
+                        label(job)
+                    );
+                    false
+                }
                 Err(e) => {
                     crate::request_log!(
                         error,
@@ -347,7 +369,7 @@ impl WsgiState {
     /// it (`gil` is this interpreter's).
     pub fn interrupt(&self, gil: Gil<'_>, job: &Job, why: crate::server::Interrupt) -> bool {
         let ident = job.python.ident.load(Ordering::SeqCst);
-        if ident == 0 {
+        if ident == 0 || job.python.settled.load(Ordering::SeqCst) {
             return false;
         }
         job.python.interrupted.store(why as u8, Ordering::SeqCst);
@@ -765,6 +787,15 @@ impl Host for Request {
             crate::request_log!(error, fields, "{}: {}", label(self), text);
         } else {
             crate::request_log!(warn, fields, "{}: {}", label(self), text);
+        }
+    }
+
+    fn settle(&self, gil: Gil<'_>) {
+        // Under the GIL, as `interrupt` sends: an interrupt is either withdrawn here or never
+        // sent.
+        self.python.settled.store(true, Ordering::SeqCst);
+        if self.python.interrupted().is_some() {
+            gil.set_async_exc(crate::python::ffi::thread_ident(), None);
         }
     }
 

@@ -35,6 +35,31 @@ class Closing:
             f.write('closed')
 
 
+class SpinningClose:
+    """A response whose close() is busy for `ms` milliseconds (Python bytecode all along, so
+    an interrupt would land), saying so in the marker file: `closing`, then `closed`."""
+
+    def __init__(self, chunks, marker, ms):
+        self.chunks = chunks
+        self.marker = marker
+        self.ms = ms
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        with open(self.marker, 'w') as f:
+            f.write('closing')
+        deadline = time.monotonic() + self.ms / 1000
+        while time.monotonic() < deadline:
+            try:
+                pass
+            except Exception:
+                pass
+        with open(self.marker, 'w') as f:
+            f.write('closed')
+
+
 def slow_chunks(n, delay):
     for i in range(n):
         yield b'chunk %d\n' % i
@@ -193,6 +218,11 @@ def application(environ, start_response):
     if path == '/close-slow':
         start_response('200 OK', [('Content-Type', 'text/plain')])
         return Closing(slow_chunks(200, 0.05), q['marker'])
+    if path == '/close-spin':
+        # A long stream (64 KiB chunks, as fast as they go) whose close() takes `ms`.
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        chunks = (b'x' * 65536 for _ in range(int(q.get('n', '10000'))))
+        return SpinningClose(chunks, q['marker'], int(q.get('ms', '1000')))
     if path == '/sized-wait':
         # The whole Content-Length, then a wait for the client's go-ahead: a file it makes
         # once it has the response's end. Without it in 5 s, an error (the response was not
