@@ -8,6 +8,7 @@ mod support;
 use std::io::Write;
 use std::path::Path;
 
+use protocol::fastcgi::{self, encode};
 use support::*;
 
 fn spin_uri(marker: &Path, ms: u64) -> String {
@@ -294,4 +295,40 @@ fn a_cancelled_request_s_close_runs_to_its_end() {
     assert!(!log.contains("failed in the gateway"), "{log}");
     let gone = log.matches("client disconnected").count() + log.matches("client went away").count();
     assert!(gone >= 3, "{log}");
+}
+
+/// A request whose app does not read its body, with more of the body queued than a running
+/// request may hold: its connection is not read until the app catches up, and its client
+/// going away is seen all the same (the kernel reports the end of the input).
+#[test]
+fn a_client_that_goes_away_cancels_its_request_while_its_body_waits() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--cancel-on-disconnect", "--mount", &mount]);
+    let dir = tmpdir("cancel-paused");
+    let marker = dir.join("m");
+    let uri = spin_uri(&marker, 60_000);
+    // 512 KiB of a 4 MiB body, without the end of the stream: the request runs, its queue
+    // fills, the rest waits in the socket.
+    let mut wire = Vec::new();
+    encode::begin_request(1, fastcgi::RESPONDER, 0, &mut wire);
+    let params = cgi_params("POST", &uri, 4 << 20);
+    encode::params(
+        1,
+        params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        &mut wire,
+    );
+    encode::stream(fastcgi::STDIN, 1, &vec![b'p'; 512 * 1024], &mut wire);
+    let s = std::net::TcpStream::connect(&gw.addr).unwrap();
+    s.set_write_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let sending = std::thread::spawn(move || writer.write_all(&wire));
+    wait_for("the request to run", || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "running")
+    });
+    // The app does not read: what the socket did not take stays with this client.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+    let _ = sending.join();
+    cancelled_when_its_client_goes_away(&gw, Box::new(s), &marker);
 }

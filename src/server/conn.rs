@@ -507,6 +507,12 @@ impl Conn {
             return;
         }
         st.peer_ended |= ended;
+        if ended && sh.config.cancel_on_disconnect && !st.reader && self.paused(&st, sh, None) {
+            // Nobody reads a paused connection until its app catches up, so its end would not
+            // be read before then; with cancel-on-disconnect the end is the client going away.
+            self.peer_closed(&mut st, sh);
+            return;
+        }
         if ev.write() && !st.writer {
             self.flush(&mut st, sh);
         }
