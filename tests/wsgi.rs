@@ -491,10 +491,51 @@ fn multiplexed_uploads_interleaved_on_one_connection_do_not_wait_for_each_other(
     );
 }
 
+/// A request's thread that waits because the process holds its most of bodies (buffer-body-total
+/// and 8 MiB more) goes on when another connection's request frees its share: it looks again
+/// while it waits, rather than at its body timeout.
+#[test]
+fn a_multiplexed_upload_waiting_for_room_goes_on_when_another_connection_frees_it() {
+    let gw = gateway(&[
+        "--threads",
+        "2",
+        "--buffer-body",
+        "4194304",
+        "--buffer-body-total",
+        "4259840",
+        "--body-timeout",
+        "3",
+    ]);
+    let dir = tmpdir("mux-room");
+    let held = dir.join("held");
+    // 4 MiB collected, held 1.5 s by an app that then reads it and sleeps on, its thread busy.
+    let big = vec![b'h'; 4 << 20];
+    let uri = format!("/t/block?ms=5500&read=1500&marker={}", path_str(&held));
+    let (mut b, mut b_writer) = connect_pair(&gw.addr).unwrap();
+    let wire = fcgi_bytes(1, false, &cgi_params("POST", &uri, big.len()), &big);
+    let b_sender = std::thread::spawn(move || b_writer.write_all(&wire));
+    wait_for("the request that holds 4 MiB", || held.exists());
+    // Two 10 MiB uploads multiplexed: the first runs on the other thread, the second waits
+    // for a thread while its records fill its queue past what the process may hold.
+    let out = multiplexed_uploads_n(&gw, 10 << 20, 2);
+    assert!(
+        out.iter().all(|(status, same)| *status == 200 && *same),
+        "{out:?}\n{}",
+        gw.log_text()
+    );
+    b_sender.join().unwrap().unwrap();
+    assert_eq!(fcgi_read_response(&mut *b, 1).unwrap().status, 200);
+}
+
 /// Three uploads of `size` bytes multiplexed on one connection, their records interleaved;
 /// each one's status, and whether its app saw its body.
 fn multiplexed_uploads(gw: &Gateway, size: usize) -> Vec<(u16, bool)> {
-    let bodies: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; size]).collect();
+    multiplexed_uploads_n(gw, size, 3)
+}
+
+/// `n` uploads of `size` bytes multiplexed on one connection (see `multiplexed_uploads`).
+fn multiplexed_uploads_n(gw: &Gateway, size: usize, n: u8) -> Vec<(u16, bool)> {
+    let bodies: Vec<Vec<u8>> = (0..n).map(|i| vec![b'a' + i; size]).collect();
     let mut wire = Vec::new();
     for (i, _) in bodies.iter().enumerate() {
         let id = i as u16 + 1;
@@ -509,16 +550,18 @@ fn multiplexed_uploads(gw: &Gateway, size: usize) -> Vec<(u16, bool)> {
             encode::stream(fastcgi::STDIN, i as u16 + 1, piece, &mut wire);
         }
     }
-    for id in 1..=3 {
+    for id in 1..=n as u16 {
         encode::stream_end(fastcgi::STDIN, id, &mut wire);
     }
     let (mut s, mut writer) = connect_pair(&gw.addr).unwrap();
     let sender = std::thread::spawn(move || writer.write_all(&wire));
-    let out = FcgiReader::default().read_responses(&mut *s, 3).unwrap();
+    let out = FcgiReader::default()
+        .read_responses(&mut *s, n as usize)
+        .unwrap();
     sender.join().unwrap().unwrap();
     let r = fcgi(&gw.addr, "GET", "/t/write", b"").unwrap();
     assert_eq!(r.status, 200, "{}", gw.log_text());
-    (0..3)
+    (0..n as usize)
         .map(|i| {
             let r = parse_cgi(&out[&(i as u16 + 1)]).unwrap();
             let same = r.status == 200 && json(&r)["sha256"] == sha256_hex(&bodies[i]);

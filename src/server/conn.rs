@@ -41,6 +41,10 @@ const HEAD_READ: usize = 16 * 1024;
 /// Body bytes a process holds beyond `buffer-body-total` for the requests of a multiplexed
 /// connection while one of them waits for its own body behind theirs (see `Conn::paused`).
 const MULTIPLEX_EXTRA: usize = 8 << 20;
+
+/// How often a thread whose request's body waits behind paused input looks again whether the
+/// process holds less (see [`Conn::wait_readable`]).
+const PAUSED_LOOK_AGAIN: Duration = Duration::from_millis(100);
 /// Input read and thrown away while lingering, at most.
 pub const LINGER_MAX_BYTES: u64 = 256 << 20;
 
@@ -1591,11 +1595,17 @@ impl Conn {
             if left.is_zero() {
                 return Err(WaitError::TimedOut);
             }
-            // Nobody else reads it, or it is paused for this request too (the socket may be
-            // readable, with nothing to read for it): until another thread reads, or an app
-            // takes from its full queue.
-            if st.reader || self.paused(&st, sh, Some(id)) {
+            // Another thread reads it: until it has.
+            if st.reader {
                 st = self.wait(st, left);
+                continue;
+            }
+            // Paused for this request too (the socket may be readable, with nothing to read
+            // for it): until an app takes from a full queue of this connection, or, looking
+            // again now and then, until the process holds less (another connection's
+            // requests free bodies without telling this one).
+            if self.paused(&st, sh, Some(id)) {
+                st = self.wait(st, left.min(PAUSED_LOOK_AGAIN));
                 continue;
             }
             let readable;

@@ -122,10 +122,16 @@ def application(environ, start_response):
         time.sleep(int(q.get('ms', '100')) / 1000)
         return reply(start_response, {'thread': threading.get_ident()})
     if path == '/block':
-        # Says it runs (the marker file), then takes `ms` milliseconds.
+        # Says it runs (the marker file), then takes `ms` milliseconds. With `read`, it reads
+        # its body after `read` milliseconds of them.
         with open(q['marker'], 'w') as f:
             f.write('running')
-        time.sleep(int(q.get('ms', '1000')) / 1000)
+        ms = int(q.get('ms', '1000'))
+        if 'read' in q:
+            time.sleep(int(q['read']) / 1000)
+            environ['wsgi.input'].read()
+            ms -= int(q['read'])
+        time.sleep(max(ms, 0) / 1000)
         return reply(start_response, {'pid': os.getpid()})
     if path == '/spin':
         # Busy for `ms` milliseconds (Python bytecode all along, so an interrupt lands);
