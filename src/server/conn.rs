@@ -289,6 +289,8 @@ pub struct ReqState {
     head: Option<(protocol::RequestHead, Option<Route>)>,
     body: Body,
     content_length: Option<u64>,
+    /// Its CONTENT_LENGTH is not a number, or given twice with two values (a 400).
+    bad_length: bool,
     /// The response's end went out.
     ended: bool,
     /// The web server aborted it, or the connection is gone.
@@ -922,7 +924,7 @@ impl Conn {
             let r = &st.reqs[i];
             let refusal = match &r.head {
                 Some((_, None)) => Some((404, "Not Found\n".to_string())),
-                Some((head, _)) if matches!(head.content_length(), Some(Err(()))) => Some((
+                Some(_) if r.bad_length => Some((
                     400,
                     "Bad Request: CONTENT_LENGTH is not a number of bytes\n".to_string(),
                 )),
@@ -1195,7 +1197,8 @@ impl ReqState {
         received: Instant,
     ) -> ReqState {
         let route = sh.router.route(&head);
-        let content_length = head.content_length().and_then(Result::ok);
+        let length = head.content_length();
+        let content_length = length.and_then(Result::ok);
         let mut body = Body::default();
         // Nothing will come but the stream's end: the request is complete now.
         body.eof = content_length == Some(0);
@@ -1206,6 +1209,7 @@ impl ReqState {
             head: Some((head, route)),
             body,
             content_length,
+            bad_length: matches!(length, Some(Err(()))),
             ended: false,
             aborted: false,
             received,
