@@ -257,7 +257,7 @@ fn client_vanishing_mid_body_frees_the_thread() {
     }
     // The same with the close arriving together with the body bytes (one readiness edge).
     for _ in 0..20 {
-        let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
+        let mut s = tcp(&gw.addr);
         s.write_all(&partial(100)).unwrap();
         let _ = s.shutdown(std::net::Shutdown::Both);
     }

@@ -488,13 +488,6 @@ fn the_end_of_input_behind_the_last_bytes_is_seen() {
 
 /// A TCP connection to the gateway (which the tests start on a TCP address), with bounded
 /// timeouts; unlike [`connect`]'s, it can be shut down one way.
-fn tcp(addr: &str) -> std::net::TcpStream {
-    let s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
 #[test]
 fn content_length_that_is_not_a_number_is_400() {
     let gw = gateway(&[]);
@@ -577,7 +570,7 @@ fn a_process_of_one_thread_takes_no_more_than_max_connections_at_once() {
     std::thread::sleep(Duration::from_millis(100));
     let mut kept: Vec<std::net::TcpStream> = (0..4)
         .map(|_| {
-            let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
+            let mut s = tcp(&gw.addr);
             fcgi_send(&mut s, true, "GET", "/t/count");
             s
         })

@@ -318,9 +318,7 @@ fn a_client_that_goes_away_cancels_its_request_while_its_body_waits() {
         &mut wire,
     );
     encode::stream(fastcgi::STDIN, 1, &vec![b'p'; 512 * 1024], &mut wire);
-    let s = std::net::TcpStream::connect(&gw.addr).unwrap();
-    s.set_write_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
+    let s = tcp(&gw.addr);
     let mut writer = s.try_clone().unwrap();
     let sending = std::thread::spawn(move || writer.write_all(&wire));
     wait_for("the request to run", || {

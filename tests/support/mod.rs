@@ -402,13 +402,24 @@ pub fn connect_pair(addr: &str) -> std::io::Result<(Box<dyn Stream>, Box<dyn Str
         let other = s.try_clone()?;
         Ok((Box::new(s), Box::new(other)))
     } else {
-        let a: SocketAddr = addr.parse().unwrap();
-        let s = TcpStream::connect_timeout(&a, TIMEOUT)?;
-        s.set_read_timeout(Some(TIMEOUT))?;
-        s.set_write_timeout(Some(TIMEOUT))?;
+        let s = tcp_connect(addr)?;
         let other = s.try_clone()?;
         Ok((Box::new(s), Box::new(other)))
     }
+}
+
+/// A new TCP connection to `addr` (bounded timeouts), for a test that needs the socket itself
+/// (shutdown, try_clone).
+pub fn tcp(addr: &str) -> TcpStream {
+    tcp_connect(addr).unwrap()
+}
+
+fn tcp_connect(addr: &str) -> std::io::Result<TcpStream> {
+    let a: SocketAddr = addr.parse().unwrap();
+    let s = TcpStream::connect_timeout(&a, TIMEOUT)?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    Ok(s)
 }
 
 #[derive(Debug, Clone)]
