@@ -445,6 +445,34 @@ fn sigterm_stops_workers_gracefully() {
         .contains("all workers stopped; supervisor exits"));
 }
 
+/// A worker still finishing a request after a reload replaced it gets the stop's SIGTERM as
+/// a stop, not as a second signal: the request completes and the supervisor exits 0.
+#[test]
+fn sigterm_lets_a_worker_replaced_by_a_reload_finish() {
+    let m = mount();
+    let mut gw = Gateway::start(&["--processes", "1", "--threads", "2", "--mount", &m]);
+    wait_for("the worker", || child_pids(gw.pid()).len() == 1);
+    let old = child_pids(gw.pid());
+    let addr = gw.addr.clone();
+    let marker = tmpdir("sigterm-replaced").join("running");
+    let uri = format!("/t/block?marker={}&ms=2500", marker.display());
+    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
+    wait_for("the request to run", || marker.exists());
+    gw.hup();
+    wait_for("the new worker", || {
+        let now = child_pids(gw.pid());
+        now.len() == 2 && !now.is_subset(&old)
+    });
+    wait_for("the old worker to drain", || {
+        gw.log_text().contains("replaced by a new worker")
+    });
+    let status = gw.stop("TERM");
+    assert!(status.success(), "{status}\n{}", gw.log_text());
+    let r = slow.join().unwrap();
+    assert_eq!(r.map(|r| r.status), Ok(200), "{}", gw.log_text());
+    assert!(!gw.log_text().contains("stopping now"), "{}", gw.log_text());
+}
+
 #[test]
 fn request_timeout_logs_every_stack_and_recycles_the_worker() {
     let m = mount();

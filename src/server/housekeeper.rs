@@ -55,6 +55,7 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         sh: sh.clone(),
         started: Instant::now(),
         stop_since: None,
+        stop: None,
         last_epoch: u64::MAX,
         last_served: u64::MAX,
         overdue_reported: false,
@@ -110,10 +111,22 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
                 continue;
             }
             let replaced = sig == signal_hook::consts::SIGHUP;
-            if keeper.stop_since.is_some() {
+            if let Some(draining) = keeper.stop {
                 if replaced {
                     // Already draining (recycling, or replaced by an earlier reload): a
                     // reload changes nothing for this worker.
+                    continue;
+                }
+                if draining != Stop::Now {
+                    // The gateway stops while this worker drains (its supervisor passes the
+                    // stop on to every worker): a stop, not a second signal. Its in-flight
+                    // requests still finish within the graceful timeout it began with.
+                    crate::info!(
+                        "{}: stopping; already draining, in-flight requests go on",
+                        crate::sys::signal_name(sig)
+                    );
+                    keeper.stop = Some(Stop::Now);
+                    sh.replaced.store(false, Ordering::SeqCst);
                     continue;
                 }
                 crate::warn!(
@@ -201,6 +214,8 @@ struct Keeper {
     sh: Arc<Shared>,
     started: Instant,
     stop_since: Option<Instant>,
+    /// Why it stops, once it does.
+    stop: Option<Stop>,
     last_epoch: u64,
     /// Requests served at the last tick.
     last_served: u64,
@@ -223,6 +238,7 @@ impl Keeper {
             }
         }
         self.stop_since = Some(Instant::now());
+        self.stop = Some(stop);
         self.sh.stopping.store(true, Ordering::SeqCst);
         let mut l = lock(&self.sh.listeners);
         let _ = self.sh.set_listeners(&mut l, false);
