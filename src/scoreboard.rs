@@ -26,7 +26,7 @@
 //! reader never shows half of one URI and half of another.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::Release};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Bytes of a request URI kept (longer ones are cut).
@@ -188,7 +188,17 @@ impl Board {
         self.w(base + R_PID).store(u64::from(pid), Release);
         Row {
             board: self.clone(),
-            row,
+            row: Arc::new(OnceLock::from(row)),
+        }
+    }
+
+    /// The row of a worker process that started when every row was held (reloads while
+    /// workers drain): it records nothing until its supervisor gives it a row that frees
+    /// ([`Board::claim`] with its pid; it then finds it, [`Row::seat`]).
+    pub fn unseated(self: &Arc<Self>) -> Row {
+        Row {
+            board: self.clone(),
+            row: Arc::new(OnceLock::new()),
         }
     }
 
@@ -283,15 +293,18 @@ impl Board {
     }
 }
 
-/// The row of one worker process: where its threads record their requests.
+/// The row of one worker process: where its threads record their requests (none yet while
+/// it is unseated: see [`Board::unseated`]).
 #[derive(Clone)]
 pub struct Row {
     board: Arc<Board>,
-    row: usize,
+    row: Arc<OnceLock<usize>>,
 }
 
 /// A request being recorded, from [`Row::begin`] to [`Row::end`].
 pub struct Running {
+    /// The row it is recorded in (`None`: the process had none when it began).
+    row: Option<usize>,
     thread: usize,
     began: Instant,
     cpu: Duration,
@@ -308,6 +321,28 @@ impl Row {
         &self.board
     }
 
+    /// Whether the process has its row.
+    pub fn seated(&self) -> bool {
+        self.row.get().is_some()
+    }
+
+    /// Looks for a row given to process `pid` (see [`Board::unseated`]); whether it has one.
+    pub fn seat(&self, pid: u32) -> bool {
+        if self.seated() {
+            return true;
+        }
+        let b = &self.board;
+        let given = (0..b.rows).find(|&r| {
+            b.w(b.row_base(r) + R_PID)
+                .load(std::sync::atomic::Ordering::Acquire)
+                == u64::from(pid)
+        });
+        given.is_some_and(|r| {
+            let _ = self.row.set(r);
+            true
+        })
+    }
+
     /// Thread `thread` begins a request; `busy`: how many threads of this process run one now
     /// (this one included).
     pub fn begin(
@@ -319,7 +354,15 @@ impl Row {
         busy: usize,
     ) -> Running {
         let b = &self.board;
-        let base = b.slot_base(self.row, thread);
+        let Some(&row) = self.row.get() else {
+            return Running {
+                row: None,
+                thread,
+                began: Instant::now(),
+                cpu: Duration::ZERO,
+            };
+        };
+        let base = b.slot_base(row, thread);
         let w = |i: usize| b.w(base + i);
         let seq = w(S_SEQ).load(Relaxed);
         w(S_SEQ).store(seq + 1, Relaxed);
@@ -348,6 +391,7 @@ impl Row {
             b.w(H_MAX_CHILDREN).fetch_add(1, Relaxed);
         }
         Running {
+            row: Some(row),
             thread,
             began: Instant::now(),
             cpu: thread_cpu(),
@@ -357,7 +401,10 @@ impl Row {
     /// The process holds `n` connections open (and is alive).
     pub fn set_conns(&self, n: usize) {
         let b = &self.board;
-        let base = b.row_base(self.row);
+        let Some(&row) = self.row.get() else {
+            return;
+        };
+        let base = b.row_base(row);
         b.w(base + R_CONNS).store(n as u64, Relaxed);
         b.w(base + R_BEAT).store(monotonic_ms(), Relaxed);
     }
@@ -365,7 +412,10 @@ impl Row {
     /// Whether the process takes new connections.
     pub fn set_open(&self, open: bool) {
         let b = &self.board;
-        b.w(b.row_base(self.row) + R_OPEN)
+        let Some(&row) = self.row.get() else {
+            return;
+        };
+        b.w(b.row_base(row) + R_OPEN)
             .store(u64::from(open), Relaxed);
     }
 
@@ -374,8 +424,9 @@ impl Row {
     pub fn fewest_elsewhere(&self) -> Option<usize> {
         let b = &self.board;
         let now = monotonic_ms();
+        let own = self.row.get().copied();
         (0..b.rows)
-            .filter(|&r| r != self.row)
+            .filter(|&r| Some(r) != own)
             .map(|r| b.row_base(r))
             .filter(|&base| b.w(base + R_PID).load(Relaxed) != 0)
             .filter(|&base| b.w(base + R_OPEN).load(Relaxed) == 1)
@@ -387,7 +438,10 @@ impl Row {
     /// The request of [`Row::begin`] ended.
     pub fn end(&self, r: Running) {
         let b = &self.board;
-        let base = b.slot_base(self.row, r.thread);
+        let Some(row) = r.row else {
+            return;
+        };
+        let base = b.slot_base(row, r.thread);
         let w = |i: usize| b.w(base + i);
         let took = r.began.elapsed().as_micros() as u64;
         let cpu = thread_cpu().saturating_sub(r.cpu).as_micros() as u64;
@@ -408,9 +462,10 @@ impl Row {
             State::Finishing => FINISHING,
             State::Idle => return,
         };
-        let word = self
-            .board
-            .w(self.board.slot_base(self.row, thread) + S_STATE);
+        let Some(&row) = self.row.get() else {
+            return;
+        };
+        let word = self.board.w(self.board.slot_base(row, thread) + S_STATE);
         if busy(word.load(Relaxed)) {
             word.store(value, Relaxed);
         }
@@ -539,6 +594,29 @@ mod tests {
         assert_eq!(board.w(H_ACTIVE).load(Relaxed), 0);
         assert_eq!(s.procs[0].threads[2].requests, 1);
         assert_eq!(s.procs[0].threads[2].state, State::Idle);
+    }
+
+    #[test]
+    fn an_unseated_row_records_nothing_until_it_is_given_one() {
+        let board = Board::new(1, 2).unwrap();
+        let row = board.unseated();
+        let early = row.begin(0, b"GET", b"/early", 0, 1);
+        row.set_conns(3);
+        row.set_open(true);
+        assert!(!row.seat(77));
+        // The supervisor gives process 77 the row that freed; its request that began before
+        // ends without touching it.
+        board.claim(1, 77);
+        assert!(row.seat(77) && row.seated());
+        row.end(early);
+        let r = row.begin(1, b"GET", b"/late", 0, 1);
+        let s = board.snapshot();
+        assert_eq!(s.accepted, 1);
+        assert_eq!((s.procs.len(), s.procs[0].pid), (1, 77));
+        assert_eq!(s.procs[0].threads[1].state, State::Running);
+        assert_eq!(s.procs[0].threads[0].state, State::Idle);
+        row.end(r);
+        assert_eq!(board.w(H_ACTIVE).load(Relaxed), 0);
     }
 
     #[test]

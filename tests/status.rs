@@ -656,3 +656,50 @@ fn past_buffer_body_total_bodies_are_not_collected() {
     assert!(r.text().contains(&sha256_hex(&body)), "{}", r.text());
     assert_eq!(fcgi_read_response(&mut *a, 1).unwrap().status, 200);
 }
+
+/// Two reloads while a worker drains a long request: the newest worker starts while every row
+/// of the scoreboard is held. It answers the status page all the same, and takes the first row
+/// that frees, so that it shows on the page.
+#[test]
+fn a_worker_started_while_every_row_is_held_takes_one_that_frees() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&[
+        "--status-path",
+        "/status",
+        "--processes",
+        "1",
+        "--threads",
+        "2",
+        "--mount",
+        &mount,
+    ]);
+    wait_for("the worker", || child_pids(gw.pid()).len() == 1);
+    let a = child_pids(gw.pid());
+    let marker = tmpdir("rows-held").join("running");
+    let uri = format!("/t/block?marker={}&ms=4000", marker.display());
+    let addr = gw.addr.clone();
+    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
+    wait_for("the long request to run", || marker.exists());
+    gw.hup();
+    wait_for("the first replacement", || child_pids(gw.pid()).len() == 2);
+    let b = &child_pids(gw.pid()) - &a;
+    gw.hup();
+    let mut c = 0;
+    wait_for("the second replacement, the first one gone", || {
+        let now = child_pids(gw.pid());
+        let newest: Vec<u32> = (&(&now - &a) - &b).into_iter().collect();
+        c = newest.first().copied().unwrap_or(0);
+        now.len() == 2 && newest.len() == 1
+    });
+    wait_for("the newest worker on the status page", || {
+        let page = fcgi(&gw.addr, "GET", "/status?json&full", b"").unwrap();
+        assert_eq!(page.status, 200, "{}", page.text());
+        let doc: serde_json::Value = serde_json::from_slice(&page.body).unwrap();
+        doc["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["pid"].as_u64() == Some(u64::from(c)))
+    });
+    assert_eq!(slow.join().unwrap().unwrap().status, 200);
+}

@@ -104,6 +104,7 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         next_tick = Instant::now() + TICK;
         sh.io_due.store(true, Ordering::Relaxed);
         // The other processes' connections came and went meanwhile.
+        sh.seat();
         sh.rebalance(sh.conn_count());
         for sig in signals.pending() {
             if sig == signal_hook::consts::SIGUSR1 {

@@ -648,6 +648,20 @@ impl Shared {
         let _ = self.relisten(&mut l);
     }
 
+    /// A worker process that started without a row of its scoreboard (every row was held)
+    /// takes the one its supervisor gave it since, and publishes there whether it listens.
+    pub fn seat(&self) {
+        let Some(row) = &self.config.row else {
+            return;
+        };
+        if row.seated() || !row.seat(std::process::id()) {
+            return;
+        }
+        crate::info!("this worker has its row of the scoreboard now: it shows on the status page");
+        let l = lock(&self.listeners);
+        row.set_open(l.watched);
+    }
+
     /// Whether kept connections close after their response, for other processes of the
     /// group to take them (see [`Shared::rebalance`]).
     pub fn shedding(&self) -> bool {

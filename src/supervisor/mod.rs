@@ -327,7 +327,10 @@ impl Supervisor<'_> {
                     }
                 }
                 let board = self.groups[g].board.as_ref();
-                let row = board.zip(row).map(|(b, r)| b.claim(r, sys::pid() as u32));
+                let row = board.map(|b| match row {
+                    Some(r) => b.claim(r, sys::pid() as u32),
+                    None => b.unseated(),
+                });
                 let code = worker::run(&self.groups[g].config, listeners, Some(theirs), row);
                 std::process::exit(i32::from(code));
             }
@@ -378,9 +381,19 @@ impl Supervisor<'_> {
     /// Reaps every exited worker, logs how it ended and acts on it.
     fn reap(&mut self) {
         while let Some((pid, status)) = sys::try_wait_any() {
-            for group in &mut self.groups {
+            for (g, group) in self.groups.iter_mut().enumerate() {
                 if let (Some(row), Some(board)) = (group.rows.remove(&pid), &group.board) {
                     board.release(row);
+                    // A worker that started while every row was held (reloads while workers
+                    // drained) takes this one; it finds it by its pid (Row::seat).
+                    let rowless = self.current.iter().find(|&(&p, &(pg, _))| {
+                        pg == g && p != pid && !group.rows.contains_key(&p)
+                    });
+                    if let Some((&p, &(_, slot))) = rowless {
+                        board.claim(row, p as u32);
+                        group.rows.insert(p, row);
+                        group.slots[slot].row = Some(row);
+                    }
                 }
             }
             if let Some(ch) = self.channels.remove(&pid) {
