@@ -829,3 +829,149 @@ fn a_request_whose_body_was_collected_runs_before_those_that_came_after_it() {
         b.text()
     );
 }
+
+/// The head of FastCGI request `id` (KEEP_CONN): BEGIN_REQUEST and its PARAMS records, without
+/// the empty record that ends them.
+fn fcgi_head_begun(id: u16, uri: &str) -> Vec<u8> {
+    let mut wire = Vec::new();
+    encode::begin_request(id, fastcgi::RESPONDER, fastcgi::KEEP_CONN, &mut wire);
+    let params = cgi_params("GET", uri, 0);
+    encode::params(
+        id,
+        params.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        &mut wire,
+    );
+    wire.truncate(wire.len() - fastcgi::HEADER_LEN);
+    wire
+}
+
+/// The rest of `fcgi_head_begun`: the end of the PARAMS and of the (empty) body.
+fn fcgi_head_end(id: u16) -> Vec<u8> {
+    let mut wire = Vec::new();
+    encode::stream_end(fastcgi::PARAMS, id, &mut wire);
+    encode::stream_end(fastcgi::STDIN, id, &mut wire);
+    wire
+}
+
+/// While the gateway stops, a kept connection closes after its response, but a request that
+/// began arriving on it (its head not yet whole) is served first: closing would answer it
+/// with nothing once its app had run.
+#[test]
+fn a_request_begun_on_a_kept_connection_while_stopping_is_served() {
+    let gw = gateway(&[]);
+    let dir = tmpdir("stop-begun");
+    let marker = dir.join("running");
+    let mut s = connect(&gw.addr).unwrap();
+    // A request runs; the next one (multiplexed) has begun, its head not yet whole.
+    let uri = format!("/t/block?marker={}&ms=1000", marker.display());
+    s.write_all(&fcgi_bytes(1, true, &cgi_params("GET", &uri, 0), b""))
+        .unwrap();
+    wait_for("the first request to run", || marker.exists());
+    s.write_all(&fcgi_head_begun(2, "/t/write")).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    signal(gw.pid(), "TERM");
+    let mut reader = FcgiReader::default();
+    assert_eq!(
+        parse_cgi(&reader.read_responses(&mut *s, 1).unwrap()[&1])
+            .unwrap()
+            .status,
+        200
+    );
+    s.write_all(&fcgi_head_end(2)).unwrap();
+    let second = reader
+        .read_responses(&mut *s, 1)
+        .map_err(|e| format!("{e}\n{}", gw.log_text()));
+    assert_eq!(parse_cgi(&second.unwrap()[&2]).unwrap().status, 200);
+    assert_eq!(read_to_close(&mut *s), Ok(0));
+    drop(gw);
+
+    // An idle kept connection whose next request has only begun is not closed as idle.
+    let gw = gateway(&[]);
+    let mut s = connect(&gw.addr).unwrap();
+    fcgi_send(&mut *s, true, "GET", "/t/write");
+    let mut reader = FcgiReader::default();
+    reader.read_responses(&mut *s, 1).unwrap();
+    // Only its BEGIN_REQUEST record (decoded at once), then the rest.
+    let next = fcgi_head_begun(1, "/t/write");
+    let (begin, params) = next.split_at(fastcgi::HEADER_LEN * 2);
+    s.write_all(begin).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    signal(gw.pid(), "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(params).unwrap();
+    s.write_all(&fcgi_head_end(1)).unwrap();
+    let next = reader
+        .read_responses(&mut *s, 1)
+        .map_err(|e| format!("{e}\n{}", gw.log_text()));
+    assert_eq!(parse_cgi(&next.unwrap()[&1]).unwrap().status, 200);
+    assert_eq!(read_to_close(&mut *s), Ok(0));
+}
+
+/// While the gateway stops, an idle kept connection closes, but not over a request that its web
+/// server already sent and nobody has read yet (the only thread is busy): it is read first,
+/// served, and the connection closes after its response.
+#[test]
+fn a_request_unread_on_an_idle_kept_connection_while_stopping_is_served() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--mount", &mount, "--threads", "1"]);
+    let dir = tmpdir("stop-unread");
+    let marker = dir.join("running");
+    let mut kept = connect(&gw.addr).unwrap();
+    fcgi_send(&mut *kept, true, "GET", "/t/write");
+    let mut reader = FcgiReader::default();
+    reader.read_responses(&mut *kept, 1).unwrap();
+    // The only thread runs a request of another connection.
+    let mut busy = connect(&gw.addr).unwrap();
+    let uri = format!("/t/block?marker={}&ms=1000", marker.display());
+    fcgi_send(&mut *busy, false, "GET", &uri);
+    wait_for("the other request to run", || marker.exists());
+    fcgi_send(&mut *kept, true, "GET", "/t/write");
+    signal(gw.pid(), "TERM");
+    let next = reader
+        .read_responses(&mut *kept, 1)
+        .map_err(|e| format!("{e}\n{}", gw.log_text()));
+    assert_eq!(parse_cgi(&next.unwrap()[&1]).unwrap().status, 200);
+    assert_eq!(read_to_close(&mut *kept), Ok(0));
+    assert_eq!(fcgi_read_response(&mut *busy, 1).unwrap().status, 200);
+}
+
+/// While the gateway stops, a kept connection closes right after a response's end. A request
+/// its web server sends after that end (before it sees the close) is not run: it gets no
+/// answer, as from a closed connection, so it can be sent again elsewhere without having run
+/// twice.
+#[test]
+fn a_request_sent_after_the_last_response_of_a_closing_connection_is_not_run() {
+    let gw = gateway(&[]);
+    let dir = tmpdir("stop-after-end");
+    let (start, go, first, second) = (
+        dir.join("start"),
+        dir.join("go"),
+        dir.join("first"),
+        dir.join("second"),
+    );
+    let mut s = connect(&gw.addr).unwrap();
+    let uri = format!(
+        "/t/sized-wait?start={}&go={}&marker={}",
+        start.display(),
+        go.display(),
+        first.display()
+    );
+    fcgi_send(&mut *s, true, "GET", &uri);
+    std::thread::sleep(Duration::from_millis(200));
+    signal(gw.pid(), "TERM");
+    wait_for("the stop", || gw.log_text().contains("SIGTERM: stopping"));
+    // The response ends with its last byte while its app goes on.
+    std::fs::write(&start, "").unwrap();
+    let mut reader = FcgiReader::default();
+    let r = reader.read_responses(&mut *s, 1).unwrap();
+    assert_eq!(parse_cgi(&r[&1]).unwrap().text(), "complete");
+    let uri = format!("/t/block?marker={}&ms=0", second.display());
+    fcgi_send(&mut *s, true, "GET", &uri);
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(&go, "").unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!second.exists(), "{}", gw.log_text());
+}

@@ -592,14 +592,29 @@ impl Conn {
     /// still uses it is served, and the connection closes after that response).
     pub fn close_if_idle(self: &Arc<Self>, sh: &Arc<Shared>, after: Option<Duration>) {
         let mut st = self.lock();
-        let idle = st.stream.is_some()
-            && st.reqs.is_empty()
-            && st.out_pos == st.out.len()
-            && st.rbuf.len == 0
-            && st.lingering.is_none()
-            && st.timer == Some(Timer::Idle);
-        if !idle {
+        let idle = |st: &ConnState| {
+            st.stream.is_some()
+                && st.reqs.is_empty()
+                && st.out_pos == st.out.len()
+                && st.rbuf.len == 0
+                && st.lingering.is_none()
+                && st.timer == Some(Timer::Idle)
+                && !st.session.input_pending()
+        };
+        if !idle(&st) {
             return;
+        }
+        if after.is_none() && !st.reader {
+            // A request the web server sent may wait in the socket, not yet read (its thread
+            // busy): read before closing, so that it is served rather than reset.
+            let mut ready = Vec::new();
+            self.read_input(&mut st, sh, &mut ready);
+            let read = !ready.is_empty();
+            sh.push_jobs(ready);
+            if read || !idle(&st) {
+                self.settle(&mut st, sh);
+                return;
+            }
         }
         match after {
             None => self.close(&mut st, sh),
@@ -1045,7 +1060,13 @@ impl Conn {
                 // web server that a connection ends; nginx ignores `Connection: close` on
                 // FastCGI responses).
                 let keep = self.kept_after(st, sh);
-                if keep {
+                if st.session.request_arriving() {
+                    // The next request began arriving (FastCGI keep-conn): it has the header
+                    // timeout, and it is served also when the connection was to close after
+                    // this response (closing now would answer it with nothing, or with a
+                    // reset); the connection closes after its response then.
+                    self.set_timer(st, sh, Some(Timer::Header));
+                } else if keep {
                     if input {
                         // An unread body is read and dropped before the next request.
                         self.set_timer(st, sh, Some(Timer::Linger));
@@ -1317,12 +1338,17 @@ impl Conn {
                 && st.reqs.len() == 1
                 && st.session.keeps_open()
                 && !self.kept_after(&st, sh)
+                && !st.session.request_arriving()
             {
                 // A kept connection closes after this response (the worker stops, or sheds
                 // connections): the close follows its end at once (not after the app's
                 // clean-up), so that nginx reads the close with the end and does not reuse the
-                // connection.
+                // connection. What comes after is read and dropped, never run: a request sent
+                // before the web server saw the close gets no answer, as it would from a
+                // closed connection, and can be sent again elsewhere.
                 stream.shutdown_write();
+                st.lingering = Some(0);
+                self.set_timer(&mut st, sh, Some(Timer::Linger));
             }
         } else {
             frames.copy_rest(0, &mut st.out);

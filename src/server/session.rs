@@ -198,6 +198,16 @@ impl Session {
         }
     }
 
+    /// Whether a request not yet answered began arriving, its head not yet whole (FastCGI,
+    /// a web server's next request on a kept connection): the connection serves it before it
+    /// closes.
+    pub fn request_arriving(&self) -> bool {
+        match &self.kind {
+            Kind::FastCgi(conn) => conn.new_input_pending(),
+            _ => false,
+        }
+    }
+
     /// Whether a FastCGI request began without KEEP_CONN and the protocol has none active
     /// (it refused it, or it was aborted before its head was whole): the connection is done.
     pub fn fastcgi_done(&self) -> bool {

@@ -238,6 +238,12 @@ def application(environ, start_response):
                                   ('Content-Length', str(len(body)))])
 
         def gen():
+            # With `start`: the body waits for that file too.
+            deadline = time.monotonic() + 5
+            while 'start' in q and not os.path.exists(q['start']):
+                if time.monotonic() > deadline:
+                    raise RuntimeError('no start')
+                time.sleep(0.01)
             yield body
             deadline = time.monotonic() + 5
             while not os.path.exists(q['go']):

@@ -394,6 +394,14 @@ impl Connection {
             || self.active.iter().any(|a| a.stdin_open)
     }
 
+    /// Whether a request not yet ended owes input: one has begun, or a record has begun
+    /// after every ended request's input (a web server that sends its next request on a kept
+    /// connection). Input that only requests already ended owe (their unread bodies) is not
+    /// counted.
+    pub fn new_input_pending(&self) -> bool {
+        !self.active.is_empty() || (self.partial.is_some() && self.draining.is_empty())
+    }
+
     /// Whether any request is active (begun, not yet ended).
     pub fn has_active(&self) -> bool {
         !self.active.is_empty()
