@@ -879,6 +879,30 @@ fn versioned(v: &str) -> String {
 
 const T0: u64 = 1_700_000_000;
 
+/// A script changed twice within one second, its size the same (a version bumped): the
+/// reload runs the new source. (CPython's bytecode cache tells its files apart by the
+/// source's modification time in whole seconds and its size; a script is compiled from its
+/// source instead.)
+#[test]
+fn a_script_changed_within_a_second_keeping_its_size_is_reloaded_from_its_source() {
+    let dir = tmpdir("groups-same-second");
+    let script = dir.join("app.wsgi");
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(T0 * 1000 + ms);
+    let write = |v: &str, ms: u64| {
+        fs::write(&script, versioned(v)).unwrap();
+        let f = fs::OpenOptions::new().write(true).open(&script).unwrap();
+        f.set_modified(at(ms)).unwrap();
+    };
+    write("v1", 100);
+    let cfg = write_config(&dir, &mount("/a", &script, ""));
+    let gw = Gateway::start(&["--config", path_str(&cfg)]);
+    assert_eq!(get(&gw, "/a/").get("version"), "v1");
+    for (v, ms) in [("v2", 400), ("v3", 700)] {
+        write(v, ms);
+        assert_eq!(get_version(&gw, "/a/", v).get("version"), v);
+    }
+}
+
 #[test]
 fn a_changed_script_is_reloaded_and_in_flight_requests_finish_on_the_old_code() {
     let dir = tmpdir("groups-reload");

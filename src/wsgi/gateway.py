@@ -498,6 +498,16 @@ class Unloadable:
         raise self.error
 
 
+class _ScriptLoader(importlib.machinery.SourceFileLoader):
+    """Loads a script from its source every time, without CPython's bytecode cache: the
+    cache tells files apart by their modification time in whole seconds and their size, so a
+    script changed twice within a second, its size the same, would run its old code."""
+
+    def get_code(self, fullname):
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
 def load(path, callable_name, generation):
     """Imports a script file as a module named after its path; returns the callable, or an
     Unloadable when it fails. A new generation (the file changed) imports it again."""
@@ -507,7 +517,7 @@ def load(path, callable_name, generation):
         if entry is not None and entry[0] == generation:
             return entry[1]
         name = _module_name(path)
-        loader = importlib.machinery.SourceFileLoader(name, path)
+        loader = _ScriptLoader(name, path)
         spec = importlib.util.spec_from_file_location(name, path, loader=loader)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
