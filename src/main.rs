@@ -220,29 +220,10 @@ fn check(args: &config::Settings) -> ExitCode {
                 own.join(", ")
             );
         }
-        // Each group's python-home needs an interpreter of its own: check in a child process.
-        match sys::fork() {
-            Ok(sys::Forked::Child) => {
-                let problems = match python::start(&config.python.home) {
-                    Err(e) => vec![e],
-                    Ok(main) => {
-                        let p = main.with_gil(|gil| wsgi::check_scripts(gil, &config.mounts));
-                        main.finalize();
-                        p
-                    }
-                };
-                for p in &problems {
-                    eprintln!("problem: {p}");
-                }
-                std::process::exit(i32::from(!problems.is_empty()));
-            }
-            Ok(sys::Forked::Parent(pid)) => {
-                failed |= sys::wait(pid) != sys::Exit::Code(0);
-            }
-            Err(e) => {
-                eprintln!("problem: cannot check the scripts: {e}");
-                failed = true;
-            }
+        // Each group's python-home needs an interpreter of its own: checked in a child process.
+        for p in worker::script_problems(config) {
+            eprintln!("problem: {p}");
+            failed = true;
         }
     }
     if failed {

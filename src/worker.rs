@@ -220,6 +220,71 @@ fn jitter(n: u64) -> u64 {
     (n - spread + offset).max(1)
 }
 
+/// What `wsgi-gateway check` reports of the scripts of `config`'s mounts: each compiles and
+/// defines its callable, checked by an interpreter of the group's python-home started in a
+/// child process (the caller runs no Python, and no other thread: see [`crate::sys::fork`]).
+/// Empty when all is well.
+pub fn script_problems(config: &ProcessGroup) -> Vec<String> {
+    use crate::sys::{self, Forked};
+    use std::io::{Read, Write};
+    const SEP: char = '\0';
+    let (mut ours, mut theirs) = match std::os::unix::net::UnixStream::pair() {
+        Ok(pair) => pair,
+        Err(e) => return vec![format!("cannot check the scripts: {e}")],
+    };
+    // The child never handles a stop: a signal meant for a supervisor's process group must
+    // not reach the supervisor's handlers through it.
+    sys::block_stop_signals();
+    let forked = sys::fork();
+    if !matches!(forked, Ok(Forked::Child)) {
+        sys::unblock_stop_signals();
+    }
+    match forked {
+        Err(e) => vec![format!("cannot check the scripts: {e}")],
+        Ok(Forked::Child) => {
+            drop(ours);
+            let problems = match python::start(&config.python.home) {
+                Err(e) => vec![e],
+                Ok(main) => {
+                    let p = main.with_gil(|gil| crate::wsgi::check_scripts(gil, &config.mounts));
+                    main.finalize();
+                    p
+                }
+            };
+            let text = problems.join(&SEP.to_string());
+            let code = if theirs.write_all(text.as_bytes()).is_ok() {
+                code::OK
+            } else {
+                code::INTERNAL
+            };
+            std::process::exit(code);
+        }
+        Ok(Forked::Parent(pid)) => {
+            drop(theirs);
+            let _ = ours.set_read_timeout(Some(CHECK_TIMEOUT));
+            let mut text = String::new();
+            let read = ours.read_to_string(&mut text);
+            if read.is_err() {
+                sys::kill(pid, signal_hook::consts::SIGKILL);
+            }
+            let exit = sys::wait(pid);
+            if let Err(e) = read {
+                return vec![format!("checking the scripts did not finish: {e}")];
+            }
+            if exit != sys::Exit::Code(code::OK) {
+                return vec![format!("checking the scripts failed: {exit:?}")];
+            }
+            text.split(SEP)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect()
+        }
+    }
+}
+
+/// How long checking a group's scripts may take (starting its interpreter, then compiling).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -713,3 +713,39 @@ fn a_stop_while_workers_start_is_not_lost() {
         assert!(!gw.log_text().contains("killing them"), "{}", gw.log_text());
     }
 }
+
+/// SIGHUP checks the scripts as `wsgi-gateway check` does: one that does not compile is
+/// refused with its line, and the running workers keep serving; once fixed, the reload runs.
+#[test]
+fn sighup_refuses_a_script_that_does_not_compile() {
+    let dir = tmpdir("sighup-script");
+    let script = dir.join("app.wsgi");
+    let version = |v: &str| {
+        format!(
+            "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'{v}']\n"
+        )
+    };
+    std::fs::write(&script, version("one")).unwrap();
+    let mount = format!("/a={}", script.display());
+    let gw = Gateway::start(&["--processes", "1", "--no-reload", "--mount", &mount]);
+    wait_for("the worker", || child_pids(gw.pid()).len() == 1);
+    let serving = child_pids(gw.pid());
+    assert_eq!(fcgi(&gw.addr, "GET", "/a", b"").unwrap().text(), "one");
+    std::fs::write(
+        &script,
+        "def application(environ, start_response:\n    pass\n",
+    )
+    .unwrap();
+    gw.hup();
+    wait_for("the refusal", || gw.log_text().contains("reload refused"));
+    let log = gw.log_text();
+    assert!(log.contains("does not compile"), "{log}");
+    assert!(log.contains("(line 1)"), "{log}");
+    assert_eq!(child_pids(gw.pid()), serving);
+    assert_eq!(fcgi(&gw.addr, "GET", "/a", b"").unwrap().text(), "one");
+    std::fs::write(&script, version("two")).unwrap();
+    gw.hup();
+    wait_for("the new worker", || {
+        fcgi(&gw.addr, "GET", "/a", b"").is_ok_and(|r| r.text() == "two")
+    });
+}

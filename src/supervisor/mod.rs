@@ -534,6 +534,16 @@ impl Supervisor<'_> {
                 return;
             }
         };
+        // The scripts too, as `wsgi-gateway check` does: new workers would serve a script that
+        // does not compile with 500s.
+        let problems: Vec<String> = configs.iter().flat_map(worker::script_problems).collect();
+        if !problems.is_empty() {
+            for p in &problems {
+                error!("reload refused: {p}");
+            }
+            warn!("the running workers keep serving the previous configuration");
+            return;
+        }
         // Sockets that stay configured are kept (no connection is refused during the reload);
         // new ones are bound; the others close once the old workers are gone.
         let mut old: Vec<Listener> = self
