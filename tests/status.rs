@@ -673,33 +673,46 @@ fn a_worker_started_while_every_row_is_held_takes_one_that_frees() {
         "--mount",
         &mount,
     ]);
-    wait_for("the worker", || child_pids(gw.pid()).len() == 1);
-    let a = child_pids(gw.pid());
+    // The workers in the order they started (the supervisor logs each; a SIGHUP also forks
+    // a child that checks the scripts, so the children alone do not tell them apart).
+    let started = || -> Vec<u32> {
+        gw.log_text()
+            .lines()
+            .filter_map(|l| l.split("started (pid ").nth(1))
+            .filter_map(|rest| rest.split(')').next()?.parse().ok())
+            .collect()
+    };
+    wait_for("the worker", || started().len() == 1);
     let marker = tmpdir("rows-held").join("running");
     let uri = format!("/t/block?marker={}&ms=4000", marker.display());
     let addr = gw.addr.clone();
     let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
     wait_for("the long request to run", || marker.exists());
     gw.hup();
-    wait_for("the first replacement", || child_pids(gw.pid()).len() == 2);
-    let b = &child_pids(gw.pid()) - &a;
+    wait_for("the first replacement", || started().len() == 2);
     gw.hup();
-    let mut c = 0;
-    wait_for("the second replacement, the first one gone", || {
-        let now = child_pids(gw.pid());
-        let newest: Vec<u32> = (&(&now - &a) - &b).into_iter().collect();
-        c = newest.first().copied().unwrap_or(0);
-        now.len() == 2 && newest.len() == 1
-    });
-    wait_for("the newest worker on the status page", || {
+    wait_for("the second replacement", || started().len() == 3);
+    let c = started()[2];
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
         let page = fcgi(&gw.addr, "GET", "/status?json&full", b"").unwrap();
         assert_eq!(page.status, 200, "{}", page.text());
         let doc: serde_json::Value = serde_json::from_slice(&page.body).unwrap();
-        doc["processes"]
+        let shown = doc["processes"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|t| t["pid"].as_u64() == Some(u64::from(c)))
-    });
+            .any(|t| t["pid"].as_u64() == Some(u64::from(c)));
+        if shown {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker {c} never on the status page: {}\n{}",
+            page.text(),
+            gw.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(slow.join().unwrap().unwrap().status, 200);
 }

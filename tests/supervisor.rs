@@ -749,3 +749,27 @@ fn sighup_refuses_a_script_that_does_not_compile() {
         fcgi(&gw.addr, "GET", "/a", b"").is_ok_and(|r| r.text() == "two")
     });
 }
+
+/// Once the gateway stops, its listening sockets close (the workers' copies and the
+/// supervisor's): a new connection is refused at once while in-flight requests finish.
+#[test]
+fn sigterm_refuses_new_connections_while_in_flight_requests_finish() {
+    let m = mount();
+    let gw = Gateway::start(&["--processes", "1", "--threads", "2", "--mount", &m]);
+    wait_for("the worker", || child_pids(gw.pid()).len() == 1);
+    let addr = gw.addr.clone();
+    let marker = tmpdir("sigterm-refused").join("running");
+    let uri = format!("/t/block?marker={}&ms=3000", marker.display());
+    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
+    wait_for("the request to run", || marker.exists());
+    signal(gw.pid(), "TERM");
+    wait_for("new connections refused", || {
+        matches!(std::net::TcpStream::connect(&gw.addr),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    assert!(
+        !slow.is_finished(),
+        "refused only once the gateway was gone"
+    );
+    assert_eq!(slow.join().unwrap().unwrap().status, 200);
+}

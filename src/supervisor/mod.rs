@@ -467,6 +467,13 @@ impl Supervisor<'_> {
         );
         self.stopping = Some(StopPlan::new(Instant::now(), self.graceful_timeout()));
         self.signal_all(SIGTERM);
+        // The workers close their copies of the listening sockets as they stop accepting;
+        // this one goes too, so that the sockets close: a new connection is then refused at
+        // once (a web server tries its next backend) rather than queued for nobody and reset
+        // at the exit.
+        for g in &mut self.groups {
+            g.listeners.clear();
+        }
     }
 
     /// SIGUSR1 (logrotate): the supervisor reopens its log file and passes the signal on to
