@@ -41,7 +41,6 @@ const HEAD_READ: usize = 16 * 1024;
 /// Body bytes a process holds beyond `buffer-body-total` for the requests of a multiplexed
 /// connection while one of them waits for its own body behind theirs (see `Conn::paused`).
 const MULTIPLEX_EXTRA: usize = 8 << 20;
-
 /// How often a thread whose request's body waits behind paused input looks again whether the
 /// process holds less (see [`Conn::wait_readable`]).
 const PAUSED_LOOK_AGAIN: Duration = Duration::from_millis(100);

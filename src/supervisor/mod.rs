@@ -385,9 +385,11 @@ impl Supervisor<'_> {
                 if let (Some(row), Some(board)) = (group.rows.remove(&pid), &group.board) {
                     board.release(row);
                     // A worker that started while every row was held (reloads while workers
-                    // drained) takes this one; it finds it by its pid (Row::seat).
+                    // drained) takes the row of one that drained; it finds it by its pid
+                    // (Row::seat). A crashed worker's row waits for its replacement.
+                    let drained = !self.current.contains_key(&pid);
                     let rowless = self.current.iter().find(|&(&p, &(pg, _))| {
-                        pg == g && p != pid && !group.rows.contains_key(&p)
+                        drained && pg == g && !group.rows.contains_key(&p)
                     });
                     if let Some((&p, &(_, slot))) = rowless {
                         board.claim(row, p as u32);
