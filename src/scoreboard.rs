@@ -20,6 +20,9 @@
 //! processes, so that a worker that recycles keeps its row while its replacement, which starts
 //! before it exits, takes another: every slot has one writer at a time. A worker that crashed
 //! leaves its row to its replacement, with its running slots set back to idle by the supervisor.
+//! Reloads in quick succession while workers drain can start a worker while every row is held:
+//! it starts unseated ([`Board::unseated`]), and the supervisor gives it the row of the first
+//! worker that drained and exited ([`Row::seat`]).
 //!
 //! The per-request cost is two short runs of relaxed atomic stores and three read-modify-writes
 //! on the group counters; a slot's request text is written under a sequence number so that a

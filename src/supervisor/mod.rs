@@ -388,9 +388,10 @@ impl Supervisor<'_> {
                     // drained) takes the row of one that drained; it finds it by its pid
                     // (Row::seat). A crashed worker's row waits for its replacement.
                     let drained = !self.current.contains_key(&pid);
-                    let rowless = self.current.iter().find(|&(&p, &(pg, _))| {
-                        drained && pg == g && !group.rows.contains_key(&p)
-                    });
+                    let rowless = self
+                        .current
+                        .iter()
+                        .find(|&(&p, &(pg, _))| drained && pg == g && !group.rows.contains_key(&p));
                     if let Some((&p, &(_, slot))) = rowless {
                         board.claim(row, p as u32);
                         group.rows.insert(p, row);
