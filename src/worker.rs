@@ -224,13 +224,21 @@ fn jitter(n: u64) -> u64 {
 /// defines its callable, checked by an interpreter of the group's python-home started in a
 /// child process (the caller runs no Python, and no other thread: see [`crate::sys::fork`]).
 /// Empty when all is well.
-pub fn script_problems(config: &ProcessGroup) -> Vec<String> {
+///
+/// `interrupt`: a descriptor that becomes readable when the caller may have something else to
+/// do first (the supervisor's signals), and a function that tells, once it is readable, whether
+/// it has: the check is then ended and `Err(Interrupted)` returned.
+pub fn script_problems(
+    config: &ProcessGroup,
+    mut interrupt: Option<(std::os::fd::BorrowedFd<'_>, &mut dyn FnMut() -> bool)>,
+) -> Result<Vec<String>, Interrupted> {
     use crate::sys::{self, Forked};
     use std::io::{Read, Write};
+    use std::os::fd::AsFd;
     const SEP: char = '\0';
     let (mut ours, mut theirs) = match std::os::unix::net::UnixStream::pair() {
         Ok(pair) => pair,
-        Err(e) => return vec![format!("cannot check the scripts: {e}")],
+        Err(e) => return Ok(vec![format!("cannot check the scripts: {e}")]),
     };
     // The child never handles a stop: a signal meant for a supervisor's process group must
     // not reach the supervisor's handlers through it.
@@ -239,8 +247,8 @@ pub fn script_problems(config: &ProcessGroup) -> Vec<String> {
     if !matches!(forked, Ok(Forked::Child)) {
         sys::unblock_stop_signals();
     }
-    match forked {
-        Err(e) => vec![format!("cannot check the scripts: {e}")],
+    let pid = match forked {
+        Err(e) => return Ok(vec![format!("cannot check the scripts: {e}")]),
         Ok(Forked::Child) => {
             drop(ours);
             let problems = match python::start(&config.python.home) {
@@ -259,28 +267,67 @@ pub fn script_problems(config: &ProcessGroup) -> Vec<String> {
             };
             std::process::exit(code);
         }
-        Ok(Forked::Parent(pid)) => {
-            drop(theirs);
-            let _ = ours.set_read_timeout(Some(CHECK_TIMEOUT));
-            let mut text = String::new();
-            let read = ours.read_to_string(&mut text);
-            if read.is_err() {
-                sys::kill(pid, signal_hook::consts::SIGKILL);
-            }
-            let exit = sys::wait(pid);
-            if let Err(e) = read {
-                return vec![format!("checking the scripts did not finish: {e}")];
-            }
-            if exit != sys::Exit::Code(code::OK) {
-                return vec![format!("checking the scripts failed: {exit:?}")];
-            }
-            text.split(SEP)
-                .filter(|p| !p.is_empty())
-                .map(str::to_string)
-                .collect()
+        Ok(Forked::Parent(pid)) => pid,
+    };
+    drop(theirs);
+    let deadline = std::time::Instant::now() + CHECK_TIMEOUT;
+    let mut got = Vec::new();
+    let outcome = loop {
+        use nix::poll::{PollFd, PollFlags, PollTimeout};
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break Err("checking the scripts did not finish within a minute".to_string());
         }
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let mut fds = vec![PollFd::new(ours.as_fd(), PollFlags::POLLIN)];
+        if let Some((fd, _)) = &interrupt {
+            fds.push(PollFd::new(*fd, PollFlags::POLLIN));
+        }
+        match nix::poll::poll(&mut fds, ms) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => break Err(format!("checking the scripts: {e}")),
+            Ok(_) => {}
+        }
+        let readable = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+        if readable(&fds[0]) {
+            let mut buf = [0u8; 4096];
+            match ours.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(format!("checking the scripts: {e}")),
+            }
+            continue;
+        }
+        let interrupted = fds.get(1).is_some_and(readable);
+        drop(fds);
+        if interrupted && interrupt.as_mut().is_some_and(|(_, first)| first()) {
+            sys::kill(pid, signal_hook::consts::SIGKILL);
+            sys::wait(pid);
+            return Err(Interrupted);
+        }
+    };
+    if outcome.is_err() {
+        sys::kill(pid, signal_hook::consts::SIGKILL);
     }
+    let exit = sys::wait(pid);
+    if let Err(e) = outcome {
+        return Ok(vec![e]);
+    }
+    if exit != sys::Exit::Code(code::OK) {
+        return Ok(vec![format!("checking the scripts failed: {exit:?}")]);
+    }
+    Ok(String::from_utf8_lossy(&got)
+        .split(SEP)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect())
 }
+
+/// A script check ended early: the caller has something else to do first.
+#[derive(Debug)]
+pub struct Interrupted;
 
 /// How long checking a group's scripts may take (starting its interpreter, then compiling).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);

@@ -773,3 +773,35 @@ fn sigterm_refuses_new_connections_while_in_flight_requests_finish() {
     );
     assert_eq!(slow.join().unwrap().unwrap().status, 200);
 }
+
+/// A stop that comes while a SIGHUP's script check runs (here a python-home that takes seconds
+/// to start) is handled at once: the check ends, and no new worker starts.
+#[test]
+fn a_stop_during_a_reload_s_script_check_ends_the_check() {
+    let dir = tmpdir("sighup-slow-check");
+    let venv = dir.join("venv");
+    let made = std::process::Command::new(BUILD_PYTHON)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let m = mount();
+    let home = path_str(&venv).to_string();
+    let mut gw = Gateway::start(&["--processes", "1", "--python-home", &home, "--mount", &m]);
+    wait_for("the worker", || gw.log_text().contains("started (pid"));
+    assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
+    // From now on this python-home takes 3 s to start: the check of the next reload too.
+    std::fs::write(
+        venv.join(site_rel()).join("slow.pth"),
+        "import time; time.sleep(3)\n",
+    )
+    .unwrap();
+    gw.hup();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = gw.stop("TERM");
+    assert!(status.success(), "{status}\n{}", gw.log_text());
+    let log = gw.log_text();
+    assert!(!log.contains("configuration re-read"), "{log}");
+    assert_eq!(log.matches("started (pid").count(), 1, "{log}");
+}

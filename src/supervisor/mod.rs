@@ -9,6 +9,7 @@ pub mod policy;
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -117,6 +118,10 @@ struct Supervisor<'a> {
     retiring: Vec<Stopping>,
     /// The whole gateway is stopping.
     stopping: Option<StopPlan>,
+    /// Signals taken while a reload's scripts were checked, for the main loop.
+    deferred: Vec<i32>,
+    /// A reload whose check a signal ended: it starts again once that signal is handled.
+    reload_again: bool,
 }
 
 pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitCode {
@@ -150,6 +155,8 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
         current: HashMap::new(),
         retiring: Vec::new(),
         stopping: None,
+        deferred: Vec::new(),
+        reload_again: false,
     };
     info!("supervisor started: {n} worker process(es)");
     let mut events = [EpollEvent::empty(); 4];
@@ -181,16 +188,7 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
                 sup.heard_from(ev.data() as i32);
             }
         }
-        let pending = sup.signals.as_mut().map(sys::Signals::pending);
-        for sig in pending.unwrap_or_default() {
-            match sig {
-                SIGCHLD => {}
-                SIGHUP => sup.reload(),
-                SIGUSR1 => sup.reopen_logs(),
-                _ => sup.stop(sig),
-            }
-        }
-        sup.reap();
+        sup.handle_signals();
     }
 }
 
@@ -203,6 +201,48 @@ fn display_name(group: &ProcessGroup) -> String {
 }
 
 impl Supervisor<'_> {
+    /// Acts on the signals that came, then reaps. A reload whose script check a signal ended
+    /// (see `reload`) leaves that signal in `deferred`: it is handled first, then the reload
+    /// starts again.
+    fn handle_signals(&mut self) {
+        loop {
+            let mut pending = std::mem::take(&mut self.deferred);
+            pending.extend(
+                self.signals
+                    .as_mut()
+                    .map(sys::Signals::pending)
+                    .unwrap_or_default(),
+            );
+            let mut seen = Vec::new();
+            pending.retain(|s| {
+                let first = !seen.contains(s);
+                seen.push(*s);
+                first
+            });
+            if pending.contains(&SIGHUP) {
+                // A reload that a signal ended starts again with this one.
+                self.reload_again = false;
+            }
+            for sig in pending {
+                match sig {
+                    SIGCHLD => {}
+                    SIGHUP => self.reload(),
+                    SIGUSR1 => self.reopen_logs(),
+                    _ => self.stop(sig),
+                }
+            }
+            if !self.deferred.is_empty() {
+                continue;
+            }
+            self.reap();
+            if std::mem::take(&mut self.reload_again) {
+                self.reload();
+                continue;
+            }
+            return;
+        }
+    }
+
     fn graceful_timeout(&self) -> Duration {
         self.groups
             .iter()
@@ -545,8 +585,36 @@ impl Supervisor<'_> {
             }
         };
         // The scripts too, as `wsgi-gateway check` does: new workers would serve a script that
-        // does not compile with 500s.
-        let problems: Vec<String> = configs.iter().flat_map(worker::script_problems).collect();
+        // does not compile with 500s. A signal that comes meanwhile is handled first (a stop
+        // ends the check and the reload; anything else, then the reload starts again).
+        let mut problems = Vec::new();
+        for c in &configs {
+            let Some(signals) = self.signals.as_mut() else {
+                break;
+            };
+            let deferred = &mut self.deferred;
+            // A second descriptor of the signals' pipe, to watch while `first` reads them.
+            let watched = match signals.fd().try_clone_to_owned() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    problems.push(format!("cannot check the scripts: {e}"));
+                    break;
+                }
+            };
+            let mut first = || {
+                let got = signals.pending();
+                let other = got.iter().any(|&s| s != SIGCHLD);
+                deferred.extend(got);
+                other
+            };
+            match worker::script_problems(c, Some((watched.as_fd(), &mut first))) {
+                Ok(p) => problems.extend(p),
+                Err(worker::Interrupted) => {
+                    self.reload_again = true;
+                    return;
+                }
+            }
+        }
         if !problems.is_empty() {
             for p in &problems {
                 error!("reload refused: {p}");
