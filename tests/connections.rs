@@ -975,3 +975,23 @@ fn a_request_sent_after_the_last_response_of_a_closing_connection_is_not_run() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(!second.exists(), "{}", gw.log_text());
 }
+
+/// A connection waiting in the listen backlog when the gateway stops (its only thread busy)
+/// is taken and served before the listening socket closes: closing would reset it.
+#[test]
+fn a_connection_waiting_in_the_backlog_when_the_gateway_stops_is_served() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--mount", &mount, "--threads", "1"]);
+    let dir = tmpdir("stop-backlog");
+    let marker = dir.join("running");
+    let mut busy = connect(&gw.addr).unwrap();
+    let uri = format!("/t/block?marker={}&ms=800", marker.display());
+    fcgi_send(&mut *busy, false, "GET", &uri);
+    wait_for("the request to run", || marker.exists());
+    let mut waiting = connect(&gw.addr).unwrap();
+    fcgi_send(&mut *waiting, false, "GET", "/t/write");
+    signal(gw.pid(), "TERM");
+    let r = fcgi_read_response(&mut *waiting, 1).map_err(|e| format!("{e}\n{}", gw.log_text()));
+    assert_eq!(r.unwrap().status, 200);
+    assert_eq!(fcgi_read_response(&mut *busy, 1).unwrap().status, 200);
+}

@@ -241,9 +241,14 @@ impl Keeper {
         self.stop_since = Some(Instant::now());
         self.stop = Some(stop);
         self.sh.stopping.store(true, Ordering::SeqCst);
-        let mut l = lock(&self.sh.listeners);
-        let _ = self.sh.set_listeners(&mut l, false);
-        l.list.clear();
+        let _ = self.sh.set_listeners(&mut lock(&self.sh.listeners), false);
+        if stop == Stop::Now {
+            // The gateway stops: connections already in the listen backlog (waiting for a
+            // thread) are taken and served, since closing the last copy of a listening socket
+            // resets them. (A replaced or recycling worker leaves them to its replacement.)
+            self.sh.take_backlog();
+        }
+        lock(&self.sh.listeners).list.clear();
     }
 
     /// Connections whose deadline passed.

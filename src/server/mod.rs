@@ -699,6 +699,17 @@ impl Shared {
         false
     }
 
+    /// Accepts every connection waiting on the listeners (up to max-connections) and acts on
+    /// what came with each, as a thread would.
+    pub fn take_backlog(self: &Arc<Self>) {
+        let mut ready = Vec::new();
+        let n = lock(&self.listeners).list.len();
+        for i in 0..n {
+            while self.accept(i, &mut ready) {}
+        }
+        self.push_jobs(ready);
+    }
+
     /// Accepts one connection on listener `i` and reads what came with it; false when none
     /// was waiting, or when the process holds max-connections (a listener event taken before
     /// the limit was reached is not acted on).
