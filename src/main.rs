@@ -221,7 +221,7 @@ fn check(args: &config::Settings) -> ExitCode {
             );
         }
         // Each group's python-home needs an interpreter of its own: checked in a child process.
-        for p in worker::script_problems(config, None).unwrap_or_default() {
+        for p in worker::script_problems(config) {
             eprintln!("problem: {p}");
             failed = true;
         }

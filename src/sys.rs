@@ -274,6 +274,12 @@ pub fn die_with_parent(parent: i32) -> bool {
     nix::unistd::getppid().as_raw() == parent
 }
 
+/// As [`die_with_parent`], with SIGKILL: for a child that has nothing to finish.
+pub fn killed_with_parent(parent: i32) -> bool {
+    let _unsupported = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    nix::unistd::getppid().as_raw() == parent
+}
+
 /// This process's id.
 pub fn pid() -> i32 {
     std::process::id() as i32

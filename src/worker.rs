@@ -224,113 +224,81 @@ fn jitter(n: u64) -> u64 {
 /// defines its callable, checked by an interpreter of the group's python-home started in a
 /// child process (the caller runs no Python, and no other thread: see [`crate::sys::fork`]).
 /// Empty when all is well.
-///
-/// `interrupt`: a descriptor that becomes readable when the caller may have something else to
-/// do first (the supervisor's signals), and a function that tells, once it is readable, whether
-/// it has: the check is then ended and `Err(Interrupted)` returned.
-pub fn script_problems(
-    config: &ProcessGroup,
-    mut interrupt: Option<(std::os::fd::BorrowedFd<'_>, &mut dyn FnMut() -> bool)>,
-) -> Result<Vec<String>, Interrupted> {
+pub fn script_problems(config: &ProcessGroup) -> Vec<String> {
     use crate::sys::{self, Forked};
-    use std::io::{Read, Write};
-    use std::os::fd::AsFd;
-    const SEP: char = '\0';
-    let (mut ours, mut theirs) = match std::os::unix::net::UnixStream::pair() {
+    use std::io::Read;
+    let (mut ours, theirs) = match std::os::unix::net::UnixStream::pair() {
         Ok(pair) => pair,
-        Err(e) => return Ok(vec![format!("cannot check the scripts: {e}")]),
+        Err(e) => return vec![format!("cannot check the scripts: {e}")],
     };
-    // The child never handles a stop: a signal meant for a supervisor's process group must
-    // not reach the supervisor's handlers through it.
-    sys::block_stop_signals();
-    let forked = sys::fork();
-    if !matches!(forked, Ok(Forked::Child)) {
-        sys::unblock_stop_signals();
-    }
-    let pid = match forked {
-        Err(e) => return Ok(vec![format!("cannot check the scripts: {e}")]),
+    match sys::fork() {
+        Err(e) => vec![format!("cannot check the scripts: {e}")],
         Ok(Forked::Child) => {
             drop(ours);
-            let problems = match python::start(&config.python.home) {
-                Err(e) => vec![e],
-                Ok(main) => {
-                    let p = main.with_gil(|gil| crate::wsgi::check_scripts(gil, &config.mounts));
-                    main.finalize();
-                    p
-                }
-            };
-            let text = problems.join(&SEP.to_string());
-            let code = if theirs.write_all(text.as_bytes()).is_ok() {
-                code::OK
-            } else {
-                code::INTERNAL
-            };
-            std::process::exit(code);
+            check_and_exit(config, theirs)
         }
-        Ok(Forked::Parent(pid)) => pid,
-    };
-    drop(theirs);
-    let deadline = std::time::Instant::now() + CHECK_TIMEOUT;
-    let mut got = Vec::new();
-    let outcome = loop {
-        use nix::poll::{PollFd, PollFlags, PollTimeout};
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            break Err("checking the scripts did not finish within a minute".to_string());
-        }
-        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        let mut fds = vec![PollFd::new(ours.as_fd(), PollFlags::POLLIN)];
-        if let Some((fd, _)) = &interrupt {
-            fds.push(PollFd::new(*fd, PollFlags::POLLIN));
-        }
-        match nix::poll::poll(&mut fds, ms) {
-            Err(nix::Error::EINTR) => continue,
-            Err(e) => break Err(format!("checking the scripts: {e}")),
-            Ok(_) => {}
-        }
-        let readable = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-        if readable(&fds[0]) {
-            let mut buf = [0u8; 4096];
-            match ours.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(format!("checking the scripts: {e}")),
+        Ok(Forked::Parent(pid)) => {
+            drop(theirs);
+            let _ = ours.set_read_timeout(Some(CHECK_TIMEOUT));
+            let mut got = Vec::new();
+            let read = ours.read_to_end(&mut got);
+            if read.is_err() {
+                sys::kill(pid, signal_hook::consts::SIGKILL);
             }
-            continue;
-        }
-        let interrupted = fds.get(1).is_some_and(readable);
-        drop(fds);
-        if interrupted && interrupt.as_mut().is_some_and(|(_, first)| first()) {
-            sys::kill(pid, signal_hook::consts::SIGKILL);
             sys::wait(pid);
-            return Err(Interrupted);
+            match read {
+                Ok(_) => decode_problems(&got),
+                Err(_) => vec![CHECK_TOO_LONG.to_string()],
+            }
         }
-    };
-    if outcome.is_err() {
-        sys::kill(pid, signal_hook::consts::SIGKILL);
     }
-    let exit = sys::wait(pid);
-    if let Err(e) = outcome {
-        return Ok(vec![e]);
-    }
-    if exit != sys::Exit::Code(code::OK) {
-        return Ok(vec![format!("checking the scripts failed: {exit:?}")]);
-    }
-    Ok(String::from_utf8_lossy(&got)
-        .split(SEP)
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .collect())
 }
 
-/// A script check ended early: the caller has something else to do first.
-#[derive(Debug)]
-pub struct Interrupted;
+/// In a child forked to check `config`'s scripts: checks them, writes the problems to `out`
+/// (see [`decode_problems`]) and exits.
+pub fn check_and_exit(config: &ProcessGroup, mut out: std::os::unix::net::UnixStream) -> ! {
+    use std::io::Write;
+    let problems = match python::start(&config.python.home) {
+        Err(e) => vec![e],
+        Ok(main) => {
+            let p = main.with_gil(|gil| crate::wsgi::check_scripts(gil, &config.mounts));
+            main.finalize();
+            p
+        }
+    };
+    let mut text = problems.join("\0").into_bytes();
+    text.push(CHECK_DONE);
+    let code = if out.write_all(&text).is_ok() {
+        code::OK
+    } else {
+        code::INTERNAL
+    };
+    std::process::exit(code)
+}
+
+/// The problems a checking child wrote (see [`check_and_exit`]); one problem when it ended
+/// before it had written them all.
+pub fn decode_problems(got: &[u8]) -> Vec<String> {
+    let Some((&CHECK_DONE, text)) = got.split_last() else {
+        return vec!["checking the scripts failed: its process ended early".to_string()];
+    };
+    String::from_utf8_lossy(text)
+        .split('\0')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The last byte a checking child writes, once it has written every problem.
+const CHECK_DONE: u8 = 1;
 
 /// How long checking a group's scripts may take (starting its interpreter, then compiling).
-const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The problem of a check that took longer.
+pub const CHECK_TOO_LONG: &str =
+    "checking the scripts did not finish within a minute (starting the python-home's interpreter \
+     hangs?)";
 
 #[cfg(test)]
 mod tests {

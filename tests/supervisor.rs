@@ -3,6 +3,7 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -774,11 +775,11 @@ fn sigterm_refuses_new_connections_while_in_flight_requests_finish() {
     assert_eq!(slow.join().unwrap().unwrap().status, 200);
 }
 
-/// A stop that comes while a SIGHUP's script check runs (here a python-home that takes seconds
-/// to start) is handled at once: the check ends, and no new worker starts.
-#[test]
-fn a_stop_during_a_reload_s_script_check_ends_the_check() {
-    let dir = tmpdir("sighup-slow-check");
+/// A gateway of one worker process whose python-home is a new venv; `slow_check` then makes
+/// that python-home take `secs` to start (the script check of the next SIGHUP, and any new
+/// worker).
+fn gateway_with_own_venv(tag: &str) -> (Gateway, PathBuf) {
+    let dir = tmpdir(tag);
     let venv = dir.join("venv");
     let made = std::process::Command::new(BUILD_PYTHON)
         .args(["-m", "venv", "--without-pip"])
@@ -788,15 +789,61 @@ fn a_stop_during_a_reload_s_script_check_ends_the_check() {
     assert!(made.success());
     let m = mount();
     let home = path_str(&venv).to_string();
-    let mut gw = Gateway::start(&["--processes", "1", "--python-home", &home, "--mount", &m]);
+    let gw = Gateway::start(&["--processes", "1", "--python-home", &home, "--mount", &m]);
     wait_for("the worker", || gw.log_text().contains("started (pid"));
     assert_eq!(fcgi(&gw.addr, "GET", "/t/write", b"").unwrap().status, 200);
-    // From now on this python-home takes 3 s to start: the check of the next reload too.
+    (gw, venv)
+}
+
+fn slow_check(venv: &Path, secs: u32) {
     std::fs::write(
         venv.join(site_rel()).join("slow.pth"),
-        "import time; time.sleep(3)\n",
+        format!("import time; time.sleep({secs})\n"),
     )
     .unwrap();
+}
+
+/// While a SIGHUP's scripts are checked, the supervisor goes on: a worker that dies meanwhile
+/// is seen and replaced at once, not after the check.
+#[test]
+fn the_supervisor_goes_on_during_a_reload_s_script_check() {
+    let (gw, venv) = gateway_with_own_venv("sighup-check-goes-on");
+    let worker = *child_pids(gw.pid()).iter().next().unwrap();
+    slow_check(&venv, 3);
+    gw.hup();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(worker, "KILL");
+    wait_for("the reload", || {
+        gw.log_text().contains("configuration re-read")
+    });
+    let log = gw.log_text();
+    let killed = log
+        .find(&format!("(pid {worker}) was killed"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(killed < log.find("configuration re-read").unwrap(), "{log}");
+}
+
+/// A supervisor killed while a SIGHUP's scripts are checked leaves nothing behind: its
+/// checking child dies with it, and the listening socket closes.
+#[test]
+fn a_killed_supervisor_leaves_no_checking_child() {
+    let (gw, venv) = gateway_with_own_venv("sighup-check-killed");
+    slow_check(&venv, 60);
+    gw.hup();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(gw.pid(), "KILL");
+    wait_for("the listening socket to close", || {
+        matches!(std::net::TcpStream::connect(&gw.addr),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+}
+
+/// A stop that comes while a SIGHUP's script check runs (here a python-home that takes seconds
+/// to start) is handled at once: the check ends, and no new worker starts.
+#[test]
+fn a_stop_during_a_reload_s_script_check_ends_the_check() {
+    let (mut gw, venv) = gateway_with_own_venv("sighup-slow-check");
+    slow_check(&venv, 3);
     gw.hup();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let status = gw.stop("TERM");

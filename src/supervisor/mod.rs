@@ -9,7 +9,6 @@ pub mod policy;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,6 +31,8 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 const FORK_RETRY: Duration = Duration::from_secs(1);
 /// The epoll token of the signals (a worker's channel has its pid).
 const SIGNALS: u64 = 0;
+/// The epoll token of a reload's checking child (pids are positive `i32`s).
+const CHECK: u64 = u64::MAX;
 
 /// One worker position of the current configuration.
 #[derive(Default)]
@@ -118,10 +119,21 @@ struct Supervisor<'a> {
     retiring: Vec<Stopping>,
     /// The whole gateway is stopping.
     stopping: Option<StopPlan>,
-    /// Signals taken while a reload's scripts were checked, for the main loop.
-    deferred: Vec<i32>,
-    /// A reload whose check a signal ended: it starts again once that signal is handled.
-    reload_again: bool,
+    /// A reload whose scripts are being checked.
+    checking: Option<Checking>,
+}
+
+/// A reload waiting for the check of its scripts (what `wsgi-gateway check` does), made by a
+/// child process per process group, one after the other, while the supervisor goes on.
+struct Checking {
+    configs: Vec<ProcessGroup>,
+    /// The group being checked, its child and what it wrote so far.
+    next: usize,
+    pid: i32,
+    pipe: UnixStream,
+    got: Vec<u8>,
+    problems: Vec<String>,
+    deadline: Instant,
 }
 
 pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitCode {
@@ -155,8 +167,7 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
         current: HashMap::new(),
         retiring: Vec::new(),
         stopping: None,
-        deferred: Vec::new(),
-        reload_again: false,
+        checking: None,
     };
     info!("supervisor started: {n} worker process(es)");
     let mut events = [EpollEvent::empty(); 4];
@@ -184,11 +195,14 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
             }
         };
         for ev in &events[..n] {
-            if ev.data() != SIGNALS {
-                sup.heard_from(ev.data() as i32);
+            match ev.data() {
+                SIGNALS => {}
+                CHECK => sup.check_readable(),
+                pid => sup.heard_from(pid as i32),
             }
         }
         sup.handle_signals();
+        sup.check_overdue();
     }
 }
 
@@ -201,46 +215,18 @@ fn display_name(group: &ProcessGroup) -> String {
 }
 
 impl Supervisor<'_> {
-    /// Acts on the signals that came, then reaps. A reload whose script check a signal ended
-    /// (see `reload`) leaves that signal in `deferred`: it is handled first, then the reload
-    /// starts again.
+    /// Acts on the signals that came, then reaps.
     fn handle_signals(&mut self) {
-        loop {
-            let mut pending = std::mem::take(&mut self.deferred);
-            pending.extend(
-                self.signals
-                    .as_mut()
-                    .map(sys::Signals::pending)
-                    .unwrap_or_default(),
-            );
-            let mut seen = Vec::new();
-            pending.retain(|s| {
-                let first = !seen.contains(s);
-                seen.push(*s);
-                first
-            });
-            if pending.contains(&SIGHUP) {
-                // A reload that a signal ended starts again with this one.
-                self.reload_again = false;
+        let pending = self.signals.as_mut().map(sys::Signals::pending);
+        for sig in pending.unwrap_or_default() {
+            match sig {
+                SIGCHLD => {}
+                SIGHUP => self.reload(),
+                SIGUSR1 => self.reopen_logs(),
+                _ => self.stop(sig),
             }
-            for sig in pending {
-                match sig {
-                    SIGCHLD => {}
-                    SIGHUP => self.reload(),
-                    SIGUSR1 => self.reopen_logs(),
-                    _ => self.stop(sig),
-                }
-            }
-            if !self.deferred.is_empty() {
-                continue;
-            }
-            self.reap();
-            if std::mem::take(&mut self.reload_again) {
-                self.reload();
-                continue;
-            }
-            return;
         }
+        self.reap();
     }
 
     fn graceful_timeout(&self) -> Duration {
@@ -273,6 +259,7 @@ impl Supervisor<'_> {
             .filter_map(|p| p.next_at().map(|(_, at)| at));
         starts
             .chain(steps)
+            .chain(self.checking.iter().map(|c| c.deadline))
             .map(|at| at.saturating_duration_since(now))
             .min()
             .map_or(IDLE_WAKE, |d| d.min(IDLE_WAKE))
@@ -508,6 +495,7 @@ impl Supervisor<'_> {
             self.graceful_timeout(),
             policy::KILL_GRACE
         );
+        self.cancel_check();
         self.stopping = Some(StopPlan::new(Instant::now(), self.graceful_timeout()));
         self.signal_all(SIGTERM);
         // The workers close their copies of the listening sockets as they stop accepting;
@@ -584,44 +572,139 @@ impl Supervisor<'_> {
                 return;
             }
         };
-        // The scripts too, as `wsgi-gateway check` does: new workers would serve a script that
-        // does not compile with 500s. A signal that comes meanwhile is handled first (a stop
-        // ends the check and the reload; anything else, then the reload starts again).
-        let mut problems = Vec::new();
-        for c in &configs {
-            let Some(signals) = self.signals.as_mut() else {
-                break;
-            };
-            let deferred = &mut self.deferred;
-            // A second descriptor of the signals' pipe, to watch while `first` reads them.
-            let watched = match signals.fd().try_clone_to_owned() {
-                Ok(fd) => fd,
+        // The scripts too, as `wsgi-gateway check` does (new workers would serve a script
+        // that does not compile with 500s): in child processes, while the supervisor goes on;
+        // `apply` follows. A newer SIGHUP starts again.
+        self.cancel_check();
+        self.check_next(Checking {
+            configs,
+            next: 0,
+            pid: 0,
+            pipe: match UnixStream::pair() {
+                Ok((ours, _)) => ours,
                 Err(e) => {
-                    problems.push(format!("cannot check the scripts: {e}"));
-                    break;
-                }
-            };
-            let mut first = || {
-                let got = signals.pending();
-                let other = got.iter().any(|&s| s != SIGCHLD);
-                deferred.extend(got);
-                other
-            };
-            match worker::script_problems(c, Some((watched.as_fd(), &mut first))) {
-                Ok(p) => problems.extend(p),
-                Err(worker::Interrupted) => {
-                    self.reload_again = true;
+                    error!("reload refused: cannot check the scripts: {e}");
                     return;
                 }
+            },
+            got: Vec::new(),
+            problems: Vec::new(),
+            deadline: Instant::now() + worker::CHECK_TIMEOUT,
+        });
+    }
+
+    /// Starts the check of the next group of `c`, or ends the reload when none is left.
+    fn check_next(&mut self, mut c: Checking) {
+        let Some(config) = c.configs.get(c.next) else {
+            if c.problems.is_empty() {
+                self.apply(c.configs);
+            } else {
+                for p in &c.problems {
+                    error!("reload refused: {p}");
+                }
+                warn!("the running workers keep serving the previous configuration");
             }
-        }
-        if !problems.is_empty() {
-            for p in &problems {
-                error!("reload refused: {p}");
+            return;
+        };
+        let started = (|| -> std::io::Result<(i32, UnixStream)> {
+            let (ours, theirs) = UnixStream::pair()?;
+            ours.set_nonblocking(true)?;
+            let supervisor = sys::pid();
+            sys::block_stop_signals();
+            let forked = sys::fork();
+            if !matches!(forked, Ok(Forked::Child)) {
+                sys::unblock_stop_signals();
             }
-            warn!("the running workers keep serving the previous configuration");
+            match forked? {
+                Forked::Child => {
+                    // Not the supervisor: its signal actions, channels and sockets are not
+                    // this process's (a listening socket it held would outlive a supervisor
+                    // that is killed). Stop signals stay blocked; it is killed with the
+                    // supervisor, or by it.
+                    drop(self.signals.take());
+                    drop(ours);
+                    self.channels.clear();
+                    for g in &mut self.groups {
+                        for mut l in std::mem::take(&mut g.listeners) {
+                            l.disown();
+                        }
+                    }
+                    if !sys::killed_with_parent(supervisor) {
+                        std::process::exit(policy::code::OK);
+                    }
+                    worker::check_and_exit(config, theirs)
+                }
+                Forked::Parent(pid) => Ok((pid, ours)),
+            }
+        })();
+        let (pid, pipe) = match started {
+            Ok(child) => child,
+            Err(e) => {
+                error!("reload refused: cannot check the scripts: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .epoll
+            .add(&pipe, EpollEvent::new(EpollFlags::EPOLLIN, CHECK))
+        {
+            sys::kill(pid, SIGKILL);
+            error!("reload refused: cannot check the scripts: {e}");
             return;
         }
+        c.pid = pid;
+        c.pipe = pipe;
+        c.got.clear();
+        self.checking = Some(c);
+    }
+
+    /// The checking child wrote, or ended.
+    fn check_readable(&mut self) {
+        let Some(c) = self.checking.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match (&c.pipe).read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => c.got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        let Some(mut c) = self.checking.take() else {
+            return;
+        };
+        let _ = self.epoll.delete(&c.pipe);
+        c.problems.extend(worker::decode_problems(&c.got));
+        c.next += 1;
+        self.check_next(c);
+    }
+
+    /// A check past its deadline: the reload is refused.
+    fn check_overdue(&mut self) {
+        if self
+            .checking
+            .as_ref()
+            .is_some_and(|c| Instant::now() >= c.deadline)
+        {
+            self.cancel_check();
+            error!("reload refused: {}", worker::CHECK_TOO_LONG);
+            warn!("the running workers keep serving the previous configuration");
+        }
+    }
+
+    /// Ends a check under way (its child is killed; `reap` collects it).
+    fn cancel_check(&mut self) {
+        if let Some(c) = self.checking.take() {
+            let _ = self.epoll.delete(&c.pipe);
+            sys::kill(c.pid, SIGKILL);
+        }
+    }
+
+    /// The rest of a reload, once its configuration and scripts are checked.
+    fn apply(&mut self, configs: Vec<ProcessGroup>) {
         // Sockets that stay configured are kept (no connection is refused during the reload);
         // new ones are bound; the others close once the old workers are gone.
         let mut old: Vec<Listener> = self
