@@ -267,16 +267,13 @@ pub fn set_umask(mask: u32) {
     nix::sys::stat::umask(mode);
 }
 
-/// In a worker process: be sent SIGTERM when the supervisor dies, however it dies (so workers
-/// never outlive it holding the sockets). Returns false when the supervisor is already gone.
-pub fn die_with_parent(parent: i32) -> bool {
-    let _unsupported = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-    nix::unistd::getppid().as_raw() == parent
-}
-
-/// As [`die_with_parent`], with SIGKILL: for a child that has nothing to finish.
-pub fn killed_with_parent(parent: i32) -> bool {
-    let _unsupported = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+/// In a child of the supervisor: be sent `signal` when the supervisor dies, however it dies
+/// (so no child outlives it holding the sockets). Returns false when the supervisor is already
+/// gone.
+pub fn die_with_parent(parent: i32, signal: i32) -> bool {
+    if let Ok(sig) = Signal::try_from(signal) {
+        let _unsupported = nix::sys::prctl::set_pdeathsig(sig);
+    }
     nix::unistd::getppid().as_raw() == parent
 }
 

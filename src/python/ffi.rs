@@ -835,8 +835,8 @@ impl<'py> Gil<'py> {
         f()
     }
 
-    /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_settle`, `_gw_sendfile`,
-    /// `_gw_print`, `_gw_ext_enter`, `_gw_ext_leave`) into `dict` (a module
+    /// Puts the gateway's callbacks (`_gw_send`, `_gw_recv`, `_gw_log`, `_gw_settle`,
+    /// `_gw_sendfile`, `_gw_print`, `_gw_ext_enter`, `_gw_ext_leave`) into `dict` (a module
     /// namespace of this interpreter).
     pub fn install_callbacks(self, dict: &Obj<'py>) -> PyResult<()> {
         for def in CALLBACKS.0.iter() {

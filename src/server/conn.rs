@@ -1078,11 +1078,7 @@ impl Conn {
                     // rest of the input is read and dropped until it ends or the web server
                     // closes, then the connection closes (a close with unread input would
                     // reset it, which nginx and Apache report as a failed request).
-                    if let Some(stream) = &st.stream {
-                        stream.shutdown_write();
-                    }
-                    st.lingering = Some(0);
-                    self.set_timer(st, sh, Some(Timer::Linger));
+                    self.linger(st, sh);
                 } else {
                     self.close(st, sh);
                     return;
@@ -1124,6 +1120,17 @@ impl Conn {
         // watched meanwhile where more can arrive on it (FastCGI multiplexing, aborts) or
         // where a disconnect cancels the request.
         st.session.keeps_open() || sh.config.cancel_on_disconnect
+    }
+
+    /// Half-closes the connection (the web server reads the end of what it was sent) and reads
+    /// on, throwing the input away, until the web server closes or the linger timeout; then it
+    /// closes.
+    fn linger(&self, st: &mut ConnState, sh: &Arc<Shared>) {
+        if let Some(stream) = &st.stream {
+            stream.shutdown_write();
+        }
+        st.lingering = Some(0);
+        self.set_timer(st, sh, Some(Timer::Linger));
     }
 
     /// Closes the connection: every request on it is gone; threads waiting on it wake.
@@ -1345,9 +1352,7 @@ impl Conn {
                 // connection. What comes after is read and dropped, never run: a request sent
                 // before the web server saw the close gets no answer, as it would from a
                 // closed connection, and can be sent again elsewhere.
-                stream.shutdown_write();
-                st.lingering = Some(0);
-                self.set_timer(&mut st, sh, Some(Timer::Linger));
+                self.linger(&mut st, sh);
             }
         } else {
             frames.copy_rest(0, &mut st.out);

@@ -123,17 +123,29 @@ struct Supervisor<'a> {
     checking: Option<Checking>,
 }
 
+/// What `fork_child` returned.
+enum Child {
+    /// In the child: the listening sockets it kept.
+    Child(Vec<Listener>),
+    Parent(i32),
+}
+
 /// A reload waiting for the check of its scripts (what `wsgi-gateway check` does), made by a
 /// child process per process group, one after the other, while the supervisor goes on.
-struct Checking {
+struct Reload {
     configs: Vec<ProcessGroup>,
-    /// The group being checked, its child and what it wrote so far.
+    /// The group to check next.
     next: usize,
+    problems: Vec<String>,
+    deadline: Instant,
+}
+
+/// A reload's group being checked: its child, and what the child wrote so far.
+struct Checking {
+    reload: Reload,
     pid: i32,
     pipe: UnixStream,
     got: Vec<u8>,
-    problems: Vec<String>,
-    deadline: Instant,
 }
 
 pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitCode {
@@ -259,7 +271,7 @@ impl Supervisor<'_> {
             .filter_map(|p| p.next_at().map(|(_, at)| at));
         starts
             .chain(steps)
-            .chain(self.checking.iter().map(|c| c.deadline))
+            .chain(self.checking.iter().map(|c| c.reload.deadline))
             .map(|at| at.saturating_duration_since(now))
             .min()
             .map_or(IDLE_WAKE, |d| d.min(IDLE_WAKE))
@@ -303,21 +315,48 @@ impl Supervisor<'_> {
         }
     }
 
-    fn spawn(&mut self, g: usize, slot: usize) -> std::io::Result<i32> {
+    /// Forks with the stop signals held back (the supervisor lets them through again at
+    /// once). In the child, what is the supervisor's is let go: its signal actions (dropping
+    /// their delivery unregisters them), its workers' channels, and the listening sockets but
+    /// group `keep`'s, which it gets (disowned: a Unix socket's file stays). It is sent
+    /// `death` when the supervisor dies.
+    fn fork_child(&mut self, keep: Option<usize>, death: i32) -> std::io::Result<Child> {
         let supervisor = sys::pid();
-        let group = &self.groups[g];
-        let busy: Vec<usize> = group.rows.values().copied().collect();
-        let row = (group.board.as_ref()).and_then(|b| b.free_row(group.slots[slot].row, &busy));
-        let (ours, theirs) = UnixStream::pair()?;
-        ours.set_nonblocking(true)?;
-        // The worker unblocks them once it watches for them (worker::run).
         sys::block_stop_signals();
         let forked = sys::fork();
         if !matches!(forked, Ok(Forked::Child)) {
             sys::unblock_stop_signals();
         }
-        match forked? {
-            Forked::Parent(pid) => {
+        if let Forked::Parent(pid) = forked? {
+            return Ok(Child::Parent(pid));
+        }
+        drop(self.signals.take());
+        self.channels.clear();
+        if !sys::die_with_parent(supervisor, death) {
+            std::process::exit(policy::code::OK);
+        }
+        let mut listeners = Vec::new();
+        for (i, group) in self.groups.iter_mut().enumerate() {
+            for mut l in std::mem::take(&mut group.listeners) {
+                l.disown();
+                if Some(i) == keep {
+                    listeners.push(l);
+                }
+            }
+        }
+        Ok(Child::Child(listeners))
+    }
+
+    fn spawn(&mut self, g: usize, slot: usize) -> std::io::Result<i32> {
+        let group = &self.groups[g];
+        let busy: Vec<usize> = group.rows.values().copied().collect();
+        let row = (group.board.as_ref()).and_then(|b| b.free_row(group.slots[slot].row, &busy));
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        // The worker unblocks the stop signals once it watches for them (worker::run), and it
+        // gets SIGTERM when the supervisor dies: it finishes its requests.
+        match self.fork_child(Some(g), SIGTERM)? {
+            Child::Parent(pid) => {
                 info!("{} started (pid {pid})", self.worker_name(g, slot));
                 if let Some(row) = row {
                     self.groups[g].rows.insert(pid, row);
@@ -330,29 +369,11 @@ impl Supervisor<'_> {
                 }
                 Ok(pid)
             }
-            Forked::Child => {
-                // The supervisor's signal actions must not run here: dropping its delivery
-                // unregisters them (the worker registers its own). Its channels and epoll
-                // are its own too.
-                drop(self.signals.take());
+            Child::Child(listeners) => {
                 drop(ours);
-                self.channels.clear();
-                if !sys::die_with_parent(supervisor) {
-                    std::process::exit(policy::code::OK);
-                }
                 let config = &self.groups[g].config;
                 let name = display_name(config);
                 sys::set_process_title(&format!("{name}:{}:{slot}", config.name));
-                // This worker serves its process group's sockets; the others are closed here.
-                let mut listeners = Vec::new();
-                for (i, group) in self.groups.iter_mut().enumerate() {
-                    for mut l in std::mem::take(&mut group.listeners) {
-                        l.disown();
-                        if i == g {
-                            listeners.push(l);
-                        }
-                    }
-                }
                 let board = self.groups[g].board.as_ref();
                 let row = board.map(|b| match row {
                     Some(r) => b.claim(r, sys::pid() as u32),
@@ -576,30 +597,21 @@ impl Supervisor<'_> {
         // that does not compile with 500s): in child processes, while the supervisor goes on;
         // `apply` follows. A newer SIGHUP starts again.
         self.cancel_check();
-        self.check_next(Checking {
+        self.check_next(Reload {
             configs,
             next: 0,
-            pid: 0,
-            pipe: match UnixStream::pair() {
-                Ok((ours, _)) => ours,
-                Err(e) => {
-                    error!("reload refused: cannot check the scripts: {e}");
-                    return;
-                }
-            },
-            got: Vec::new(),
             problems: Vec::new(),
             deadline: Instant::now() + worker::CHECK_TIMEOUT,
         });
     }
 
-    /// Starts the check of the next group of `c`, or ends the reload when none is left.
-    fn check_next(&mut self, mut c: Checking) {
-        let Some(config) = c.configs.get(c.next) else {
-            if c.problems.is_empty() {
-                self.apply(c.configs);
+    /// Starts the check of the next group of `r`, or ends the reload when none is left.
+    fn check_next(&mut self, r: Reload) {
+        let Some(config) = r.configs.get(r.next) else {
+            if r.problems.is_empty() {
+                self.apply(r.configs);
             } else {
-                for p in &c.problems {
+                for p in &r.problems {
                     error!("reload refused: {p}");
                 }
                 warn!("the running workers keep serving the previous configuration");
@@ -609,32 +621,15 @@ impl Supervisor<'_> {
         let started = (|| -> std::io::Result<(i32, UnixStream)> {
             let (ours, theirs) = UnixStream::pair()?;
             ours.set_nonblocking(true)?;
-            let supervisor = sys::pid();
-            sys::block_stop_signals();
-            let forked = sys::fork();
-            if !matches!(forked, Ok(Forked::Child)) {
-                sys::unblock_stop_signals();
-            }
-            match forked? {
-                Forked::Child => {
-                    // Not the supervisor: its signal actions, channels and sockets are not
-                    // this process's (a listening socket it held would outlive a supervisor
-                    // that is killed). Stop signals stay blocked; it is killed with the
-                    // supervisor, or by it.
-                    drop(self.signals.take());
+            // The child keeps no listening socket (one would outlive a supervisor killed
+            // meanwhile), its stop signals stay blocked, and it is killed with the supervisor
+            // or by it.
+            match self.fork_child(None, SIGKILL)? {
+                Child::Child(_) => {
                     drop(ours);
-                    self.channels.clear();
-                    for g in &mut self.groups {
-                        for mut l in std::mem::take(&mut g.listeners) {
-                            l.disown();
-                        }
-                    }
-                    if !sys::killed_with_parent(supervisor) {
-                        std::process::exit(policy::code::OK);
-                    }
                     worker::check_and_exit(config, theirs)
                 }
-                Forked::Parent(pid) => Ok((pid, ours)),
+                Child::Parent(pid) => Ok((pid, ours)),
             }
         })();
         let (pid, pipe) = match started {
@@ -652,10 +647,12 @@ impl Supervisor<'_> {
             error!("reload refused: cannot check the scripts: {e}");
             return;
         }
-        c.pid = pid;
-        c.pipe = pipe;
-        c.got.clear();
-        self.checking = Some(c);
+        self.checking = Some(Checking {
+            reload: r,
+            pid,
+            pipe,
+            got: Vec::new(),
+        });
     }
 
     /// The checking child wrote, or ended.
@@ -673,13 +670,19 @@ impl Supervisor<'_> {
                 Err(_) => break,
             }
         }
-        let Some(mut c) = self.checking.take() else {
+        let Some(Checking {
+            mut reload,
+            pipe,
+            got,
+            ..
+        }) = self.checking.take()
+        else {
             return;
         };
-        let _ = self.epoll.delete(&c.pipe);
-        c.problems.extend(worker::decode_problems(&c.got));
-        c.next += 1;
-        self.check_next(c);
+        let _ = self.epoll.delete(&pipe);
+        reload.problems.extend(worker::decode_problems(&got));
+        reload.next += 1;
+        self.check_next(reload);
     }
 
     /// A check past its deadline: the reload is refused.
@@ -687,7 +690,7 @@ impl Supervisor<'_> {
         if self
             .checking
             .as_ref()
-            .is_some_and(|c| Instant::now() >= c.deadline)
+            .is_some_and(|c| Instant::now() >= c.reload.deadline)
         {
             self.cancel_check();
             error!("reload refused: {}", worker::CHECK_TOO_LONG);
