@@ -5,6 +5,7 @@
 //! an interpreter takes only that interpreter's GIL, so groups run Python in parallel.
 //! Also the scripts, and their reload when they change on disk.
 
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -151,7 +152,7 @@ pub struct Interpreters {
     base: Base,
     main: InterpId,
     global: Arc<Interpreter>,
-    subs: Mutex<HashMap<GroupKey, Arc<Interpreter>>>,
+    subs: Mutex<FxHashMap<GroupKey, Arc<Interpreter>>>,
     /// Held while an interpreter is made.
     making: Mutex<()>,
     /// Interpreters replaced by a reload, until they are ended.
@@ -180,14 +181,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// has served, made once and entered per request.
 pub struct ThreadStates {
     main: ThreadState,
-    subs: HashMap<u64, ThreadState>,
+    subs: FxHashMap<u64, ThreadState>,
 }
 
 impl ThreadStates {
     pub fn new(interpreters: &Interpreters) -> Self {
         ThreadStates {
             main: ThreadState::new(interpreters.main, GilTurn::shared()),
-            subs: HashMap::new(),
+            subs: FxHashMap::default(),
         }
     }
 
@@ -280,7 +281,7 @@ impl Interpreters {
                 retired: AtomicBool::new(false),
                 turn: GilTurn::shared(),
             }),
-            subs: Mutex::new(HashMap::new()),
+            subs: Mutex::new(FxHashMap::default()),
             making: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
             failed: Mutex::new(Vec::new()),
