@@ -995,3 +995,47 @@ fn a_connection_waiting_in_the_backlog_when_the_gateway_stops_is_served() {
     assert_eq!(r.unwrap().status, 200);
     assert_eq!(fcgi_read_response(&mut *busy, 1).unwrap().status, 200);
 }
+
+/// A stopping process takes its backlog without waiting for requests that have not come: 300
+/// connections that send nothing, ahead of one with a request, would otherwise hold it 10 ms
+/// each (3 s) before that request is read. They are closed a second later, not held until the
+/// graceful timeout (30 s) ends the process.
+#[test]
+fn connections_that_send_nothing_in_the_backlog_at_a_stop_do_not_hold_up_the_others() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let mut gw = Gateway::start(&["--mount", &mount, "--threads", "1"]);
+    let dir = tmpdir("stop-backlog-silent");
+    let marker = dir.join("running");
+    let mut busy = connect(&gw.addr).unwrap();
+    let uri = format!("/t/block?marker={}&ms=300", marker.display());
+    fcgi_send(&mut *busy, false, "GET", &uri);
+    wait_for("the request to run", || marker.exists());
+    let silent: Vec<_> = (0..300).map(|_| connect(&gw.addr).unwrap()).collect();
+    let mut waiting = connect(&gw.addr).unwrap();
+    fcgi_send(&mut *waiting, false, "GET", "/t/write");
+    let start = Instant::now();
+    signal(gw.pid(), "TERM");
+    let r = fcgi_read_response(&mut *waiting, 1).map_err(|e| format!("{e}\n{}", gw.log_text()));
+    assert_eq!(r.unwrap().status, 200);
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the request waiting behind 300 silent connections was answered after {took:?}"
+    );
+    assert_eq!(fcgi_read_response(&mut *busy, 1).unwrap().status, 200);
+    for mut s in silent {
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            s.read(&mut buf).unwrap(),
+            0,
+            "a silent connection got an answer"
+        );
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the silent connections were closed {took:?} after the stop\n{}",
+        gw.log_text()
+    );
+    assert!(gw.wait_exit().success(), "{}", gw.log_text());
+}

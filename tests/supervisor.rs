@@ -852,3 +852,30 @@ fn a_stop_during_a_reload_s_script_check_ends_the_check() {
     assert!(!log.contains("configuration re-read"), "{log}");
     assert_eq!(log.matches("started (pid").count(), 1, "{log}");
 }
+
+/// A connection that has sent nothing does not keep a worker replaced by a reload alive until
+/// its graceful timeout (30 s): it is closed two seconds into the drain, and the old worker
+/// exits.
+#[test]
+fn a_connection_that_sends_nothing_does_not_hold_a_replaced_worker() {
+    let m = mount();
+    let gw = Gateway::start(&["--processes", "1", "--mount", &m]);
+    wait_for("the worker", || child_pids(gw.pid()).len() == 1);
+    let old = child_pids(gw.pid());
+    let mut silent = connect(&gw.addr).unwrap();
+    // Taken by the worker (it waits 10 ms for a request, then leaves it to its epoll).
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    gw.hup();
+    let mut buf = [0u8; 16];
+    assert_eq!(silent.read(&mut buf).unwrap(), 0, "{}", gw.log_text());
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "closed {took:?} after the reload\n{}",
+        gw.log_text()
+    );
+    wait_for("the old worker to exit", || {
+        child_pids(gw.pid()).is_disjoint(&old)
+    });
+}

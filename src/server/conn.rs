@@ -35,6 +35,9 @@ pub const BODY_HIGH_WATER: usize = 128 * 1024;
 /// How long a thread that accepted a connection waits for its first request to arrive before
 /// it leaves the connection to the epoll.
 const FIRST_BYTES_WAIT: Duration = Duration::from_millis(10);
+/// How long a stopping process keeps a connection that has sent nothing (a web server sends
+/// its request as soon as it connects).
+const SILENT_AT_STOP: Duration = Duration::from_secs(1);
 /// What a connection without a request reads at once while the process holds
 /// `buffer-body-total`: a request head (a longer one takes more reads).
 const HEAD_READ: usize = 16 * 1024;
@@ -335,6 +338,8 @@ pub struct ConnState {
     writer: bool,
     /// Heads decoded on this connection.
     heads: u64,
+    /// Any input read from this connection yet.
+    received: bool,
     timer: Option<Timer>,
     /// Answered and reading the rest of the input before the close: bytes read meanwhile.
     lingering: Option<u64>,
@@ -446,6 +451,7 @@ impl Conn {
                 reader: false,
                 writer: false,
                 heads: 0,
+                received: false,
                 timer: None,
                 lingering: None,
                 next_id: 0,
@@ -471,14 +477,16 @@ impl Conn {
     /// pushed to `ready`.
     ///
     /// A web server writes its request right after it connects; when it has not arrived yet,
-    /// the accepting thread waits for it a moment. Meanwhile it is busy, not waiting in the
-    /// epoll, so a worker process does not accept more connections than it has threads to
-    /// serve them (the kernel hands the others to a worker process with idle threads).
-    pub fn start(self: &Arc<Self>, sh: &Arc<Shared>, ready: &mut Vec<Job>) {
+    /// the accepting thread waits for it a moment (`wait`). Meanwhile it is busy, not waiting
+    /// in the epoll, so a worker process does not accept more connections than it has threads
+    /// to serve them (the kernel hands the others to a worker process with idle threads).
+    /// Without `wait` (a stopping process taking its backlog, each connection in turn), a
+    /// request not yet arrived is left to the epoll.
+    pub fn start(self: &Arc<Self>, sh: &Arc<Shared>, ready: &mut Vec<Job>, wait: bool) {
         let mut st = self.lock();
         self.set_timer(&mut st, sh, Some(Timer::Header));
         self.read_input(&mut st, sh, ready);
-        if ready.is_empty() && st.heads == 0 && st.rbuf.len == 0 {
+        if wait && ready.is_empty() && st.heads == 0 && st.rbuf.len == 0 {
             if let Some(stream) = st.stream.clone() {
                 drop(st);
                 let arrived = stream.poll(true, FIRST_BYTES_WAIT);
@@ -541,6 +549,10 @@ impl Conn {
         let timeouts = &sh.config.timeouts;
         match st.timer {
             None => {}
+            Some(Timer::Header) if sh.stopping() && !st.received => {
+                crate::info!("stopping: closing a connection that has sent nothing");
+                self.close(&mut st, sh);
+            }
             Some(Timer::Header) => {
                 crate::warn!(
                     "closing a connection that sent no complete request head within the \
@@ -588,9 +600,19 @@ impl Conn {
 
     /// While stopping: a kept connection idle between requests is closed (at once when the
     /// whole gateway stops; after `after` while a replacement takes over: a web server that
-    /// still uses it is served, and the connection closes after that response).
+    /// still uses it is served, and the connection closes after that response). A connection
+    /// that has sent nothing yet gets `after`, or [`SILENT_AT_STOP`], to send its request,
+    /// not the whole header timeout: it would hold the stopping process until its graceful
+    /// timeout.
     pub fn close_if_idle(self: &Arc<Self>, sh: &Arc<Shared>, after: Option<Duration>) {
         let mut st = self.lock();
+        if st.stream.is_some() && !st.received {
+            let at = sh.now_ms() + after.unwrap_or(SILENT_AT_STOP).as_millis() as u64;
+            if self.deadline_ms() > at {
+                self.set_deadline(&st, sh, at);
+            }
+            return;
+        }
         let idle = |st: &ConnState| {
             st.stream.is_some()
                 && st.reqs.is_empty()
@@ -734,7 +756,10 @@ impl Conn {
                     self.peer_closed(st, sh);
                     return;
                 }
-                Ok(r) => r,
+                Ok(r) => {
+                    st.received = true;
+                    r
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {

@@ -691,7 +691,7 @@ impl Shared {
             l.list.len()
         };
         for i in 0..count {
-            if self.accept(i, ready) {
+            if self.accept(i, ready, true) {
                 return true;
             }
         }
@@ -700,20 +700,22 @@ impl Shared {
     }
 
     /// Accepts every connection waiting on the listeners (up to max-connections) and acts on
-    /// what came with each, as a thread would.
+    /// what came with each, as a thread would, without waiting for a request that has not
+    /// arrived (such a connection is left to the epoll, as any other).
     pub fn take_backlog(self: &Arc<Self>) {
         let mut ready = Vec::new();
         let n = lock(&self.listeners).list.len();
         for i in 0..n {
-            while self.accept(i, &mut ready) {}
+            while self.accept(i, &mut ready, false) {}
         }
         self.push_jobs(ready);
     }
 
-    /// Accepts one connection on listener `i` and reads what came with it; false when none
-    /// was waiting, or when the process holds max-connections (a listener event taken before
-    /// the limit was reached is not acted on).
-    fn accept(self: &Arc<Self>, i: usize, ready: &mut Vec<Job>) -> bool {
+    /// Accepts one connection on listener `i` and reads what came with it (`wait`: waiting a
+    /// moment for it, see [`Conn::start`]); false when none was waiting, or when the process
+    /// holds max-connections (a listener event taken before the limit was reached is not
+    /// acted on).
+    fn accept(self: &Arc<Self>, i: usize, ready: &mut Vec<Job>, wait: bool) -> bool {
         let (stream, proto) = {
             let mut l = lock(&self.listeners);
             if l.at_limit {
@@ -776,7 +778,7 @@ impl Shared {
             (conn, t.conns.len())
         };
         self.rebalance(conns);
-        conn.start(self, ready);
+        conn.start(self, ready, wait);
         true
     }
 
@@ -801,7 +803,9 @@ impl Shared {
                 };
                 for _ in 0..most {
                     let before = ready.len();
-                    if !self.accept((t - LISTENER_BASE) as usize, ready) || ready.len() == before {
+                    if !self.accept((t - LISTENER_BASE) as usize, ready, true)
+                        || ready.len() == before
+                    {
                         break;
                     }
                 }

@@ -326,6 +326,11 @@ impl Gateway {
         let _ = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status();
+        self.wait_exit()
+    }
+
+    /// Waits (bounded) for the exit status of a gateway told to stop.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
