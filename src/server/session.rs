@@ -9,6 +9,7 @@ use std::io::IoSlice;
 
 use protocol::fastcgi::{self, encode};
 use protocol::{scgi, uwsgi, Limits, Protocol, RequestHead};
+use smallvec::SmallVec;
 
 /// A request's id on its connection: the FastCGI request id; 0 for SCGI's and uwsgi's one
 /// request.
@@ -258,48 +259,46 @@ enum Part<'a> {
 /// from the caller, so that a response goes out in one `writev` and is copied only when the
 /// socket does not take all of it. Allocation-free: it lives on the stack.
 pub struct Frames<'a> {
-    own: [u8; OWN_CAP],
-    own_len: usize,
-    parts: [Part<'a>; PARTS_CAP],
-    n: usize,
+    // Inline vectors: not initialised up front (a frame set is made per response write, and
+    // most use a few parts of their capacity).
+    own: SmallVec<[u8; OWN_CAP]>,
+    parts: SmallVec<[Part<'a>; PARTS_CAP]>,
     len: usize,
 }
 
 impl<'a> Frames<'a> {
     pub fn new() -> Self {
         Frames {
-            own: [0; OWN_CAP],
-            own_len: 0,
-            parts: [Part::Data(&[]); PARTS_CAP],
-            n: 0,
+            own: SmallVec::new(),
+            parts: SmallVec::new(),
             len: 0,
         }
     }
 
     fn own(&mut self, bytes: &[u8]) {
-        let start = self.own_len;
+        let start = self.own.len();
         let end = start + bytes.len();
-        assert!(end <= OWN_CAP && self.n < PARTS_CAP, "frame set full");
-        self.own[start..end].copy_from_slice(bytes);
-        self.own_len = end;
+        assert!(
+            end <= OWN_CAP && self.parts.len() < PARTS_CAP,
+            "frame set full"
+        );
+        self.own.extend_from_slice(bytes);
         self.len += bytes.len();
-        if let Some(Part::Own(_, e)) = self.parts[..self.n].last_mut() {
+        if let Some(Part::Own(_, e)) = self.parts.last_mut() {
             if *e as usize == start {
                 *e = end as u16;
                 return;
             }
         }
-        self.parts[self.n] = Part::Own(start as u16, end as u16);
-        self.n += 1;
+        self.parts.push(Part::Own(start as u16, end as u16));
     }
 
     fn data(&mut self, d: &'a [u8]) {
         if d.is_empty() {
             return;
         }
-        assert!(self.n < PARTS_CAP, "frame set full");
-        self.parts[self.n] = Part::Data(d);
-        self.n += 1;
+        assert!(self.parts.len() < PARTS_CAP, "frame set full");
+        self.parts.push(Part::Data(d));
         self.len += d.len();
     }
 
@@ -318,7 +317,7 @@ impl<'a> Frames<'a> {
     /// The bytes after the first `skip` as slices for a vectored write.
     pub fn io_slices_from<'s>(&'s self, mut skip: usize, out: &mut Vec<IoSlice<'s>>) {
         out.clear();
-        for &p in &self.parts[..self.n] {
+        for &p in &self.parts {
             let s = self.slice(p);
             if skip >= s.len() {
                 skip -= s.len();
@@ -331,7 +330,7 @@ impl<'a> Frames<'a> {
 
     /// Appends the bytes after the first `skip` (those a write did not take) to `out`.
     pub fn copy_rest(&self, mut skip: usize, out: &mut Vec<u8>) {
-        for &p in &self.parts[..self.n] {
+        for &p in &self.parts {
             let s = self.slice(p);
             if skip >= s.len() {
                 skip -= s.len();
