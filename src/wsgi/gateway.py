@@ -579,6 +579,7 @@ def complete(ctx, response, errors, result, error):
     gateway's interrupts for this request: the handling of a failure and close() run without
     one landing in them (a client gone while its response is written is seen by the write
     and, with cancel-on-disconnect, by the housekeeper too)."""
+    settled = False
     try:
         if error is not None:
             try:
@@ -613,9 +614,11 @@ def complete(ctx, response, errors, result, error):
         return True
     except BaseException as e:
         _gw_settle(ctx)
+        settled = True
         return _failed(ctx, response, e)
     finally:
-        _gw_settle(ctx)
+        if not settled:
+            _gw_settle(ctx)
         if errors._pending:
             errors.flush()
         # A list (the common case) has no close(): skip the failing attribute lookup.

@@ -328,40 +328,36 @@ impl WsgiState {
             }
             job.python.ident.store(0, Ordering::SeqCst);
             ts.end_request(gil);
-            match result {
-                Ok(complete) => complete,
-                // An interrupt raised in the gateway's own Python, before `complete` settled the
-                // request (between the app's return and `complete`'s first line).
-                Err(e) if job.python.interrupted() == Some(crate::server::Interrupt::Cancelled) => {
-                    crate::request_log!(
-                        warn,
-                        job.log_fields(),
-                        "{}: cancelled: the client went away ({})",
-                        label(job),
-                        e.text.lines().last().unwrap_or_default()
-                    );
-                    false
-                }
-                Err(e) if job.python.interrupted() == Some(crate::server::Interrupt::Timeout) => {
-                    crate::request_log!(
-                        error,
-                        job.log_fields(),
-                        "{}: interrupted (interrupt-timeout) as the request ended; response cut \
-                         off: {e}",
-                        label(job)
-                    );
-                    false
-                }
-                Err(e) => {
-                    crate::request_log!(
-                        error,
-                        job.log_fields(),
-                        "{}: request failed in the gateway: {e}",
-                        label(job)
-                    );
-                    false
-                }
+            let e = match result {
+                Ok(complete) => return complete,
+                Err(e) => e,
+            };
+            // An interrupt raised in the gateway's own Python, before `complete` settled the
+            // request (between the app's return and `complete`'s first line), or a failure of
+            // that Python itself.
+            match job.python.interrupted() {
+                Some(crate::server::Interrupt::Cancelled) => crate::request_log!(
+                    warn,
+                    job.log_fields(),
+                    "{}: cancelled: the client went away ({})",
+                    label(job),
+                    e.text.lines().last().unwrap_or_default()
+                ),
+                Some(crate::server::Interrupt::Timeout) => crate::request_log!(
+                    error,
+                    job.log_fields(),
+                    "{}: interrupted (interrupt-timeout) as the request ended; response cut \
+                     off: {e}",
+                    label(job)
+                ),
+                None => crate::request_log!(
+                    error,
+                    job.log_fields(),
+                    "{}: request failed in the gateway: {e}",
+                    label(job)
+                ),
             }
+            false
         })
     }
 
