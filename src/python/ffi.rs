@@ -1419,7 +1419,8 @@ unsafe extern "C" fn gw_settle(
 fn str_of<'a>(p: *mut ffi::PyObject) -> Option<&'a str> {
     let mut len: ffi::Py_ssize_t = 0;
     // SAFETY: GIL held; `p` is a valid object kept alive by the caller for 'a; the UTF-8
-    // buffer of a str lives as long as the str.
+    // buffer of a str lives as long as the str. CPython encodes it strictly: a str it can
+    // encode (no lone surrogate) gives valid UTF-8, so it is not checked again.
     unsafe {
         if ffi::PyUnicode_CheckExact(p) == 0 {
             return None;
@@ -1430,7 +1431,10 @@ fn str_of<'a>(p: *mut ffi::PyObject) -> Option<&'a str> {
             ffi::PyErr_Clear();
             return None;
         }
-        std::str::from_utf8(std::slice::from_raw_parts(data.cast(), len as usize)).ok()
+        Some(std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+            data.cast(),
+            len as usize,
+        )))
     }
 }
 
