@@ -606,45 +606,43 @@ impl Conn {
     /// timeout.
     pub fn close_if_idle(self: &Arc<Self>, sh: &Arc<Shared>, after: Option<Duration>) {
         let mut st = self.lock();
-        if st.stream.is_some() && !st.received {
-            let at = sh.now_ms() + after.unwrap_or(SILENT_AT_STOP).as_millis() as u64;
-            if self.deadline_ms() > at {
-                self.set_deadline(&st, sh, at);
-            }
+        if st.stream.is_none() {
             return;
         }
-        let idle = |st: &ConnState| {
-            st.stream.is_some()
-                && st.reqs.is_empty()
-                && st.out_pos == st.out.len()
-                && st.rbuf.len == 0
-                && st.lingering.is_none()
-                && st.timer == Some(Timer::Idle)
-                && !st.session.input_pending()
-        };
-        if !idle(&st) {
+        if !st.received {
+            self.shorten_deadline(&st, sh, after.unwrap_or(SILENT_AT_STOP));
             return;
         }
-        if after.is_none() && !st.reader {
-            // A request the web server sent may wait in the socket, not yet read (its thread
-            // busy): read before closing, so that it is served rather than reset.
-            let mut ready = Vec::new();
-            self.read_input(&mut st, sh, &mut ready);
-            let read = !ready.is_empty();
-            sh.push_jobs(ready);
-            if read || !idle(&st) {
-                self.settle(&mut st, sh);
-                return;
-            }
+        let idle = st.reqs.is_empty()
+            && st.out_pos == st.out.len()
+            && st.rbuf.len == 0
+            && st.lingering.is_none()
+            && st.timer == Some(Timer::Idle);
+        if !idle {
+            return;
         }
         match after {
-            None => self.close(&mut st, sh),
-            Some(after) => {
-                let at = sh.now_ms() + after.as_millis() as u64;
-                if self.deadline_ms() > at {
-                    self.set_deadline(&st, sh, at);
+            Some(after) => self.shorten_deadline(&st, sh, after),
+            None => {
+                // A request the web server sent may wait in the socket, not yet read (its
+                // thread busy): it is read first. `settle` then runs it, or waits for the rest
+                // of one that has begun, and otherwise closes the connection (nothing is kept
+                // after a response while the gateway stops).
+                if !st.reader {
+                    let mut ready = Vec::new();
+                    self.read_input(&mut st, sh, &mut ready);
+                    sh.push_jobs(ready);
                 }
+                self.settle(&mut st, sh);
             }
+        }
+    }
+
+    /// Brings the connection's deadline forward to `after` from now (never later).
+    fn shorten_deadline(&self, st: &ConnState, sh: &Arc<Shared>, after: Duration) {
+        let at = sh.now_ms() + after.as_millis() as u64;
+        if self.deadline_ms() > at {
+            self.set_deadline(st, sh, at);
         }
     }
 

@@ -426,7 +426,8 @@ impl Keeper {
     }
 
     /// While stopping: kept connections that wait for nothing of the app are closed (when a
-    /// replacement takes over, once they stayed idle a while).
+    /// replacement takes over, once they stayed idle a while), and connections that have sent
+    /// nothing get a short deadline (see `Conn::close_if_idle`).
     fn close_idle(&self) {
         let conns: Vec<_> = lock(&self.sh.table)
             .conns
