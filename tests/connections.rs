@@ -802,18 +802,13 @@ fn hits_in(r: &Response) -> u64 {
 fn a_request_whose_body_was_collected_runs_before_those_that_came_after_it() {
     let mount = format!("/t={}", app("pep3333.wsgi"));
     let gw = Gateway::start(&["--mount", &mount, "--threads", "1"]);
-    let dir = tmpdir("order");
-    let marker = dir.join("running");
     // A: half of its body, collected by the idle thread.
     let mut first = connect(&gw.addr).unwrap();
     first
         .write_all(&fcgi_start("/t/count", 100_000, &[b'a'; 50_000], false))
         .unwrap();
     // The thread runs another request meanwhile (taken after A: one listen queue).
-    let mut busy = connect(&gw.addr).unwrap();
-    let uri = format!("/t/block?ms=1500&marker={}", path_str(&marker));
-    fcgi_send(&mut *busy, false, "GET", &uri);
-    wait_for("the request that keeps the thread busy", || marker.exists());
+    let mut busy = blocking_request(&gw.addr, "order", 1500);
     // B comes, whole; then the rest of A's body.
     let mut second = connect(&gw.addr).unwrap();
     fcgi_send(&mut *second, false, "GET", "/t/count");
@@ -914,17 +909,12 @@ fn a_request_begun_on_a_kept_connection_while_stopping_is_served() {
 fn a_request_unread_on_an_idle_kept_connection_while_stopping_is_served() {
     let mount = format!("/t={}", app("pep3333.wsgi"));
     let gw = Gateway::start(&["--mount", &mount, "--threads", "1"]);
-    let dir = tmpdir("stop-unread");
-    let marker = dir.join("running");
     let mut kept = connect(&gw.addr).unwrap();
     fcgi_send(&mut *kept, true, "GET", "/t/write");
     let mut reader = FcgiReader::default();
     reader.read_responses(&mut *kept, 1).unwrap();
     // The only thread runs a request of another connection.
-    let mut busy = connect(&gw.addr).unwrap();
-    let uri = format!("/t/block?marker={}&ms=1000", marker.display());
-    fcgi_send(&mut *busy, false, "GET", &uri);
-    wait_for("the other request to run", || marker.exists());
+    let mut busy = blocking_request(&gw.addr, "stop-unread", 1000);
     fcgi_send(&mut *kept, true, "GET", "/t/write");
     signal(gw.pid(), "TERM");
     let next = reader
@@ -982,12 +972,7 @@ fn a_request_sent_after_the_last_response_of_a_closing_connection_is_not_run() {
 fn a_connection_waiting_in_the_backlog_when_the_gateway_stops_is_served() {
     let mount = format!("/t={}", app("pep3333.wsgi"));
     let gw = Gateway::start(&["--mount", &mount, "--threads", "1"]);
-    let dir = tmpdir("stop-backlog");
-    let marker = dir.join("running");
-    let mut busy = connect(&gw.addr).unwrap();
-    let uri = format!("/t/block?marker={}&ms=800", marker.display());
-    fcgi_send(&mut *busy, false, "GET", &uri);
-    wait_for("the request to run", || marker.exists());
+    let mut busy = blocking_request(&gw.addr, "stop-backlog", 800);
     let mut waiting = connect(&gw.addr).unwrap();
     fcgi_send(&mut *waiting, false, "GET", "/t/write");
     signal(gw.pid(), "TERM");
@@ -999,17 +984,17 @@ fn a_connection_waiting_in_the_backlog_when_the_gateway_stops_is_served() {
 /// A stopping process takes its backlog without waiting for requests that have not come: 300
 /// connections that send nothing, ahead of one with a request, would otherwise hold it 10 ms
 /// each (3 s) before that request is read. They are closed a second later, not held until the
-/// graceful timeout (30 s) ends the process.
+/// graceful timeout (30 s) ends the process. One that has sent part of its head keeps its
+/// header timeout, and is served when the rest comes.
 #[test]
 fn connections_that_send_nothing_in_the_backlog_at_a_stop_do_not_hold_up_the_others() {
     let mount = format!("/t={}", app("pep3333.wsgi"));
     let mut gw = Gateway::start(&["--mount", &mount, "--threads", "1"]);
-    let dir = tmpdir("stop-backlog-silent");
-    let marker = dir.join("running");
-    let mut busy = connect(&gw.addr).unwrap();
-    let uri = format!("/t/block?marker={}&ms=300", marker.display());
-    fcgi_send(&mut *busy, false, "GET", &uri);
-    wait_for("the request to run", || marker.exists());
+    let mut busy = blocking_request(&gw.addr, "stop-backlog-silent", 300);
+    let mut partial = connect(&gw.addr).unwrap();
+    let head = fcgi_head_begun(1, "/t/write");
+    let (begun, rest) = head.split_at(head.len() / 2);
+    partial.write_all(begun).unwrap();
     let silent: Vec<_> = (0..300).map(|_| connect(&gw.addr).unwrap()).collect();
     let mut waiting = connect(&gw.addr).unwrap();
     fcgi_send(&mut *waiting, false, "GET", "/t/write");
@@ -1037,5 +1022,11 @@ fn connections_that_send_nothing_in_the_backlog_at_a_stop_do_not_hold_up_the_oth
         "the silent connections were closed {took:?} after the stop\n{}",
         gw.log_text()
     );
+    partial.write_all(rest).unwrap();
+    partial.write_all(&fcgi_head_end(1)).unwrap();
+    let r = FcgiReader::default()
+        .read_responses(&mut *partial, 1)
+        .map_err(|e| format!("{e}\n{}", gw.log_text()));
+    assert_eq!(parse_cgi(&r.unwrap()[&1]).unwrap().status, 200);
     assert!(gw.wait_exit().success(), "{}", gw.log_text());
 }

@@ -433,11 +433,7 @@ fn sigterm_stops_workers_gracefully() {
     let m = mount();
     let mut gw = Gateway::start(&["--processes", "2", "--mount", &m]);
     wait_for("two workers", || child_pids(gw.pid()).len() == 2);
-    let addr = gw.addr.clone();
-    let marker = tmpdir("sigterm").join("running");
-    let uri = format!("/t/block?marker={}&ms=1000", marker.display());
-    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
-    wait_for("the request to run", || marker.exists());
+    let slow = blocking_request_in_thread(&gw.addr, "sigterm", 1000);
     let status = gw.stop("TERM");
     assert!(status.success(), "{status}\n{}", gw.log_text());
     assert_eq!(slow.join().unwrap().unwrap().status, 200);
@@ -454,11 +450,7 @@ fn sigterm_lets_a_worker_replaced_by_a_reload_finish() {
     let mut gw = Gateway::start(&["--processes", "1", "--threads", "2", "--mount", &m]);
     wait_for("the worker", || child_pids(gw.pid()).len() == 1);
     let old = child_pids(gw.pid());
-    let addr = gw.addr.clone();
-    let marker = tmpdir("sigterm-replaced").join("running");
-    let uri = format!("/t/block?marker={}&ms=2500", marker.display());
-    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
-    wait_for("the request to run", || marker.exists());
+    let slow = blocking_request_in_thread(&gw.addr, "sigterm-replaced", 2500);
     gw.hup();
     wait_for("the new worker", || {
         let now = child_pids(gw.pid());
@@ -514,11 +506,7 @@ fn request_timeout_logs_every_stack_and_recycles_the_worker() {
 fn queue_timeout_answers_503_instead_of_running_late() {
     let m = mount();
     let gw = Gateway::start(&["--threads", "1", "--queue-timeout", "1", "--mount", &m]);
-    let addr = gw.addr.clone();
-    let marker = tmpdir("queue-timeout-503").join("running");
-    let uri = format!("/t/block?marker={}&ms=2500", marker.display());
-    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
-    wait_for("the request to run", || marker.exists());
+    let slow = blocking_request_in_thread(&gw.addr, "queue-timeout-503", 2500);
     let late = fcgi(&gw.addr, "GET", "/t/write", b"").unwrap();
     assert_eq!(late.status, 503, "{}", late.text());
     assert_eq!(slow.join().unwrap().unwrap().status, 200);
@@ -758,11 +746,7 @@ fn sigterm_refuses_new_connections_while_in_flight_requests_finish() {
     let m = mount();
     let gw = Gateway::start(&["--processes", "1", "--threads", "2", "--mount", &m]);
     wait_for("the worker", || child_pids(gw.pid()).len() == 1);
-    let addr = gw.addr.clone();
-    let marker = tmpdir("sigterm-refused").join("running");
-    let uri = format!("/t/block?marker={}&ms=3000", marker.display());
-    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
-    wait_for("the request to run", || marker.exists());
+    let slow = blocking_request_in_thread(&gw.addr, "sigterm-refused", 3000);
     signal(gw.pid(), "TERM");
     wait_for("new connections refused", || {
         matches!(std::net::TcpStream::connect(&gw.addr),

@@ -656,11 +656,7 @@ fn unix_socket_listener_with_mode() {
 #[test]
 fn sigterm_lets_in_flight_requests_finish() {
     let mut gw = gateway(&[]);
-    let addr = gw.addr.clone();
-    let marker = tmpdir("sigterm-in-flight").join("running");
-    let uri = format!("/t/block?marker={}&ms=1000", marker.display());
-    let slow = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
-    wait_for("the request to run", || marker.exists());
+    let slow = blocking_request_in_thread(&gw.addr, "sigterm-in-flight", 1000);
     let status = gw.stop("TERM");
     assert!(status.success(), "{status}\n{}", gw.log_text());
     assert_eq!(slow.join().unwrap().unwrap().status, 200);

@@ -789,6 +789,32 @@ pub fn child_pids(pid: u32) -> std::collections::HashSet<u32> {
 }
 
 /// Waits until `f` is true (bounded).
+/// A `/t/block` request (tests/apps/pep3333.wsgi mounted at /t) of `ms`, sent on a connection
+/// of its own and running when this returns: with `--threads 1` it holds the only thread.
+/// Its response is read from the returned connection.
+pub fn blocking_request(addr: &str, tag: &str, ms: u64) -> Box<dyn Stream> {
+    let marker = tmpdir(tag).join("running");
+    let mut s = connect(addr).unwrap();
+    let uri = format!("/t/block?marker={}&ms={ms}", marker.display());
+    fcgi_send(&mut *s, false, "GET", &uri);
+    wait_for("the blocking request to run", || marker.exists());
+    s
+}
+
+/// [`blocking_request`] from a thread of its own, which gives its response.
+pub fn blocking_request_in_thread(
+    addr: &str,
+    tag: &str,
+    ms: u64,
+) -> std::thread::JoinHandle<Result<Response, String>> {
+    let marker = tmpdir(tag).join("running");
+    let uri = format!("/t/block?marker={}&ms={ms}", marker.display());
+    let addr = addr.to_string();
+    let request = std::thread::spawn(move || fcgi(&addr, "GET", &uri, b""));
+    wait_for("the blocking request to run", || marker.exists());
+    request
+}
+
 pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;
     while !f() {
