@@ -11,6 +11,7 @@ mod log;
 mod python;
 mod router;
 mod scoreboard;
+mod script_check;
 mod server;
 mod sockdiag;
 mod supervisor;
@@ -221,7 +222,7 @@ fn check(args: &config::Settings) -> ExitCode {
             );
         }
         // Each group's python-home needs an interpreter of its own: checked in a child process.
-        for p in worker::script_problems(config) {
+        for p in script_check::script_problems(config) {
             eprintln!("problem: {p}");
             failed = true;
         }

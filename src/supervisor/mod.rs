@@ -21,7 +21,7 @@ use crate::config::{self, ProcessGroup, Settings};
 use crate::scoreboard::Board;
 use crate::server::Listener;
 use crate::sys::{self, Forked};
-use crate::{error, info, warn, worker};
+use crate::{error, info, script_check, warn, worker};
 use policy::{Action, Exit, History, StopPlan, StopStep};
 
 /// How often the supervisor looks again when nothing woke it (a missed SIGCHLD costs at most
@@ -216,6 +216,14 @@ pub fn run(args: &Settings, groups: Vec<(ProcessGroup, Vec<Listener>)>) -> ExitC
         sup.handle_signals();
         sup.check_overdue();
     }
+}
+
+/// Logs why a reload is refused; the running workers serve on.
+fn refuse_reload(problems: &[impl std::fmt::Display]) {
+    for p in problems {
+        error!("reload refused: {p}");
+    }
+    warn!("the running workers keep serving the previous configuration");
 }
 
 fn display_name(group: &ProcessGroup) -> String {
@@ -586,10 +594,7 @@ impl Supervisor<'_> {
                 c
             }
             Err(problems) => {
-                for p in &problems {
-                    error!("reload refused: {p}");
-                }
-                warn!("the running workers keep serving the previous configuration");
+                refuse_reload(&problems);
                 return;
             }
         };
@@ -601,7 +606,7 @@ impl Supervisor<'_> {
             configs,
             next: 0,
             problems: Vec::new(),
-            deadline: Instant::now() + worker::CHECK_TIMEOUT,
+            deadline: Instant::now() + script_check::CHECK_TIMEOUT,
         });
     }
 
@@ -611,10 +616,7 @@ impl Supervisor<'_> {
             if r.problems.is_empty() {
                 self.apply(r.configs);
             } else {
-                for p in &r.problems {
-                    error!("reload refused: {p}");
-                }
-                warn!("the running workers keep serving the previous configuration");
+                refuse_reload(&r.problems);
             }
             return;
         };
@@ -627,7 +629,7 @@ impl Supervisor<'_> {
             match self.fork_child(None, SIGKILL)? {
                 Child::Child(_) => {
                     drop(ours);
-                    worker::check_and_exit(config, theirs)
+                    script_check::check_and_exit(config, theirs)
                 }
                 Child::Parent(pid) => Ok((pid, ours)),
             }
@@ -635,7 +637,7 @@ impl Supervisor<'_> {
         let (pid, pipe) = match started {
             Ok(child) => child,
             Err(e) => {
-                error!("reload refused: cannot check the scripts: {e}");
+                refuse_reload(&[format!("cannot check the scripts: {e}")]);
                 return;
             }
         };
@@ -644,7 +646,7 @@ impl Supervisor<'_> {
             .add(&pipe, EpollEvent::new(EpollFlags::EPOLLIN, CHECK))
         {
             sys::kill(pid, SIGKILL);
-            error!("reload refused: cannot check the scripts: {e}");
+            refuse_reload(&[format!("cannot check the scripts: {e}")]);
             return;
         }
         self.checking = Some(Checking {
@@ -680,7 +682,7 @@ impl Supervisor<'_> {
             return;
         };
         let _ = self.epoll.delete(&pipe);
-        reload.problems.extend(worker::decode_problems(&got));
+        reload.problems.extend(script_check::decode_problems(&got));
         reload.next += 1;
         self.check_next(reload);
     }
@@ -693,8 +695,7 @@ impl Supervisor<'_> {
             .is_some_and(|c| Instant::now() >= c.reload.deadline)
         {
             self.cancel_check();
-            error!("reload refused: {}", worker::CHECK_TOO_LONG);
-            warn!("the running workers keep serving the previous configuration");
+            refuse_reload(&[script_check::CHECK_TOO_LONG]);
         }
     }
 
@@ -730,8 +731,7 @@ impl Supervisor<'_> {
                 match listener {
                     Ok(l) => listeners.push(l),
                     Err(e) => {
-                        error!("reload refused: {e}");
-                        warn!("the running workers keep serving the previous configuration");
+                        refuse_reload(&[e]);
                         old.extend(listeners);
                         old.extend(
                             groups
