@@ -1202,10 +1202,12 @@ fn respond(st: &mut ConnState, rid: Rid, status: u16, text: &str) {
 /// The status of a CGI response head (`Status: 200 OK` first, as the gateway's Python half
 /// writes it; 200 without one, as CGI says).
 fn status_of(head: &[u8]) -> u16 {
-    head.strip_prefix(b"Status: ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse().ok())
-        .unwrap_or(200)
+    match head.strip_prefix(b"Status: ") {
+        Some([a, b, c, ..]) if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
+            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+        }
+        _ => 200,
+    }
 }
 
 /// The reason phrase of the statuses the gateway makes.
@@ -1796,5 +1798,20 @@ fn write_frames(stream: &Stream, frames: &Frames<'_>, skip: usize) -> io::Result
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_of;
+
+    #[test]
+    fn a_response_head_s_status_is_its_three_digits_else_200() {
+        assert_eq!(status_of(b"Status: 404 Not Found\r\n\r\n"), 404);
+        assert_eq!(status_of(b"Status: 200 OK\r\n"), 200);
+        assert_eq!(status_of(b"Status: 599"), 599);
+        assert_eq!(status_of(b"Content-Type: text/plain\r\n\r\n"), 200);
+        assert_eq!(status_of(b"Status: 4x4 Odd\r\n"), 200);
+        assert_eq!(status_of(b"Status: 40"), 200);
     }
 }
