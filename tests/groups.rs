@@ -637,6 +637,72 @@ fn scripts_that_activate_their_own_venv_keep_working() {
     assert!(!gw.log_text().contains("[error]"), "{}", gw.log_text());
 }
 
+/// What the gateway's own code imports into an interpreter, it imports into every one: the main
+/// interpreter and each sub-interpreter pay for it in memory. An app that imports nothing finds
+/// none of the watched modules (traceback, threading, re, html, importlib.util...) beyond what
+/// the venv's own Python loads at start-up, in a sub-interpreter and in %{GLOBAL}, also after
+/// an error was answered with its traceback in the log.
+#[test]
+fn the_gateway_loads_no_module_an_app_did_not_import() {
+    let Some(empty) = empty_venv() else {
+        return;
+    };
+    let dir = tmpdir("groups-modules");
+    let script = app("modules.wsgi");
+    let broken = app("broken.wsgi");
+    let cfg = write_config(
+        &dir,
+        &[
+            format!("python-home = {}\n", q(&empty)),
+            mount("/sub", &script, ""),
+            mount("/global", &script, "application-group = \"%{GLOBAL}\""),
+            mount("/broken", &broken, ""),
+        ]
+        .concat(),
+    );
+    // The watched modules a plain start of the venv's Python loads (none, usually).
+    let watched = fs::read_to_string(&script).unwrap();
+    let watched = watched
+        .lines()
+        .skip_while(|l| !l.starts_with("WATCHED"))
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let out = Command::new(empty.join("bin/python"))
+        .args([
+            "-c",
+            &format!(
+                "import sys\n{watched}\nprint(' '.join(m for m in WATCHED if m in sys.modules))"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let at_start = String::from_utf8(out.stdout).unwrap();
+    let at_start: Vec<&str> = at_start.split_whitespace().collect();
+    let gw = Gateway::start(&["--config", path_str(&cfg)]);
+    let check = |when: &str| {
+        for p in ["/sub/", "/global/"] {
+            let r = request(&gw, p);
+            assert_eq!(r.status, 200, "{}", r.text());
+            let loaded: Vec<String> = r
+                .text()
+                .split_whitespace()
+                .filter(|m| !at_start.contains(m))
+                .map(String::from)
+                .collect();
+            assert!(loaded.is_empty(), "{when}, {p} holds {loaded:?}");
+        }
+    };
+    check("at the first requests");
+    // A script that fails to import: its traceback is logged, from its own interpreter.
+    let r = request(&gw, "/broken/");
+    assert_eq!(r.status, 500, "{}", r.text());
+    let log = gw.log_text();
+    assert!(log.contains("Traceback (most recent call last)"), "{log}");
+    check("after another interpreter's error");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Isolation between groups, sharing within one; threads, sys.argv and print() per
 //    interpreter

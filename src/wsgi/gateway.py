@@ -5,11 +5,13 @@
 # wsgi.input, wsgi.errors and the checks of a start_response() the Rust side did not make
 # (`check_head`). _gw_send, _gw_recv, _gw_log(ctx, text, is_error), _gw_settle, _gw_sendfile and
 # _gw_print are injected into this namespace before it runs.
+# Only what every request cycle needs is imported here: this module runs in every interpreter
+# (the main one and each sub-interpreter), and `traceback`, `threading`, `importlib.util` and
+# `re` would bring about 1 MiB of modules into each of them whether its app uses them or not.
+# Tracebacks are formatted by `_format_exc`, which imports `traceback` on the first error.
 import os
 import sys
-import threading
-import traceback
-import importlib.util
+import _thread
 import importlib.machinery
 try:
     # CPython's own SHA-1, for module names: `hashlib` would load OpenSSL (a few MiB of RSS per
@@ -18,7 +20,6 @@ try:
 except ImportError:
     from hashlib import sha1 as _sha1
 import io
-import re
 
 HOP_BY_HOP = frozenset((
     'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
@@ -220,7 +221,7 @@ class LogStream(io.TextIOBase):
 
     def __init__(self):
         # The partial line of each thread.
-        self._pending = threading.local()
+        self._pending = _thread._local()
         self.buffer = LogBuffer(self)
 
     def writable(self):
@@ -302,13 +303,24 @@ class FileWrapper:
             return None
 
 
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_STATUS_RE = re.compile(r"[1-9][0-9][0-9] [^\r\n]*")
+# RFC 9110's tchar: a header name is one or more of these.
+_TCHARS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_DIGITS = '0123456789'
+_NONZERO = '123456789'
+
+
+def _is_status(status):
+    """Whether `status` is "NNN reason": three digits, the first not 0, a space, and a reason
+    without line breaks (checked without `re`, which this module does not import)."""
+    return (len(status) >= 4 and status[0] in _NONZERO and status[1] in _DIGITS
+            and status[2] in _DIGITS and status[3] == ' '
+            and '\r' not in status and '\n' not in status)
 
 
 def _is_length(name):
     """Checks a header name (a token, not hop-by-hop); whether it is Content-Length."""
-    if _TOKEN_RE.fullmatch(name) is None:
+    # Stripping every tchar from both ends leaves nothing only when all of it is tchars.
+    if name == '' or name.strip(_TCHARS) != '':
         raise InvalidResponse('invalid header name %r' % (name,))
     lname = name.lower()
     if lname in HOP_BY_HOP:
@@ -323,7 +335,7 @@ def check_head(status, headers):
     wrong. The response object itself (start_response, write) is the gateway's."""
     if status.__class__ is not str:
         raise InvalidResponse('status must be str, not %s' % type(status).__name__)
-    if _STATUS_RE.fullmatch(status) is None:
+    if not _is_status(status):
         raise InvalidResponse('status %r is not "NNN reason"' % (status,))
     if headers.__class__ is not list:
         raise InvalidResponse('headers must be a list, not %s' % type(headers).__name__)
@@ -477,8 +489,29 @@ def add_python_path(paths):
     sys.path[:] = added + [p for p in sys.path if p not in added]
 
 
+def _format_exc():
+    """traceback.format_exc(), importing `traceback` when first needed; should that import
+    itself fail (an interrupt arriving during it, no memory), the exception's one line."""
+    e = sys.exc_info()[1]
+    try:
+        import traceback
+        return traceback.format_exc()
+    except BaseException:
+        return '%s: %s\n' % (type(e).__name__, e)
+
+
+# What `importlib.util` re-exports from the import system's own modules, which every
+# interpreter has loaded: `importlib.util` itself would import contextlib, functools and more.
+try:
+    from importlib._bootstrap_external import spec_from_file_location as _spec_from_file_location
+    from importlib._bootstrap import module_from_spec as _module_from_spec
+except ImportError:
+    from importlib.util import spec_from_file_location as _spec_from_file_location
+    from importlib.util import module_from_spec as _module_from_spec
+
+
 _apps = {}
-_apps_lock = threading.Lock()
+_apps_lock = _thread.allocate_lock()
 
 
 def _module_name(path):
@@ -518,8 +551,8 @@ def load(path, callable_name, generation):
             return entry[1]
         name = _module_name(path)
         loader = _ScriptLoader(name, path)
-        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-        module = importlib.util.module_from_spec(spec)
+        spec = _spec_from_file_location(name, path, loader=loader)
+        module = _module_from_spec(spec)
         sys.modules[name] = module
         try:
             loader.exec_module(module)
@@ -528,7 +561,7 @@ def load(path, callable_name, generation):
                 raise LookupError('%s defines no WSGI callable named %r' % (path, callable_name))
         except BaseException as e:
             sys.modules.pop(name, None)
-            return Unloadable(e, traceback.format_exc())
+            return Unloadable(e, _format_exc())
         _apps[key] = (generation, app)
         return app
 
@@ -629,7 +662,7 @@ def complete(ctx, response, errors, result, error):
                     close()
                 except BaseException:
                     _gw_log(ctx, 'error in close() of the response iterable\n'
-                            + traceback.format_exc(), True)
+                            + _format_exc(), True)
 
 
 def _failed(ctx, response, e):
@@ -641,7 +674,7 @@ def _failed(ctx, response, e):
         _gw_log(ctx, 'cancelled: the client went away', False)
         return False
     if isinstance(e, InterruptTimeout):
-        text = traceback.format_exc()
+        text = _format_exc()
         if response.sent:
             return _after_head(ctx, response, 'interrupted (interrupt-timeout)', text)
         _gw_log(ctx, 'interrupted (interrupt-timeout): 504\n' + text, True)
@@ -656,7 +689,7 @@ def _failed(ctx, response, e):
         _gw_send(ctx, b'Status: 408 Request Timeout\r\nContent-Type: text/plain\r\n'
                  b'Content-Length: %d\r\n\r\n' % len(body), body, True)
         return True
-    text = traceback.format_exc()
+    text = _format_exc()
     if response.sent:
         return _after_head(ctx, response, 'application error', text)
     _gw_log(ctx, text, True)

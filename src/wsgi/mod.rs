@@ -150,7 +150,8 @@ pub struct WsgiState {
     keys: KeyTable,
     url_scheme_key: PyObj,
     https: PyObj,
-    diagnostics: PyObj,
+    /// The built-in diagnostics app, loaded when first served (it imports `html`).
+    diagnostics: Mutex<Option<PyObj>>,
     load: PyObj,
     /// The apps loaded in this interpreter: by script, with the generation loaded.
     apps: Mutex<FxHashMap<u64, (u64, PyObj)>>,
@@ -189,9 +190,6 @@ impl WsgiState {
             &gil.bool(settings.own_gil),
             &gil.bool(settings.guard_imports),
         ])?;
-        let diag = DIAGNOSTICS.run(gil)?;
-        let diag_app = diag.dict_get("application")?.expect("diagnostics app");
-
         let env = gil.dict()?;
         let set = |k: &str, v: Obj<'_>| env.set_item(&gil.str(k)?, &v);
         let (one, zero) = (gil.int(1)?, gil.int(0)?);
@@ -233,7 +231,7 @@ impl WsgiState {
             keys,
             url_scheme_key: PyObj::new(gil.str("wsgi.url_scheme")?),
             https: PyObj::new(gil.str("https")?),
-            diagnostics: PyObj::new(diag_app),
+            diagnostics: Mutex::new(None),
             load: PyObj::new(get("load")?),
             apps: Mutex::new(FxHashMap::default()),
             unloadable: PyObj::new(get("Unloadable")?),
@@ -256,7 +254,6 @@ impl WsgiState {
             &self.base_environ,
             &self.url_scheme_key,
             &self.https,
-            &self.diagnostics,
             &self.load,
             &self.unloadable,
             &self.interrupt_timeout,
@@ -265,8 +262,32 @@ impl WsgiState {
             obj.release(gil);
         }
         self.keys.release(gil);
+        if let Some(diagnostics) = lock(&self.diagnostics).take() {
+            diagnostics.release(gil);
+        }
         for (_, app) in lock(&self.apps).drain() {
             app.1.release(gil);
+        }
+    }
+
+    /// The built-in diagnostics app, loaded in this interpreter when first served.
+    fn diagnostics<'py>(&self, gil: Gil<'py>) -> PyResult<Obj<'py>> {
+        if let Some(app) = lock(&self.diagnostics).as_ref() {
+            return Ok(app.bind(gil));
+        }
+        // Not under the lock: running the module may let another thread take the GIL, and
+        // that thread may come here too. The first to finish is kept.
+        let app = DIAGNOSTICS
+            .run(gil)?
+            .dict_get("application")?
+            .expect("diagnostics app");
+        let mut slot = lock(&self.diagnostics);
+        match slot.as_ref() {
+            Some(first) => Ok(first.bind(gil)),
+            None => {
+                *slot = Some(PyObj::new(app.clone()));
+                Ok(app)
+            }
         }
     }
 
@@ -281,7 +302,7 @@ impl WsgiState {
         callable: &str,
     ) -> PyResult<Obj<'py>> {
         let (file, generation) = match script {
-            Script::Diagnostics => return Ok(self.diagnostics.bind(gil)),
+            Script::Diagnostics => return self.diagnostics(gil),
             Script::File(file, generation) => (file, generation),
         };
         if let Some((loaded, app)) = lock(&self.apps).get(&file.id) {
