@@ -152,6 +152,21 @@ fn write_callable_exc_info_and_content_length() {
     assert_eq!(v["reraised"], true);
 }
 
+/// The gateway's Python imports `traceback` at an app's first error. Should that import fail,
+/// the error is still logged (as its one line) and answered with 500.
+#[test]
+fn an_error_is_logged_and_answered_when_traceback_cannot_be_imported() {
+    let gw = gateway(&[]);
+    let r = fcgi(&gw.addr, "GET", "/t/error-no-traceback", b"").unwrap();
+    assert_eq!(r.status, 500, "{}", r.text());
+    wait_for("the error's line", || {
+        gw.log_text()
+            .contains("RuntimeError: boom with no traceback module")
+    });
+    let log = gw.log_text();
+    assert!(!log.contains("ImportError"), "{log}");
+}
+
 #[test]
 fn input_stream_methods() {
     let gw = gateway(&[]);

@@ -166,6 +166,12 @@ def application(environ, start_response):
         return [b'then returned']
     if path == '/error-before':
         raise RuntimeError('boom before start_response')
+    if path == '/error-no-traceback':
+        # `traceback` cannot be imported (None in sys.modules fails every import of it), as
+        # when its import fails at the worst moment: the gateway, which imports it at the
+        # first error, still logs this one and answers 500.
+        sys.modules['traceback'] = None
+        raise RuntimeError('boom with no traceback module')
     if path == '/error-after':
         start_response('200 OK', [('Content-Type', 'text/plain')])
 
