@@ -299,12 +299,22 @@ fn a_cancelled_request_s_close_runs_to_its_end() {
 
 /// A request whose app does not read its body, with more of the body queued than a running
 /// request may hold: its connection is not read until the app catches up, and its client
-/// going away is seen all the same (the kernel reports the end of the input).
+/// going away is seen all the same (the kernel reports the end of the input). Over a Unix
+/// socket, as README advises for such uploads: over TCP the close travels behind the unread
+/// body, and reaches the gateway only if the body's rest fits in its socket's receive buffer.
 #[test]
 fn a_client_that_goes_away_cancels_its_request_while_its_body_waits() {
     let mount = format!("/t={}", app("pep3333.wsgi"));
-    let gw = Gateway::start(&["--cancel-on-disconnect", "--mount", &mount]);
     let dir = tmpdir("cancel-paused");
+    let sock = dir.join("gw.sock");
+    let listen = format!("unix:{}", sock.display());
+    let gw = Gateway::start(&[
+        "--cancel-on-disconnect",
+        "--mount",
+        &mount,
+        "--listen",
+        &listen,
+    ]);
     let marker = dir.join("m");
     let uri = spin_uri(&marker, 60_000);
     // 512 KiB of a 4 MiB body, without the end of the stream: the request runs, its queue
@@ -318,7 +328,8 @@ fn a_client_that_goes_away_cancels_its_request_while_its_body_waits() {
         &mut wire,
     );
     encode::stream(fastcgi::STDIN, 1, &vec![b'p'; 512 * 1024], &mut wire);
-    let s = tcp(&gw.addr);
+    let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
     let mut writer = s.try_clone().unwrap();
     let sending = std::thread::spawn(move || writer.write_all(&wire));
     wait_for("the request to run", || {

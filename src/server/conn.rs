@@ -1109,8 +1109,14 @@ impl Conn {
             }
         }
         // The connection stays open: the epoll tells when it can go on (unless it is only
-        // waiting for a running request that reads and writes for itself).
-        if !st.registered && (self.wants_read(st, sh) || out_pending) {
+        // waiting for a running request that reads and writes for itself). A connection
+        // whose input is paused (its app has not caught up) is watched too under
+        // cancel-on-disconnect, where its end is its client going away (see `on_event`):
+        // paused before it was first watched (its body came with it), it would not be.
+        let watch = self.wants_read(st, sh)
+            || out_pending
+            || (sh.config.cancel_on_disconnect && self.paused(st, sh, None));
+        if !st.registered && watch {
             let Some(stream) = &st.stream else {
                 return;
             };
