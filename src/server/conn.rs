@@ -520,9 +520,7 @@ impl Conn {
             return;
         }
         st.peer_ended |= ended;
-        if ended && sh.config.cancel_on_disconnect && !st.reader && self.paused(&st, sh, None) {
-            // Nobody reads a paused connection until its app catches up, so its end would not
-            // be read before then; with cancel-on-disconnect the end is the client going away.
+        if ended && !st.reader && self.watched_while_paused(&st, sh) {
             self.peer_closed(&mut st, sh);
             return;
         }
@@ -1109,13 +1107,8 @@ impl Conn {
             }
         }
         // The connection stays open: the epoll tells when it can go on (unless it is only
-        // waiting for a running request that reads and writes for itself). A connection
-        // whose input is paused (its app has not caught up) is watched too under
-        // cancel-on-disconnect, where its end is its client going away (see `on_event`):
-        // paused before it was first watched (its body came with it), it would not be.
-        let watch = self.wants_read(st, sh)
-            || out_pending
-            || (sh.config.cancel_on_disconnect && self.paused(st, sh, None));
+        // waiting for a running request that reads and writes for itself).
+        let watch = self.wants_read(st, sh) || out_pending || self.watched_while_paused(st, sh);
         if !st.registered && watch {
             let Some(stream) = &st.stream else {
                 return;
@@ -1133,6 +1126,15 @@ impl Conn {
     /// stops, nor while it holds more than its share of the group's connections).
     fn kept_after(&self, st: &ConnState, sh: &Arc<Shared>) -> bool {
         st.session.keeps_open() && sh.drain() != Drain::Hard && !st.closing && !sh.shedding()
+    }
+
+    /// Whether the connection's input is paused (see [`Conn::paused`]) and its end still
+    /// matters: under cancel-on-disconnect the end is the client going away, and nobody reads
+    /// a paused connection until its app catches up, so the epoll reports it (`on_event`).
+    /// Such a connection is watched even when it paused before it was first watched (its
+    /// body came with it).
+    fn watched_while_paused(&self, st: &ConnState, sh: &Shared) -> bool {
+        sh.config.cancel_on_disconnect && self.paused(st, sh, None)
     }
 
     fn wants_read(&self, st: &ConnState, sh: &Arc<Shared>) -> bool {
