@@ -1,6 +1,6 @@
-//! Operating-system calls beyond std, through `nix` (and signal-hook for signals). The three
-//! `unsafe` blocks left are `fork`, the shared mapping of the status scoreboard and glibc's
-//! `mallopt`, which no crate makes safe.
+//! Operating-system calls beyond std, through `nix` (and signal-hook for signals). The four
+//! `unsafe` blocks left are `fork`, the shared mapping of the status scoreboard, glibc's
+//! `mallopt` and a read into a buffer's unfilled room, which no crate makes safe.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -56,6 +56,33 @@ pub fn tune_malloc() {
                 libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
             }
         }
+    }
+}
+
+/// read(2) from `fd` into the unfilled room of `buf` (its capacity past its length), at most
+/// `max` bytes; the bytes read extend `buf`. Unlike a read into a `&mut [u8]`, the room needs
+/// no zeroing first: a request body collected before its app runs is read straight into the
+/// buffer that holds it, without a copy through another buffer.
+pub fn read_to_room(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let room = buf.spare_capacity_mut();
+    let want = room.len().min(max);
+    // SAFETY: read(2) writes at most `want` bytes at the start of `room`, memory `buf` owns
+    // and that is borrowed mutably here (its spare capacity, at least `want` bytes long). It
+    // returns how many it wrote (or -1): exactly those bytes are then initialised, and the
+    // length grows by that count only, within the capacity.
+    unsafe {
+        let n = libc::read(fd.as_raw_fd(), room.as_mut_ptr().cast(), want);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        buf.set_len(buf.len() + n);
+        Ok(n)
     }
 }
 

@@ -702,7 +702,9 @@ impl Conn {
             }
             // With nothing pending, read into this thread's buffer and keep only what is
             // left undecoded: a connection holds input memory only between reads.
-            let read = if st.rbuf.len == 0 {
+            let read = if let Some(want) = self.body_room(st) {
+                self.read_into_body(st, sh, ready, &stream, want)
+            } else if st.rbuf.len == 0 {
                 SCRATCH.with(|scratch| {
                     let mut scratch = scratch.borrow_mut();
                     // While the process holds buffer-body-total, a connection without a
@@ -773,6 +775,83 @@ impl Conn {
                 return;
             }
         }
+    }
+
+    /// How much of the socket can be read straight into the room reserved for a body being
+    /// collected (see [`Body::push`]): SCGI and uwsgi, where nothing but that body can come
+    /// and its announced length says how much is left. Read through this thread's buffer,
+    /// each of its bytes would be copied once more.
+    fn body_room(&self, st: &ConnState) -> Option<usize> {
+        if st.session.is_fastcgi() || st.rbuf.len > 0 || st.lingering.is_some() || st.closing {
+            return None;
+        }
+        let [r] = &st.reqs[..] else {
+            return None;
+        };
+        if !r.collecting() || r.body.eof || r.aborted || r.ended {
+            return None;
+        }
+        let rest = r.content_length?.saturating_sub(r.body.received);
+        let last = r.body.chunks.back()?;
+        let rest = usize::try_from(rest).unwrap_or(usize::MAX);
+        let room = last.capacity() - last.len();
+        if rest == 0 || room < rest.min(ReadBuf::MIN_ROOM) {
+            return None;
+        }
+        Some(room.min(rest))
+    }
+
+    /// Reads up to `want` bytes into the room of the body being collected (see
+    /// [`Conn::body_room`]) and decodes them where they lie; what is read and `want`, as
+    /// the read into the thread's buffer returns them.
+    fn read_into_body(
+        self: &Arc<Self>,
+        st: &mut ConnState,
+        sh: &Arc<Shared>,
+        ready: &mut Vec<Job>,
+        stream: &Stream,
+        want: usize,
+    ) -> io::Result<(usize, usize)> {
+        use std::os::fd::AsFd;
+        let id = st.reqs[0].id;
+        // Out of the queue while it is filled (its bytes and capacity stay counted in the
+        // process's body memory); the connection's lock is held throughout.
+        let Some(mut chunk) = st.reqs[0].body.chunks.pop_back() else {
+            return Ok((0, want));
+        };
+        let start = chunk.len();
+        let read = crate::sys::read_to_room(stream.as_fd(), &mut chunk, want);
+        let n = chunk.len() - start;
+        let mut filled = start;
+        if n > 0 {
+            let mut direct = Direct {
+                id,
+                ranges: Vec::new(),
+            };
+            let used = self.decode(st, sh, ready, &chunk[start..], Some(&mut direct));
+            if let Some(used) = used {
+                // Nothing but the body is expected here; whatever else came is decoded
+                // from the connection's buffer, as after any read.
+                st.rbuf.append(&chunk[start + used..]);
+            }
+            for (at, len) in direct.ranges {
+                chunk.copy_within(start + at..start + at + len, filled);
+                filled += len;
+            }
+            chunk.truncate(filled);
+        }
+        match st.reqs.iter_mut().find(|r| r.id == id) {
+            Some(r) => {
+                let added = filled - start;
+                r.body.queued += added;
+                BODY_HELD.fetch_add(added, Ordering::Relaxed);
+                r.body.chunks.push_back(chunk);
+            }
+            // Refused or closed while its bytes were decoded: what the chunk held is no
+            // longer counted.
+            None => account(&chunk[..start], chunk.capacity(), false),
+        }
+        read.map(|_| (n, want))
     }
 
     /// Whether a running request's queued body is full: the connection is not read for it
