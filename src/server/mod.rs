@@ -341,11 +341,6 @@ const LISTENER_BASE: u64 = 1 << 63;
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// The most events a thread takes from one wait (a process of one thread).
 const BATCH: usize = 16;
-/// Events taken at once without waiting (`dispatch_ready`).
-const READY_BATCH: usize = 16;
-/// Batches of ready events a thread takes at most in one go while a body is being collected
-/// (`collect_ready`).
-const READY_ROUNDS: usize = 4;
 /// How long the threads of a process may all be busy, or in reserve, with nobody waiting in
 /// the epoll, before the housekeeper wakes a thread in reserve to wait there (see
 /// `thread_main`).
@@ -827,34 +822,15 @@ impl Shared {
 
     /// Waits up to `timeout` for events of the shared epoll, acts on them and queues the
     /// requests they complete for the threads.
-    fn dispatch_ready(self: &Arc<Self>, timeout: EpollTimeout) -> io::Result<usize> {
-        let mut events = [EpollEvent::empty(); READY_BATCH];
+    fn dispatch_ready(self: &Arc<Self>, timeout: EpollTimeout) -> io::Result<()> {
+        let mut events = [EpollEvent::empty(); 16];
         let n = self.epoll.wait(&mut events, timeout).map_err(os)?;
         let mut ready = Vec::new();
         for ev in &events[..n] {
             self.dispatch(*ev, &mut ready);
         }
         self.push_jobs(ready);
-        Ok(n)
-    }
-
-    /// While a body is being collected: every event ready now, without waiting (up to
-    /// [`READY_ROUNDS`] batches). The epoll hands its ready connections out in the order they
-    /// became ready, so a body's next bytes wait behind the new requests of kept connections;
-    /// taken one per free thread, as when nothing is being collected, each of the body's reads
-    /// waited for about one request per kept connection to start (1 MiB uploads at 2x4, 64
-    /// kept connections: collecting a body took up to 145 ms, at p99 72 ms). The new
-    /// requests taken with them are queued in the order they came.
-    fn collect_ready(self: &Arc<Self>) {
-        for _ in 0..READY_ROUNDS {
-            if !conn::collecting() {
-                return;
-            }
-            match self.dispatch_ready(EpollTimeout::ZERO) {
-                Ok(n) if n == READY_BATCH => continue,
-                _ => return,
-            }
-        }
+        Ok(())
     }
 
     /// Queues requests for other threads.
@@ -1170,10 +1146,6 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
     // The last request came on a kept connection: the next work may be a waiting connection.
     let mut after_kept = false;
     loop {
-        if batch == 1 {
-            // A process of more threads: bodies being collected first.
-            sh.collect_ready();
-        }
         if std::mem::take(&mut after_kept) && sh.accept_waiting(&mut ready) {
             let mut jobs = std::mem::take(&mut ready);
             if !jobs.is_empty() && lock(&sh.queue).is_empty() {
@@ -1196,13 +1168,10 @@ fn thread_main<R: Runner>(sh: &Arc<Shared>, runner: &R, index: usize) {
             // unless a body is being collected: its bytes arrive meanwhile, and read only
             // once the queue is empty, its request waits for every request queued after it
             // (1 MiB uploads over SCGI at 1x1, 16 connections, queued in order of arrival:
-            // p99 21 ms without this read, 14-15 with it; uWSGI 13.6-14.6). With more
-            // threads, a body being collected is read at the top of the loop instead
-            // (`collect_ready`).
-            let read_above = batch == 1 && conn::collecting();
+            // p99 21 ms without this read, 14-15 with it; uWSGI 13.6-14.6).
             let io_due =
                 || batch == 1 || conn::collecting() || sh.io_due.swap(false, Ordering::Relaxed);
-            if !read_above && !lock(&sh.queue).is_empty() && io_due() {
+            if !lock(&sh.queue).is_empty() && io_due() {
                 // Between two queued requests: the I/O that is ready now (bodies being
                 // collected, heads, output, new connections), without waiting, so that none
                 // of it waits for the queue to drain (a connection in the listen queue would
