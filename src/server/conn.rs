@@ -815,10 +815,13 @@ impl Conn {
         use std::os::fd::AsFd;
         let id = st.reqs[0].id;
         // Out of the queue while it is filled (its bytes and capacity stay counted in the
-        // process's body memory); the connection's lock is held throughout.
-        let Some(mut chunk) = st.reqs[0].body.chunks.pop_back() else {
-            return Ok((0, want));
-        };
+        // process's body memory); the connection's lock is held throughout, as it was when
+        // `body_room` saw the chunk.
+        let mut chunk = st.reqs[0]
+            .body
+            .chunks
+            .pop_back()
+            .expect("body_room saw the chunk");
         let start = chunk.len();
         let read = crate::sys::read_to_room(stream.as_fd(), &mut chunk, want);
         let n = chunk.len() - start;
