@@ -1040,17 +1040,7 @@ fn connections_that_send_nothing_in_the_backlog_at_a_stop_do_not_hold_up_the_oth
 /// client's).
 #[test]
 fn collected_scgi_and_uwsgi_bodies_arrive_whole_and_are_let_go() {
-    let mount = format!("/t={}", app("pep3333.wsgi"));
-    let gw = Gateway::start(&[
-        "--threads",
-        "1",
-        "--buffer-body-total",
-        "1048576",
-        "--body-timeout",
-        "60",
-        "--mount",
-        &mount,
-    ]);
+    let gw = one_thread_with_a_1mib_body_budget();
     let head = |uwsgi_wire: bool, len: usize| {
         let params = cgi_params("POST", "/t/upload", len);
         let pairs = params
@@ -1104,16 +1094,9 @@ fn collected_scgi_and_uwsgi_bodies_arrive_whole_and_are_let_go() {
             assert_eq!(v["sha256"], sha256_hex(&body), "uwsgi: {uwsgi_wire}");
         }
     }
-    let stalled: Vec<_> = (0..3)
-        .map(|_| {
-            let mut wire = head(false, 1 << 20);
-            wire.extend_from_slice(&[b'x'; 1000]);
-            let mut c = connect(&gw.addr).unwrap();
-            c.write_all(&wire).unwrap();
-            c
-        })
-        .collect();
-    let r = fcgi(&gw.addr, "GET", "/t/echo", b"").unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    drop(stalled);
+    answered_behind_stalled_uploads(&gw, || {
+        let mut wire = head(false, 1 << 20);
+        wire.extend_from_slice(&[b'x'; 1000]);
+        wire
+    });
 }

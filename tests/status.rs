@@ -573,37 +573,18 @@ fn the_status_subcommand_prints_the_page() {
 /// at once, not after the body timeout.
 #[test]
 fn stalled_uploads_count_what_they_sent_against_buffer_body_total() {
-    let mount = format!("/t={}", app("pep3333.wsgi"));
-    let gw = Gateway::start(&[
-        "--threads",
-        "1",
-        "--buffer-body-total",
-        "1048576",
-        "--body-timeout",
-        "60",
-        "--mount",
-        &mount,
-    ]);
-    let stalled: Vec<_> = (0..3)
-        .map(|_| {
-            let mut wire = fcgi_bytes(
-                1,
-                false,
-                &cgi_params("POST", "/t/upload", 1 << 20),
-                &[b'x'; 1000],
-            );
-            // Without the STDIN end (an empty record): the body stops after its first 1000.
-            wire.truncate(wire.len() - 8);
-            let mut c = connect(&gw.addr).unwrap();
-            c.write_all(&wire).unwrap();
-            c
-        })
-        .collect();
-    // Behind an upload holding the thread, the answer would come after the body timeout
-    // (60 s), past the client's read timeout (TIMEOUT, 30 s): the read fails.
-    let r = fcgi(&gw.addr, "GET", "/t/echo", b"").unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    drop(stalled);
+    let gw = one_thread_with_a_1mib_body_budget();
+    answered_behind_stalled_uploads(&gw, || {
+        let mut wire = fcgi_bytes(
+            1,
+            false,
+            &cgi_params("POST", "/t/upload", 1 << 20),
+            &[b'x'; 1000],
+        );
+        // Without the STDIN end (an empty record): the body stops after its first 1000.
+        wire.truncate(wire.len() - 8);
+        wire
+    });
 }
 
 /// Past buffer-body-total, a body is not collected before its request takes a thread: with

@@ -815,6 +815,39 @@ pub fn blocking_request_in_thread(
     request
 }
 
+/// A gateway of one thread serving `pep3333.wsgi` at /t, whose process holds 1 MiB of bodies
+/// (`--buffer-body-total`) and waits 60 s for a body that stalls (`--body-timeout`).
+pub fn one_thread_with_a_1mib_body_budget() -> Gateway {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    Gateway::start(&[
+        "--threads",
+        "1",
+        "--buffer-body-total",
+        "1048576",
+        "--body-timeout",
+        "60",
+        "--mount",
+        &mount,
+    ])
+}
+
+/// Sends three uploads (`wire`: the bytes of one, a body that stalls) and then a request, which
+/// must be answered at once: the stalled uploads are collected without the only thread.
+/// Behind an upload holding the thread, the answer would come after the body timeout (60 s),
+/// past the client's read timeout (TIMEOUT, 30 s), and the read fails.
+pub fn answered_behind_stalled_uploads(gw: &Gateway, wire: impl Fn() -> Vec<u8>) {
+    let stalled: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = connect(&gw.addr).unwrap();
+            c.write_all(&wire()).unwrap();
+            c
+        })
+        .collect();
+    let r = fcgi(&gw.addr, "GET", "/t/echo", b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(stalled);
+}
+
 pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;
     while !f() {
