@@ -297,10 +297,8 @@ pub fn set_umask(mask: u32) {
 /// In a child of the supervisor: be sent `signal` when the supervisor dies, however it dies
 /// (so no child outlives it holding the sockets). Returns false when the supervisor is already
 /// gone.
-pub fn die_with_parent(parent: i32, signal: i32) -> bool {
-    if let Ok(sig) = Signal::try_from(signal) {
-        let _unsupported = nix::sys::prctl::set_pdeathsig(sig);
-    }
+pub fn die_with_parent(parent: i32, signal: Signal) -> bool {
+    let _unsupported = nix::sys::prctl::set_pdeathsig(signal);
     nix::unistd::getppid().as_raw() == parent
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::signal::Signal;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1};
 
 use crate::config::{self, ProcessGroup, Settings};
@@ -328,7 +329,7 @@ impl Supervisor<'_> {
     /// their delivery unregisters them), its workers' channels, and the listening sockets but
     /// group `keep`'s, which it gets (disowned: a Unix socket's file stays). It is sent
     /// `death` when the supervisor dies.
-    fn fork_child(&mut self, keep: Option<usize>, death: i32) -> std::io::Result<Child> {
+    fn fork_child(&mut self, keep: Option<usize>, death: Signal) -> std::io::Result<Child> {
         let supervisor = sys::pid();
         sys::block_stop_signals();
         let forked = sys::fork();
@@ -363,7 +364,7 @@ impl Supervisor<'_> {
         ours.set_nonblocking(true)?;
         // The worker unblocks the stop signals once it watches for them (worker::run), and it
         // gets SIGTERM when the supervisor dies: it finishes its requests.
-        match self.fork_child(Some(g), SIGTERM)? {
+        match self.fork_child(Some(g), Signal::SIGTERM)? {
             Child::Parent(pid) => {
                 info!("{} started (pid {pid})", self.worker_name(g, slot));
                 if let Some(row) = row {
@@ -626,7 +627,7 @@ impl Supervisor<'_> {
             // The child keeps no listening socket (one would outlive a supervisor killed
             // meanwhile), its stop signals stay blocked, and it is killed with the supervisor
             // or by it.
-            match self.fork_child(None, SIGKILL)? {
+            match self.fork_child(None, Signal::SIGKILL)? {
                 Child::Child(_) => {
                     drop(ours);
                     script_check::check_and_exit(config, theirs)
