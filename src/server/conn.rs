@@ -306,6 +306,16 @@ pub struct ReqState {
     sent: u64,
 }
 
+/// The connection's only request when nothing but its input can come next (no other request,
+/// no undecoded input, not answered and lingering or closing): then a read may go straight
+/// into a buffer of its body (see [`Direct`]).
+fn sole_request(st: &ConnState) -> Option<&ReqState> {
+    match &st.reqs[..] {
+        [r] if st.rbuf.len == 0 && st.lingering.is_none() && !st.closing => Some(r),
+        _ => None,
+    }
+}
+
 /// How a request ended, for the access log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -357,8 +367,9 @@ pub struct ConnState {
     peer_ended: bool,
 }
 
-/// A read into the buffer of the app's own body read: where request `id`'s body bytes lie in
-/// the input, in order.
+/// A read straight into a buffer of request `id`'s body (the bytes an app's body read returns,
+/// or the room of a body being collected): where its body bytes lie in the input, in order
+/// (see [`Conn::decode_in_place`]).
 struct Direct {
     id: u64,
     ranges: Vec<(usize, usize)>,
@@ -782,18 +793,15 @@ impl Conn {
     /// and its announced length says how much is left. Read through this thread's buffer,
     /// each of its bytes would be copied once more.
     fn body_room(&self, st: &ConnState) -> Option<usize> {
-        if st.session.is_fastcgi() || st.rbuf.len > 0 || st.lingering.is_some() || st.closing {
+        if st.session.is_fastcgi() {
             return None;
         }
-        let [r] = &st.reqs[..] else {
-            return None;
-        };
+        let r = sole_request(st)?;
         if !r.collecting() || r.body.eof || r.aborted || r.ended {
             return None;
         }
-        let rest = r.content_length?.saturating_sub(r.body.received);
+        let rest = usize::try_from(r.body_rest()?).unwrap_or(usize::MAX);
         let last = r.body.chunks.back()?;
-        let rest = usize::try_from(rest).unwrap_or(usize::MAX);
         let room = last.capacity() - last.len();
         if rest == 0 || room < rest.min(ReadBuf::MIN_ROOM) {
             return None;
@@ -825,27 +833,15 @@ impl Conn {
         let start = chunk.len();
         let read = crate::sys::read_to_room(stream.as_fd(), &mut chunk, want);
         let n = chunk.len() - start;
-        let mut filled = start;
-        if n > 0 {
-            let mut direct = Direct {
-                id,
-                ranges: Vec::new(),
-            };
-            let used = self.decode(st, sh, ready, &chunk[start..], Some(&mut direct));
-            if let Some(used) = used {
-                // Nothing but the body is expected here; whatever else came is decoded
-                // from the connection's buffer, as after any read.
-                st.rbuf.append(&chunk[start + used..]);
-            }
-            for (at, len) in direct.ranges {
-                chunk.copy_within(start + at..start + at + len, filled);
-                filled += len;
-            }
-            chunk.truncate(filled);
-        }
+        let added = if n > 0 {
+            self.decode_in_place(st, sh, ready, id, &mut chunk[start..])
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        chunk.truncate(start + added);
         match st.reqs.iter_mut().find(|r| r.id == id) {
             Some(r) => {
-                let added = filled - start;
                 r.body.queued += added;
                 BODY_HELD.fetch_add(added, Ordering::Relaxed);
                 r.body.chunks.push_back(chunk);
@@ -1319,6 +1315,12 @@ impl ReqState {
         matches!(self.phase, Phase::Collecting(_))
     }
 
+    /// Body bytes still to come, by its announced length; `None` when none was announced.
+    fn body_rest(&self) -> Option<u64> {
+        self.content_length
+            .map(|len| len.saturating_sub(self.body.received))
+    }
+
     /// `n` more body bytes arrived (already counted when queued); the body ends with its
     /// announced length.
     fn took(&mut self, n: usize) {
@@ -1622,13 +1624,8 @@ impl Conn {
     /// kernel's; FastCGI record headers and padding are decoded where they lie and cut out in
     /// place (see [`Conn::took_direct`]).
     fn direct_read(&self, st: &ConnState, id: u64, max: usize) -> Option<(Arc<Stream>, usize)> {
-        let [r] = &st.reqs[..] else {
-            return None;
-        };
+        let r = sole_request(st)?;
         if r.id != id || r.phase != Phase::Running || r.body.queued > 0 || r.body.eof {
-            return None;
-        }
-        if st.lingering.is_some() || st.closing || st.rbuf.len > 0 {
             return None;
         }
         let stream = st.stream.clone()?;
@@ -1639,10 +1636,7 @@ impl Conn {
         };
         if !st.session.is_fastcgi() {
             // SCGI and uwsgi: the body is all that is left; not more than it.
-            match r
-                .content_length
-                .map(|len| len.saturating_sub(r.body.received))
-            {
+            match r.body_rest() {
                 Some(0) => return None,
                 Some(rest) => want = want.min(usize::try_from(rest).unwrap_or(usize::MAX)),
                 None => {}
@@ -1651,9 +1645,8 @@ impl Conn {
         Some((stream, want))
     }
 
-    /// Decodes what a direct read of request `id` put into `buf` (the decoder passes a FastCGI
-    /// record's content on as it arrives, so a read may end anywhere), and moves the body
-    /// bytes together at its front: how many there are (0: none yet), `None` when the
+    /// Acts on a direct read of request `id` into `buf` (see [`Conn::decode_in_place`]): how
+    /// many body bytes it gave, at the front of `buf` (0: none yet), `None` when the
     /// connection is gone or failed.
     fn took_direct(
         self: &Arc<Self>,
@@ -1687,16 +1680,32 @@ impl Conn {
         // More may wait in the socket (readiness is edge-triggered): the app reads it, or the
         // connection once the request is done (see `finish`).
         st.direct = true;
+        let mut ready = Vec::new();
+        let filled = self.decode_in_place(st, sh, &mut ready, id, &mut buf[..n]);
+        sh.push_jobs(ready);
+        filled
+    }
+
+    /// Decodes input a read put straight into a buffer of request `id`'s body (`buf`, see
+    /// [`Direct`]; the decoder passes a FastCGI record's content on as it arrives), keeps
+    /// what is left undecoded for the next read (a record header the read ended inside,
+    /// another request's record), and moves the body bytes together at the front of `buf`:
+    /// how many there are; `None` when the input broke the protocol (the connection closed).
+    fn decode_in_place(
+        self: &Arc<Self>,
+        st: &mut ConnState,
+        sh: &Arc<Shared>,
+        ready: &mut Vec<Job>,
+        id: u64,
+        buf: &mut [u8],
+    ) -> Option<usize> {
         let mut direct = Direct {
             id,
             ranges: Vec::new(),
         };
-        let mut ready = Vec::new();
-        let used = self.decode(st, sh, &mut ready, &buf[..n], Some(&mut direct))?;
-        sh.push_jobs(ready);
+        let used = self.decode(st, sh, ready, buf, Some(&mut direct))?;
         if st.stream.is_some() {
-            // A record header the read ended inside, or another request's record.
-            st.rbuf.append(&buf[used..n]);
+            st.rbuf.append(&buf[used..]);
         }
         let mut filled = 0;
         for (at, len) in direct.ranges {
