@@ -5,7 +5,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -145,7 +145,7 @@ struct Kept {
 
 impl Kept {
     /// Opens a connection and sends one request on it (again, on a new connection, while
-    /// the gateway closes it after the response).
+    /// the gateway closes it before the request).
     fn open(addr: &str) -> Kept {
         for _ in 0..20 {
             let stream = std::net::TcpStream::connect(addr).unwrap();
@@ -155,32 +155,43 @@ impl Kept {
                 return kept;
             }
         }
-        panic!("20 new connections in a row were closed after their first response");
+        panic!("20 new connections in a row were closed before their first request");
     }
 
-    /// One request (keep-conn) and its whole response; whether the connection stays open
-    /// after it (false: the worker closed it right after the response, or before this
-    /// request came, which the caller then sends on a new connection, as nginx does).
+    /// One request (keep-conn) and its whole response; false when the connection was closed
+    /// while it waited for this request (which gets no answer, and the caller sends it on a
+    /// new connection, as nginx does). A connection closed right after its response is an
+    /// error: nginx may send it its next request at once, and a POST is not sent again.
     fn ask(&mut self) -> Result<bool, String> {
+        if !self.request()? {
+            return Ok(false);
+        }
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match std::io::Read::read(&mut self.stream, &mut byte) {
+            Ok(0) => return Err("the connection closed right after its response".into()),
+            Ok(_) => return Err("bytes after the response".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err("the connection was reset right after its response".into())
+            }
+            Err(_) => {}
+        }
+        self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Ok(true)
+    }
+
+    /// One request and its whole response, as [`Kept::ask`], but without looking for a close
+    /// after it (the next request finds it).
+    fn request(&mut self) -> Result<bool, String> {
         fcgi_send(&mut self.stream, true, "GET", "/t/count");
         let response = match fcgi_read_response(&mut self.stream, 1) {
             Err(e) if e.contains("(0 bytes of stdout)") => return Ok(false),
             r => r?,
         };
         self.pid = pid_in(response)?;
-        // A connection that closes, closes together with the response's end.
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let mut byte = [0u8; 1];
-        let open = match std::io::Read::read(&mut self.stream, &mut byte) {
-            Ok(0) => false,
-            Ok(_) => return Err("bytes after the response".into()),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => false,
-            Err(_) => true,
-        };
-        self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        Ok(open)
+        Ok(true)
     }
 }
 
@@ -212,9 +223,10 @@ fn kept_connections_spread_over_the_worker_processes() {
     // and a kept connection stays where it went. Here one worker serves 3 s after the other
     // (--preload of an app that sleeps in one process), and 10 kept connections open
     // meanwhile: they all go to the first. Once both serve, the one holding more than the
-    // other by more than twice the slack (2 with one thread) closes kept connections after
-    // their response, and takes no new ones while it holds more by more than the slack: the
-    // connections opened again, as nginx does, go to the other worker.
+    // other by more than twice the slack (2 with one thread) closes kept connections that
+    // wait for a request (for 100 ms or more, a few per housekeeper tick), never one right
+    // after its response, and takes no new ones while it holds more by more than the slack:
+    // the connections opened again, as nginx does, go to the other worker.
     let dir = tmpdir("balance");
     let slow = format!("{}:3", dir.join("lock").display());
     let m = format!("/t={}", app("slow_start.wsgi"));
@@ -235,7 +247,7 @@ fn kept_connections_spread_over_the_worker_processes() {
              {by_pid:?}\n{}",
             gw.log_text()
         );
-        // A request on every connection, answered whole; one closed after its response is
+        // A request on every connection, answered whole; one closed while it waited is
         // opened again.
         for c in &mut conns {
             if !c.ask().unwrap_or_else(|e| panic!("{e}\n{}", gw.log_text())) {
@@ -254,10 +266,71 @@ fn kept_connections_spread_over_the_worker_processes() {
     for c in &mut conns {
         assert!(
             c.ask().unwrap(),
-            "a connection closed once balanced: {before:?}"
+            "a connection closed once balanced: {before:?}\n{}",
+            gw.log_text()
         );
     }
     assert_eq!(held(&conns), before);
+}
+
+#[test]
+fn busy_kept_connections_spread_over_the_worker_processes_too() {
+    // As above, but each connection is asked again as soon as it answered, as nginx does at
+    // full load: none waits long enough (100 ms) to be closed while it waits, and before the
+    // worker that holds them all closed some right after their response (once it held more
+    // than its share for a second), they stayed there for good.
+    let dir = tmpdir("balance-busy");
+    let slow = format!("{}:3", dir.join("lock").display());
+    let m = format!("/t={}", app("slow_start.wsgi"));
+    let args = two_workers_of_one_thread(&m);
+    let gw = Gateway::start_with_env(&args, &[("SLOW_START", &slow)]);
+    let conns: Vec<Kept> = (0..10).map(|_| Kept::open(&gw.addr)).collect();
+    assert_eq!(held(&conns).len(), 1, "{:?}", held(&conns));
+    let pids = Mutex::new(conns.iter().map(|c| c.pid).collect::<Vec<_>>());
+    let done = AtomicBool::new(false);
+    let reopened = AtomicUsize::new(0);
+    let by_pid = || {
+        let mut by_pid: HashMap<u32, usize> = HashMap::new();
+        for &pid in pids.lock().unwrap().iter() {
+            *by_pid.entry(pid).or_default() += 1;
+        }
+        by_pid
+    };
+    std::thread::scope(|s| {
+        for (i, mut c) in conns.into_iter().enumerate() {
+            let (pids, done, reopened, gw) = (&pids, &done, &reopened, &gw);
+            s.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let answered = c.request().unwrap_or_else(|e| {
+                        done.store(true, Ordering::Relaxed);
+                        panic!("{e}\n{}", gw.log_text())
+                    });
+                    if !answered {
+                        reopened.fetch_add(1, Ordering::Relaxed);
+                        c = Kept::open(&gw.addr);
+                    }
+                    pids.lock().unwrap()[i] = c.pid;
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let by_pid = by_pid();
+            if by_pid.len() == 2 && by_pid.values().all(|&n| n >= 3) {
+                break;
+            }
+            if done.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                done.store(true, Ordering::Relaxed);
+                panic!(
+                    "still {by_pid:?} ({} connections opened again)\n{}",
+                    reopened.load(Ordering::Relaxed),
+                    gw.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done.store(true, Ordering::Relaxed);
+    });
 }
 
 #[test]

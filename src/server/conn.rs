@@ -351,12 +351,17 @@ pub struct ConnState {
     /// Any input read from this connection yet.
     received: bool,
     timer: Option<Timer>,
+    /// When `timer` was set (milliseconds, as [`Shared::now_ms`]).
+    timer_since: u64,
     /// Answered and reading the rest of the input before the close: bytes read meanwhile.
     lingering: Option<u64>,
     /// The id of the next request.
     next_id: u64,
     /// Close as soon as the output is out, without reading the rest of the input.
     closing: bool,
+    /// Closes right after its current response, for the other processes of the group (see
+    /// [`Shared::shed_busy`]).
+    shed: bool,
     /// An app read the socket itself (input it left is read when its request is done).
     direct: bool,
     /// The web server shut down its side: reads go on to the end of the input even after a
@@ -365,6 +370,16 @@ pub struct ConnState {
     /// timeout: a half-closed upload for the body timeout, a kept connection the client
     /// closed after its response for the idle timeout.)
     peer_ended: bool,
+}
+
+/// Whether a kept connection waits for its next request, with nothing of the last one left
+/// to read or write.
+fn waiting(st: &ConnState) -> bool {
+    st.reqs.is_empty()
+        && st.out_pos == st.out.len()
+        && st.rbuf.len == 0
+        && st.lingering.is_none()
+        && st.timer == Some(Timer::Idle)
 }
 
 /// A read straight into a buffer of request `id`'s body (the bytes an app's body read returns,
@@ -464,9 +479,11 @@ impl Conn {
                 heads: 0,
                 received: false,
                 timer: None,
+                timer_since: 0,
                 lingering: None,
                 next_id: 0,
                 closing: false,
+                shed: false,
                 direct: false,
                 peer_ended: false,
             }),
@@ -548,6 +565,47 @@ impl Conn {
         self.settle(&mut st, sh);
     }
 
+    /// Closes the connection if it is kept and has waited for a request for at least `idle`
+    /// (milliseconds), after reading any that came meanwhile: a process that holds more than
+    /// its share of its group's connections sheds them this way (see
+    /// [`Shared::shed_idle`]). True if it closed.
+    pub fn shed_if_idle(self: &Arc<Self>, sh: &Arc<Shared>, idle: u64) -> bool {
+        let mut st = self.lock();
+        if st.stream.is_none() || st.reader || !waiting(&st) {
+            return false;
+        }
+        if sh.now_ms() < st.timer_since + idle {
+            return false;
+        }
+        let mut ready = Vec::new();
+        self.read_input(&mut st, sh, &mut ready);
+        let came = !ready.is_empty();
+        sh.push_jobs(ready);
+        if came || st.stream.is_none() || !waiting(&st) {
+            return false;
+        }
+        self.close(&mut st, sh);
+        true
+    }
+
+    /// Since when a kept connection has waited for a request (milliseconds, as
+    /// [`Shared::now_ms`]); `None` if it does not wait.
+    pub fn waiting_since(&self) -> Option<u64> {
+        let st = self.lock();
+        (st.stream.is_some() && !st.reader && waiting(&st)).then_some(st.timer_since)
+    }
+
+    /// Marks a kept connection to close right after its current response, or its next one
+    /// (see [`Shared::shed_busy`]); false if it closes anyway.
+    pub fn shed_after_response(&self, sh: &Arc<Shared>) -> bool {
+        let mut st = self.lock();
+        if st.stream.is_none() || st.shed || !self.kept_after(&st, sh) {
+            return false;
+        }
+        st.shed = true;
+        true
+    }
+
     /// The timer fired (the housekeeper saw the deadline pass).
     pub fn expire(self: &Arc<Self>, sh: &Arc<Shared>, now_ms: u64) {
         let mut st = self.lock();
@@ -622,12 +680,7 @@ impl Conn {
             self.shorten_deadline(&st, sh, after.unwrap_or(SILENT_AT_STOP));
             return;
         }
-        let idle = st.reqs.is_empty()
-            && st.out_pos == st.out.len()
-            && st.rbuf.len == 0
-            && st.lingering.is_none()
-            && st.timer == Some(Timer::Idle);
-        if !idle {
+        if !waiting(&st) {
             return;
         }
         match after {
@@ -660,6 +713,7 @@ impl Conn {
             return;
         }
         st.timer = timer;
+        st.timer_since = sh.now_ms();
         let t = &sh.config.timeouts;
         let after = match timer {
             None => None,
@@ -668,7 +722,7 @@ impl Conn {
             Some(Timer::Idle) => Some(t.idle),
             Some(Timer::Linger) => Some(t.linger),
         };
-        let at = after.map_or(0, |d| sh.now_ms() + d.as_millis() as u64 + 1);
+        let at = after.map_or(0, |d| st.timer_since + d.as_millis() as u64 + 1);
         self.set_deadline(st, sh, at);
     }
 
@@ -1151,12 +1205,12 @@ impl Conn {
             } else if st.heads > 0 || st.session.fastcgi_done() {
                 // (So does a FastCGI connection without KEEP_CONN whose request the protocol
                 // ended by itself: refused, or aborted before its head was whole.)
-                // While the worker process stops, or sheds connections for the others of its
-                // group, a kept connection closes right after a response: the end of the
-                // response and the close arrive together, and nginx drops a cached connection
-                // that is already closed when it puts it back (FastCGI has no way to tell the
-                // web server that a connection ends; nginx ignores `Connection: close` on
-                // FastCGI responses).
+                // While the worker process stops (or sheds this connection), a kept connection
+                // closes right after a response: the end of the response and the close arrive
+                // together, and nginx
+                // drops a cached connection that is already closed when it puts it back
+                // (FastCGI has no way to tell the web server that a connection ends; nginx
+                // ignores `Connection: close` on FastCGI responses).
                 let keep = self.kept_after(st, sh);
                 if st.session.request_arriving() {
                     // The next request began arriving (FastCGI keep-conn): it has the header
@@ -1201,9 +1255,9 @@ impl Conn {
     }
 
     /// Whether the connection is kept after its current requests (not while the process
-    /// stops, nor while it holds more than its share of the group's connections).
+    /// stops, nor once it is shed: [`Shared::shed_busy`]).
     fn kept_after(&self, st: &ConnState, sh: &Arc<Shared>) -> bool {
-        st.session.keeps_open() && sh.drain() != Drain::Hard && !st.closing && !sh.shedding()
+        st.session.keeps_open() && sh.drain() != Drain::Hard && !st.closing && !st.shed
     }
 
     /// Whether the connection's input is paused (see [`Conn::paused`]) and its end still
@@ -1464,9 +1518,8 @@ impl Conn {
                 && !st.session.request_arriving()
             {
                 // A kept connection closes after this response (the worker stops, or sheds
-                // connections): the close follows its end at once (not after the app's
-                // clean-up), so that nginx reads the close with the end and does not reuse the
-                // connection. What comes after is read and dropped, never run: a request sent
+                // it): the close follows its end at once (not after the app's clean-up), so that nginx reads
+                // the close with the end and does not reuse the connection. What comes after is read and dropped, never run: a request sent
                 // before the web server saw the close gets no answer, as it would from a
                 // closed connection, and can be sent again elsewhere.
                 self.linger(&mut st, sh);

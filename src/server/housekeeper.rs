@@ -20,6 +20,15 @@ const DRAIN_KEPT: Duration = Duration::from_secs(2);
 /// How often the status page's "max listen queue" samples the kernel's accept queues (like
 /// php-fpm's process manager, once a second).
 const LISTEN_QUEUE_SAMPLE: Duration = Duration::from_secs(1);
+/// The most kept connections a process sheds at once ([`Keeper::shed`]).
+const SHED_MOST: usize = 16;
+/// How long a process that shed kept connections waits before it sheds more.
+const SHED_PAUSE: Duration = Duration::from_secs(1);
+/// How long a kept connection must have waited for a request before it is closed for the
+/// other processes of the group ([`Keeper::shed`]).
+const SHED_IDLE: Duration = Duration::from_millis(100);
+/// How long a process holds more than its share before it sheds busier kept connections.
+const SHED_BUSY_AFTER: Duration = Duration::from_secs(1);
 
 /// After this long without a request running, the housekeeper goes back to looking once a
 /// tick (the next request tells it, a wake-up). So it looks at most 200 times a second, and a
@@ -59,6 +68,8 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         last_epoch: u64::MAX,
         last_served: u64::MAX,
         overdue_reported: false,
+        shed_at: None,
+        over_since: None,
     };
     let mut thread = None;
     if sh.config.stop_early.load(Ordering::SeqCst) {
@@ -179,6 +190,9 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
                 keeper.begin_stop(Stop::Recycle);
             }
         }
+        if keeper.stop_since.is_none() {
+            keeper.shed();
+        }
         if let Some(since) = keeper.stop_since {
             if since.elapsed() >= DRAIN_KEPT && sh.replaced.swap(false, Ordering::SeqCst) {
                 crate::debug!("kept connections now close after their next response");
@@ -221,6 +235,11 @@ struct Keeper {
     /// Requests served at the last tick.
     last_served: u64,
     overdue_reported: bool,
+    /// Kept connections were shed (at this time) and the others' counts may not show yet the
+    /// connections the web server opened again (see [`Keeper::shed`]).
+    shed_at: Option<Instant>,
+    /// Since when this process holds more than its share (see [`Keeper::shed`]).
+    over_since: Option<Instant>,
 }
 
 impl Keeper {
@@ -425,15 +444,44 @@ impl Keeper {
         None
     }
 
+    /// While this process holds more than its share of its group's connections: sheds kept
+    /// connections, up to half of what it holds over the limit (the tick's rebalance counted
+    /// the others anew), and then waits for [`SHED_PAUSE`] before it sheds again: the web
+    /// server opens connections again when it needs them, and until the others took them
+    /// their counts still look low (without the pause, a process with 10 connections and
+    /// another with none shed 10, not 3).
+    ///
+    /// It closes connections that waited for a request for [`SHED_IDLE`] or more. When too
+    /// few wait and it has held too many for [`SHED_BUSY_AFTER`] (nginx at full load keeps
+    /// its connections busy: after a start, one worker held most of them for good), the rest
+    /// close right after their response, which can cross the web server's next request (see
+    /// `Shared::shed_idle`; closing instead connections that waited for any time, those that
+    /// waited longest first, failed more uploads than that: 8 `bench/run` rounds in 12
+    /// against 3 in 24).
+    fn shed(&mut self) {
+        let most = self.sh.to_shed().min(SHED_MOST);
+        if most == 0 {
+            self.over_since = None;
+            return;
+        }
+        let over_since = *self.over_since.get_or_insert_with(Instant::now);
+        if self.shed_at.is_some_and(|at| at.elapsed() < SHED_PAUSE) {
+            return;
+        }
+        let mut shed = self.sh.shed_idle(most, SHED_IDLE);
+        if shed < most && over_since.elapsed() >= SHED_BUSY_AFTER {
+            shed += self.sh.shed_busy(most - shed);
+        }
+        if shed > 0 {
+            self.shed_at = Some(Instant::now());
+        }
+    }
+
     /// While stopping: kept connections that wait for nothing of the app are closed (when a
     /// replacement takes over, once they stayed idle a while), and connections that have sent
     /// nothing get a short deadline (see `Conn::close_if_idle`).
     fn close_idle(&self) {
-        let conns: Vec<_> = lock(&self.sh.table)
-            .conns
-            .iter()
-            .map(|(_, c)| c.clone())
-            .collect();
+        let conns = self.sh.open_conns();
         let after = match self.sh.drain() {
             super::Drain::Soft => Some(DRAIN_KEPT),
             _ => None,

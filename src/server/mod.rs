@@ -415,8 +415,9 @@ pub struct Shared {
     /// The listeners are out of the epoll while another process of the group holds fewer
     /// connections (changed under the listeners' lock, read without it).
     yielding: AtomicBool,
-    /// Kept connections close after their response: see [`Shared::rebalance`].
-    shedding: AtomicBool,
+    /// How many connections this process holds over what makes it shed kept connections
+    /// (see [`Shared::rebalance`]).
+    excess: AtomicUsize,
     /// Set by the housekeeper every tick: a process of one thread working through the
     /// requests of one wait does the I/O that is ready before its next request (see
     /// `thread_main`).
@@ -500,7 +501,7 @@ impl Shared {
             io_due: AtomicBool::new(false),
             thread_failed: AtomicBool::new(false),
             yielding: AtomicBool::new(false),
-            shedding: AtomicBool::new(false),
+            excess: AtomicUsize::new(0),
             deadlines: (0..config.max_connections + 1024)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -628,8 +629,9 @@ impl Shared {
     /// Publishes that this process holds `conns` connections (for the status page, and for
     /// the other processes of its group). While another process that takes new connections
     /// holds fewer, by more than the slack, this one takes its listeners out of the epoll; by
-    /// more than twice the slack, it also closes kept connections after their response, and
-    /// the web server opens new ones, which the others take (see [`crate::scoreboard`]).
+    /// more than twice the slack, it also closes kept connections that wait for a request
+    /// (at the housekeeper's tick, [`Shared::shed_idle`]), and the web server opens new ones
+    /// when it needs them, which the others take (see [`crate::scoreboard`]).
     fn rebalance(&self, conns: usize) {
         let Some(row) = &self.config.row else {
             return;
@@ -637,15 +639,86 @@ impl Shared {
         row.set_conns(conns);
         let slack = self.config.threads.max(BALANCE_SLACK);
         let fewest = row.fewest_elsewhere();
-        let over = |by: usize| fewest.is_some_and(|f| conns > f + by);
-        self.shedding.store(over(2 * slack), Ordering::Relaxed);
-        let yielding = over(slack);
+        let over = |by: usize| fewest.map_or(0, |f| conns.saturating_sub(f + by));
+        self.excess.store(over(2 * slack), Ordering::Relaxed);
+        let yielding = over(slack) > 0;
         if yielding == self.yielding.load(Ordering::Relaxed) {
             return;
         }
         let mut l = lock(&self.listeners);
         self.yielding.store(yielding, Ordering::Relaxed);
         let _ = self.relisten(&mut l);
+    }
+
+    /// How many kept connections this process should shed now for the other processes of its
+    /// group: half of what it holds over the limit, rounded up (each one the web server opens
+    /// again goes to another process, which then holds one more).
+    pub fn to_shed(&self) -> usize {
+        self.excess.load(Ordering::Relaxed).div_ceil(2)
+    }
+
+    /// Closes up to `most` kept connections that have waited for a request for `idle` or
+    /// longer, those that waited longest first, for the other processes of the group (see
+    /// [`Shared::rebalance`]); how many it closed. The housekeeper paces this, and calls
+    /// [`Shared::shed_busy`] when too few connections wait.
+    ///
+    /// Waiting connections are closed, not connections right after their response: nginx
+    /// keeps its free connections last-used first, so a connection it just got a response on
+    /// is the next it sends a request to, and a close that crosses that request fails it (a
+    /// POST is not retried: 502; 1 MiB uploads through nginx keep-conn at 2 x 4 threads and 64
+    /// connections failed in 1 `bench/run` round of 5 s in 30 that way, and in 6 of 24 once
+    /// bodies were collected sooner). A connection that waited longest is the last nginx
+    /// takes, and nginx sees its close while it waits there.
+    pub fn shed_idle(self: &Arc<Self>, most: usize, idle: Duration) -> usize {
+        let idle = idle.as_millis() as u64;
+        let now = self.now_ms();
+        let mut waiting: Vec<(u64, Arc<Conn>)> = (self.open_conns().into_iter())
+            .filter_map(|c| Some((c.waiting_since()?, c)))
+            .filter(|&(since, _)| since + idle <= now)
+            .collect();
+        waiting.sort_unstable_by_key(|&(since, _)| since);
+        let mut shed = 0;
+        for (_, c) in waiting {
+            if shed == most {
+                break;
+            }
+            if c.shed_if_idle(self, idle) {
+                shed += 1;
+            }
+        }
+        if shed > 0 {
+            crate::debug!("closed {shed} waiting kept connection(s) for the other processes");
+        }
+        shed
+    }
+
+    /// Marks up to `most` kept connections to close right after their current or next
+    /// response, for the other processes of the group; how many. This is for a web server
+    /// that keeps every connection busy, so that too few wait long enough to be shed by
+    /// [`Shared::shed_idle`]; the close can cross the web server's next request (see there).
+    pub fn shed_busy(self: &Arc<Self>, most: usize) -> usize {
+        let mut shed = 0;
+        for c in self.open_conns() {
+            if shed == most {
+                break;
+            }
+            if c.shed_after_response(self) {
+                shed += 1;
+            }
+        }
+        if shed > 0 {
+            crate::debug!("{shed} busy kept connection(s) close after their response, for the other processes");
+        }
+        shed
+    }
+
+    /// The connections open now.
+    fn open_conns(&self) -> Vec<Arc<conn::Conn>> {
+        lock(&self.table)
+            .conns
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 
     /// A worker process that started without a row of its scoreboard (every row was held)
@@ -660,12 +733,6 @@ impl Shared {
         crate::info!("this worker has its row of the scoreboard now: it shows on the status page");
         let l = lock(&self.listeners);
         row.set_open(l.watched);
-    }
-
-    /// Whether kept connections close after their response, for other processes of the
-    /// group to take them (see [`Shared::rebalance`]).
-    pub fn shedding(&self) -> bool {
-        self.shedding.load(Ordering::Relaxed)
     }
 
     /// Connections open now.
