@@ -1100,3 +1100,56 @@ fn collected_scgi_and_uwsgi_bodies_arrive_whole_and_are_let_go() {
         wire
     });
 }
+
+/// In a process of more threads, all busy, a body being collected is read before the new
+/// requests that came meanwhile are taken: the thread that frees up reads the connections
+/// collecting a body first (the rest of the body came after a kept connection's new request),
+/// so the request whose body it completes, which came first, runs first. (Taking one ready connection per
+/// free thread, in the order they became ready, it ran the new request first: a body's every
+/// read waited behind the new requests of kept connections, until the housekeeper saw every
+/// thread stuck for a tick.)
+#[test]
+fn a_body_being_collected_is_read_before_new_requests_are_taken() {
+    let mount = format!("/t={}", app("pep3333.wsgi"));
+    let gw = Gateway::start(&["--mount", &mount, "--threads", "2"]);
+    let dir = tmpdir("collect-first");
+    // A request that runs until its file `go` appears.
+    let gate = |name: &str| {
+        let marker = dir.join(format!("{name}.running"));
+        let go = dir.join(format!("{name}.go"));
+        let mut s = connect(&gw.addr).unwrap();
+        let uri = format!("/t/gate?marker={}&go={}", marker.display(), go.display());
+        fcgi_send(&mut *s, false, "GET", &uri);
+        wait_for("the gated request to run", || marker.exists());
+        (s, go)
+    };
+    // C's kept connection, idle after a first request.
+    let mut c = connect(&gw.addr).unwrap();
+    fcgi_send(&mut *c, true, "GET", "/t/count");
+    assert_eq!(fcgi_read_response(&mut *c, 1).unwrap().status, 200);
+    let (mut first, first_go) = gate("first");
+    // A: half of its body, collected by the other thread; C's next request is answered
+    // after that (one thread takes the events in the order they came).
+    let mut a = connect(&gw.addr).unwrap();
+    a.write_all(&fcgi_start("/t/count", 100_000, &[b'a'; 50_000], false))
+        .unwrap();
+    fcgi_send(&mut *c, true, "GET", "/t/count");
+    assert_eq!(fcgi_read_response(&mut *c, 1).unwrap().status, 200);
+    // Both threads busy; C's request comes, then the rest of A's body; then a thread frees.
+    let (mut second, second_go) = gate("second");
+    fcgi_send(&mut *c, true, "GET", "/t/count");
+    a.write_all(&fcgi_rest(&[b'a'; 50_000])).unwrap();
+    std::fs::write(&first_go, "").unwrap();
+    assert_eq!(fcgi_read_response(&mut *first, 1).unwrap().status, 200);
+    let ra = fcgi_read_response(&mut *a, 1).unwrap();
+    let rc = fcgi_read_response(&mut *c, 1).unwrap();
+    assert_eq!((ra.status, rc.status), (200, 200));
+    std::fs::write(&second_go, "").unwrap();
+    assert_eq!(fcgi_read_response(&mut *second, 1).unwrap().status, 200);
+    assert!(
+        hits_in(&ra) < hits_in(&rc),
+        "the new request ran before the one whose body was being collected: {} / {}",
+        ra.text(),
+        rc.text()
+    );
+}

@@ -565,6 +565,20 @@ impl Conn {
         self.settle(&mut st, sh);
     }
 
+    /// Reads the connection for the body it collects, as its readiness would (see
+    /// `Shared::collect_ready`); false once no body is being collected on it.
+    pub fn read_collecting(self: &Arc<Self>, sh: &Arc<Shared>, ready: &mut Vec<Job>) -> bool {
+        let mut st = self.lock();
+        if st.stream.is_none() || !st.reqs.iter().any(|r| r.collecting()) {
+            return false;
+        }
+        if self.wants_read(&st, sh) {
+            self.read_input(&mut st, sh, ready);
+            self.settle(&mut st, sh);
+        }
+        st.stream.is_some() && st.reqs.iter().any(|r| r.collecting())
+    }
+
     /// Closes the connection if it is kept and has waited for a request for at least `idle`
     /// (milliseconds), after reading any that came meanwhile: a process that holds more than
     /// its share of its group's connections sheds them this way (see
@@ -1070,6 +1084,9 @@ impl Conn {
             self.notify(st);
         }
         let collecting = st.reqs.iter().any(|r| r.collecting());
+        if collecting {
+            sh.note_collecting(self.token);
+        }
         let timer = if collecting {
             Some(Timer::Body)
         } else if pos < input.len() && st.reqs.is_empty() {

@@ -133,6 +133,14 @@ def application(environ, start_response):
             ms -= int(q['read'])
         time.sleep(max(ms, 0) / 1000)
         return reply(start_response, {'pid': os.getpid()})
+    if path == '/gate':
+        # Says it runs (the marker file), then waits for the file `go` (30 s at most).
+        with open(q['marker'], 'w') as f:
+            f.write('running')
+        deadline = time.monotonic() + 30
+        while not os.path.exists(q['go']) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return reply(start_response, {'pid': os.getpid()})
     if path == '/spin':
         # Busy for `ms` milliseconds (Python bytecode all along, so an interrupt lands);
         # `except Exception` must not swallow the gateway's interrupt, and `finally` runs.
