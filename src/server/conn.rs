@@ -579,16 +579,16 @@ impl Conn {
         st.stream.is_some() && st.reqs.iter().any(|r| r.collecting())
     }
 
-    /// Closes the connection if it is kept and has waited for a request for at least `idle`
-    /// (milliseconds), after reading any that came meanwhile: a process that holds more than
+    /// Closes the connection if it is kept and has waited for a request for at least `idle`,
+    /// after reading any that came meanwhile: a process that holds more than
     /// its share of its group's connections sheds them this way (see
     /// [`Shared::shed_idle`]). True if it closed.
-    pub fn shed_if_idle(self: &Arc<Self>, sh: &Arc<Shared>, idle: u64) -> bool {
+    pub fn shed_if_idle(self: &Arc<Self>, sh: &Arc<Shared>, idle: Duration) -> bool {
         let mut st = self.lock();
         if st.stream.is_none() || st.reader || !waiting(&st) {
             return false;
         }
-        if sh.now_ms() < st.timer_since + idle {
+        if sh.now_ms() < st.timer_since + idle.as_millis() as u64 {
             return false;
         }
         let mut ready = Vec::new();
@@ -1224,10 +1224,9 @@ impl Conn {
                 // ended by itself: refused, or aborted before its head was whole.)
                 // While the worker process stops (or sheds this connection), a kept connection
                 // closes right after a response: the end of the response and the close arrive
-                // together, and nginx
-                // drops a cached connection that is already closed when it puts it back
-                // (FastCGI has no way to tell the web server that a connection ends; nginx
-                // ignores `Connection: close` on FastCGI responses).
+                // together, and nginx drops a cached connection that is already closed when it
+                // puts it back (FastCGI has no way to tell the web server that a connection
+                // ends; nginx ignores `Connection: close` on FastCGI responses).
                 let keep = self.kept_after(st, sh);
                 if st.session.request_arriving() {
                     // The next request began arriving (FastCGI keep-conn): it has the header

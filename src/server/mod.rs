@@ -673,11 +673,10 @@ impl Shared {
     /// bodies were collected sooner). A connection that waited longest is the last nginx
     /// takes, and nginx sees its close while it waits there.
     pub fn shed_idle(self: &Arc<Self>, most: usize, idle: Duration) -> usize {
-        let idle = idle.as_millis() as u64;
         let now = self.now_ms();
         let mut waiting: Vec<(u64, Arc<Conn>)> = (self.open_conns().into_iter())
             .filter_map(|c| Some((c.waiting_since()?, c)))
-            .filter(|&(since, _)| since + idle <= now)
+            .filter(|&(since, _)| since + idle.as_millis() as u64 <= now)
             .collect();
         waiting.sort_unstable_by_key(|&(since, _)| since);
         let mut shed = 0;
