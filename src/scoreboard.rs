@@ -12,8 +12,10 @@
 //! the other 8, or 9 and 63, while requests on the fuller one waited for its threads and the
 //! other's were free. So a process publishes in its row how many connections it holds, whether
 //! it takes new ones, and when it last published; the server (`Shared::rebalance`) leaves its
-//! listeners to a process that holds fewer, and closes kept connections after their response
-//! when it holds many more. A row not written for a second (a process stopped or frozen) does
+//! listeners to a process that holds fewer, and when it holds many more hands kept connections
+//! that wait for a request to it: each row has a Unix datagram socket pair (made with the
+//! board, so every worker has all of them) over which a socket passes to the row's process
+//! ([`Row::hand_over`]). A row not written for a second (a process stopped or frozen) does
 //! not count.
 //!
 //! A process takes a *row* (its pid and one slot per thread). There are twice as many rows as
@@ -28,6 +30,8 @@
 //! on the group counters; a slot's request text is written under a sequence number so that a
 //! reader never shows half of one URI and half of another.
 
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -123,6 +127,10 @@ pub struct Board {
     words: &'static [AtomicU64],
     rows: usize,
     threads: usize,
+    /// A datagram socket pair per row (receiving end, sending end), made before the workers
+    /// are forked so that each has all of them: a worker hands a kept connection to the
+    /// process of another row by sending its descriptor to that row ([`Row::hand_over`]).
+    doors: Vec<(UnixDatagram, UnixDatagram)>,
 }
 
 fn unix_us(t: SystemTime) -> u64 {
@@ -136,10 +144,14 @@ impl Board {
         let rows = processes.max(1) * 2;
         let words = crate::sys::shared_words(HEADER + rows * (ROW_HEADER + threads * SLOT))?;
         words[H_START].store(unix_us(SystemTime::now()) / 1_000_000, Relaxed);
+        let doors = (0..rows)
+            .map(|_| UnixDatagram::pair())
+            .collect::<std::io::Result<_>>()?;
         Ok(Arc::new(Board {
             words,
             rows,
             threads,
+            doors,
         }))
     }
 
@@ -425,17 +437,43 @@ impl Row {
     /// The fewest connections another process of the group holds that takes new ones and
     /// published lately (`None`: no other process does).
     pub fn fewest_elsewhere(&self) -> Option<usize> {
+        self.fewest_row_elsewhere().map(|(_, conns)| conns)
+    }
+
+    /// The row of that process, and its connections.
+    pub fn fewest_row_elsewhere(&self) -> Option<(usize, usize)> {
         let b = &self.board;
         let now = monotonic_ms();
         let own = self.row.get().copied();
         (0..b.rows)
             .filter(|&r| Some(r) != own)
-            .map(|r| b.row_base(r))
-            .filter(|&base| b.w(base + R_PID).load(Relaxed) != 0)
-            .filter(|&base| b.w(base + R_OPEN).load(Relaxed) == 1)
-            .filter(|&base| now.saturating_sub(b.w(base + R_BEAT).load(Relaxed)) < STALE_MS)
-            .map(|base| b.w(base + R_CONNS).load(Relaxed) as usize)
-            .min()
+            .filter(|&r| b.w(b.row_base(r) + R_PID).load(Relaxed) != 0)
+            .filter(|&r| b.w(b.row_base(r) + R_OPEN).load(Relaxed) == 1)
+            .filter(|&r| now.saturating_sub(b.w(b.row_base(r) + R_BEAT).load(Relaxed)) < STALE_MS)
+            .map(|r| (r, b.w(b.row_base(r) + R_CONNS).load(Relaxed) as usize))
+            .min_by_key(|&(_, conns)| conns)
+    }
+
+    /// Sends a connection's descriptor, with a tag, to the process of row `to` (see
+    /// [`Row::handed`]); without waiting.
+    pub fn hand_over(&self, to: usize, tag: u8, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+        crate::sys::send_fd(&self.board.doors[to].1, tag, fd)
+    }
+
+    /// Where connections handed to this process arrive (readable when one waits); `None`
+    /// while it has no row.
+    pub fn door(&self) -> Option<BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.row.get().map(|&r| self.board.doors[r].0.as_fd())
+    }
+
+    /// A connection another process of the group handed to this one, with its tag; `None`
+    /// when none waits (or this process has no row yet: it waits at the row it will get).
+    pub fn handed(&self) -> std::io::Result<Option<(u8, OwnedFd)>> {
+        match self.row.get() {
+            Some(&r) => crate::sys::recv_fd(&self.board.doors[r].0),
+            None => Ok(None),
+        }
     }
 
     /// The request of [`Row::begin`] ended.

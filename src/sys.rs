@@ -1,6 +1,7 @@
-//! Operating-system calls beyond std, through `nix` (and signal-hook for signals). The four
+//! Operating-system calls beyond std, through `nix` (and signal-hook for signals). The five
 //! `unsafe` blocks left are `fork`, the shared mapping of the status scoreboard, glibc's
-//! `mallopt` and a read into a buffer's unfilled room, which no crate makes safe.
+//! `mallopt`, a read into a buffer's unfilled room and the ownership of a descriptor received
+//! from another process, which no crate makes safe.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -83,6 +84,61 @@ pub fn read_to_room(
         let n = n as usize;
         buf.set_len(buf.len() + n);
         Ok(n)
+    }
+}
+
+/// Sends descriptor `fd` with one byte, `tag`, over the datagram socket `to` (SCM_RIGHTS),
+/// without waiting: the receiver gets its own descriptor of the same open file.
+pub fn send_fd(
+    to: &std::os::unix::net::UnixDatagram,
+    tag: u8,
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let fds = [fd.as_raw_fd()];
+    let data = [tag];
+    let iov = [io::IoSlice::new(&data)];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<UnixAddr>(to.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_DONTWAIT, None).map_err(os)?;
+    Ok(())
+}
+
+/// Receives, without waiting, one descriptor sent by [`send_fd`] and its tag; `None` when
+/// none waits. A message without a descriptor is skipped.
+pub fn recv_fd(
+    from: &std::os::unix::net::UnixDatagram,
+) -> io::Result<Option<(u8, std::os::fd::OwnedFd)>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    loop {
+        let mut data = [0u8; 1];
+        let mut iov = [io::IoSliceMut::new(&mut data)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+        let msg = match recvmsg::<UnixAddr>(from.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Ok(msg) => msg,
+            Err(nix::Error::EAGAIN) => return Ok(None),
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(os(e)),
+        };
+        let mut got = None;
+        for c in msg.cmsgs().map_err(os)? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: the kernel installed `fd` in this process for this message
+                    // (SCM_RIGHTS): a new descriptor that nothing else here owns or closes, so
+                    // the OwnedFd made of it is its only owner. Extra ones are owned (and so
+                    // closed) the same way.
+                    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                    got.get_or_insert(owned);
+                }
+            }
+        }
+        let tag = data[0];
+        if let Some(fd) = got {
+            return Ok(Some((tag, fd)));
+        }
     }
 }
 

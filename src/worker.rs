@@ -134,6 +134,7 @@ pub fn run(
         max_body_bytes: c.max_body_bytes,
         max_connections: c.max_connections,
         cancel_on_disconnect: life.cancel_on_disconnect,
+        hand_over_kept: life.hand_over_kept,
         watch: server::Watch {
             slowlog: life.slowlog_timeout,
             interrupt: life.interrupt_timeout,

@@ -217,27 +217,35 @@ fn held(conns: &[Kept]) -> HashMap<u32, usize> {
     by_pid
 }
 
-#[test]
-fn kept_connections_spread_over_the_worker_processes() {
-    // The kernel hands a new connection to the first worker process with a thread waiting,
-    // and a kept connection stays where it went. Here one worker serves 3 s after the other
-    // (--preload of an app that sleeps in one process), and 10 kept connections open
-    // meanwhile: they all go to the first. Once both serve, the one holding more than the
-    // other by more than twice the slack (2 with one thread) closes kept connections that
-    // wait for a request (for 100 ms or more, a few per housekeeper tick), never one right
-    // after its response, and takes no new ones while it holds more by more than the slack:
-    // the connections opened again, as nginx does, go to the other worker.
-    let dir = tmpdir("balance");
+/// Two workers of one thread (and `extra` arguments), one of which serves 3 s after the other
+/// (--preload of an app that sleeps in one process), and 10 kept connections opened
+/// meanwhile: all on the first. (The kernel hands a new connection to the first worker with a
+/// thread waiting, and a kept connection stays where it went.) Once both serve, the one
+/// holding more than the other by more than twice the slack (2 with one thread) sheds kept
+/// connections, half its excess at a time, and takes no new ones while it holds more by more
+/// than the slack.
+fn ten_kept_on_one_worker(name: &str, extra: &[&str]) -> (Gateway, Vec<Kept>) {
+    let dir = tmpdir(name);
     let slow = format!("{}:3", dir.join("lock").display());
     let m = format!("/t={}", app("slow_start.wsgi"));
-    let args = two_workers_of_one_thread(&m);
+    let mut args = two_workers_of_one_thread(&m).to_vec();
+    args.extend_from_slice(extra);
     let gw = Gateway::start_with_env(&args, &[("SLOW_START", &slow)]);
-    let mut conns: Vec<Kept> = (0..10).map(|_| Kept::open(&gw.addr)).collect();
+    let conns: Vec<Kept> = (0..10).map(|_| Kept::open(&gw.addr)).collect();
     assert_eq!(held(&conns).len(), 1, "{:?}", held(&conns));
+    (gw, conns)
+}
+
+/// Asks on every connection in rounds (half a second each: [`Kept::ask`] waits 50 ms after
+/// each response for a close) until both workers answer 3 or more of them; a connection
+/// closed while it waited is opened again, as nginx does. How many were. Then, balanced, the
+/// connections stay where they are (once every worker looked again at its housekeeper's
+/// tick, 100 ms).
+fn ask_until_spread(gw: &Gateway, conns: &mut [Kept]) -> usize {
     let (mut closed, mut rounds) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let by_pid = held(&conns);
+        let by_pid = held(conns);
         if by_pid.len() == 2 && by_pid.values().all(|&n| n >= 3) {
             break;
         }
@@ -247,9 +255,7 @@ fn kept_connections_spread_over_the_worker_processes() {
              {by_pid:?}\n{}",
             gw.log_text()
         );
-        // A request on every connection, answered whole; one closed while it waited is
-        // opened again.
-        for c in &mut conns {
+        for c in conns.iter_mut() {
             if !c.ask().unwrap_or_else(|e| panic!("{e}\n{}", gw.log_text())) {
                 closed += 1;
                 *c = Kept::open(&gw.addr);
@@ -258,34 +264,43 @@ fn kept_connections_spread_over_the_worker_processes() {
         rounds += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(closed > 0);
-    // Balanced, the connections stay where they are (once every worker looked again at its
-    // housekeeper's tick, 100 ms).
     std::thread::sleep(Duration::from_millis(300));
-    let before = held(&conns);
-    for c in &mut conns {
+    let before = held(conns);
+    for c in conns.iter_mut() {
         assert!(
             c.ask().unwrap(),
             "a connection closed once balanced: {before:?}\n{}",
             gw.log_text()
         );
     }
-    assert_eq!(held(&conns), before);
+    assert_eq!(held(conns), before);
+    closed
 }
 
 #[test]
-fn busy_kept_connections_spread_over_the_worker_processes_too() {
-    // As above, but each connection is asked again as soon as it answered, as nginx does at
-    // full load: none waits long enough (100 ms) to be closed while it waits, and before the
-    // worker that holds them all closed some right after their response (once it held more
-    // than its share for a second), they stayed there for good.
-    let dir = tmpdir("balance-busy");
-    let slow = format!("{}:3", dir.join("lock").display());
-    let m = format!("/t={}", app("slow_start.wsgi"));
-    let args = two_workers_of_one_thread(&m);
-    let gw = Gateway::start_with_env(&args, &[("SLOW_START", &slow)]);
-    let conns: Vec<Kept> = (0..10).map(|_| Kept::open(&gw.addr)).collect();
-    assert_eq!(held(&conns).len(), 1, "{:?}", held(&conns));
+fn kept_connections_are_handed_to_the_other_worker_without_a_close() {
+    // Connections that wait for a request pass to the other worker (their sockets, over the
+    // group's Unix sockets): the client sees no close, and its next request is answered by
+    // the other worker.
+    let (gw, mut conns) = ten_kept_on_one_worker("balance", &[]);
+    let closed = ask_until_spread(&gw, &mut conns);
+    assert_eq!(closed, 0, "{}", gw.log_text());
+}
+
+#[test]
+fn without_hand_over_kept_connections_that_wait_are_closed_not_those_just_answered() {
+    // With hand-over-kept=false, the worker closes connections that waited for a request for
+    // 100 ms or more (then none for a second), never one right after its response
+    // (`Kept::ask` fails on that): nginx could be sending it its next request.
+    let (gw, mut conns) = ten_kept_on_one_worker("balance-close", &["--hand-over-kept=false"]);
+    let closed = ask_until_spread(&gw, &mut conns);
+    assert!(closed > 0);
+}
+
+/// Each connection asked again as soon as it answered, on its own thread, as nginx does at
+/// full load, until both workers answer 3 or more of them (a connection closed before its
+/// request is opened again); how many were opened again.
+fn ask_busily_until_spread(gw: &Gateway, conns: Vec<Kept>) -> usize {
     let pids = Mutex::new(conns.iter().map(|c| c.pid).collect::<Vec<_>>());
     let done = AtomicBool::new(false);
     let reopened = AtomicUsize::new(0);
@@ -298,7 +313,7 @@ fn busy_kept_connections_spread_over_the_worker_processes_too() {
     };
     std::thread::scope(|s| {
         for (i, mut c) in conns.into_iter().enumerate() {
-            let (pids, done, reopened, gw) = (&pids, &done, &reopened, &gw);
+            let (pids, done, reopened) = (&pids, &done, &reopened);
             s.spawn(move || {
                 while !done.load(Ordering::Relaxed) {
                     let answered = c.request().unwrap_or_else(|e| {
@@ -331,6 +346,26 @@ fn busy_kept_connections_spread_over_the_worker_processes_too() {
         }
         done.store(true, Ordering::Relaxed);
     });
+    reopened.into_inner()
+}
+
+#[test]
+fn busy_kept_connections_are_handed_over_too() {
+    // Between a response and the client's next request a connection waits for a moment: at
+    // a housekeeper tick some do, and those are handed over.
+    let (gw, conns) = ten_kept_on_one_worker("balance-busy", &[]);
+    let reopened = ask_busily_until_spread(&gw, conns);
+    assert_eq!(reopened, 0, "{}", gw.log_text());
+}
+
+#[test]
+fn without_hand_over_busy_kept_connections_close_after_their_response() {
+    // None waits long enough (100 ms) to be closed while it waits: once the worker that holds
+    // them all held more than its share for a second, some close right after their response
+    // (without that, they stayed there for good).
+    let (gw, conns) = ten_kept_on_one_worker("balance-busy-close", &["--hand-over-kept=false"]);
+    let reopened = ask_busily_until_spread(&gw, conns);
+    assert!(reopened > 0);
 }
 
 #[test]

@@ -88,6 +88,8 @@ pub struct Lifecycle {
     pub slowlog_timeout: Option<Duration>,
     pub interrupt_timeout: Option<Duration>,
     pub cancel_on_disconnect: bool,
+    /// Kept connections pass to another worker of the group rather than close (balance).
+    pub hand_over_kept: bool,
     pub preload: bool,
     pub display_name: Option<String>,
     /// Who the worker processes run as (resolved ids), and their umask.

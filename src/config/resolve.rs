@@ -739,6 +739,7 @@ fn lifecycle(s: &Settings, ctx: &mut Ctx<'_>) -> Lifecycle {
         slowlog_timeout: secs(s.slowlog_timeout),
         interrupt_timeout: secs(s.interrupt_timeout),
         cancel_on_disconnect: s.cancel_on_disconnect.unwrap_or(false),
+        hand_over_kept: s.hand_over_kept.unwrap_or(true),
         preload: s.preload.unwrap_or(false),
         display_name: s.display_name.clone(),
         identity: None,

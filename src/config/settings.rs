@@ -312,6 +312,12 @@ settings! {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     cancel_on_disconnect: Option<bool>,
+    /// A worker holding more than its share of its group's kept connections hands those
+    /// waiting for a request to another worker (their sockets pass over a Unix socket); false:
+    /// it closes them, and the web server opens new ones [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    hand_over_kept: Option<bool>,
     /// Path of the status page the gateway answers itself, whatever the mounts (php-fpm's
     /// pm.status_path), e.g. /status; ?json, ?xml, ?html, ?openmetrics, ?full [default: none].
     #[arg(long, value_name = "PATH")]

@@ -602,6 +602,47 @@ impl Conn {
         true
     }
 
+    /// Hands a kept FastCGI connection that waits for a request to another worker process
+    /// of the group: `send` gets the socket's descriptor and a tag for its kind (b't' TCP,
+    /// b'u' Unix), and sends it (see [`Shared::hand_over_waiting`]); this process then lets
+    /// go of it without a close the web server could see (the other process holds the same
+    /// open socket). A request the web server sent meanwhile stays in the socket, for the
+    /// other process. False (and nothing changed) if it does not wait, or the send failed.
+    pub fn hand_over(
+        &self,
+        sh: &Arc<Shared>,
+        send: impl FnOnce(u8, std::os::fd::BorrowedFd<'_>) -> io::Result<()>,
+    ) -> bool {
+        use std::os::fd::AsFd;
+        let mut st = self.lock();
+        let Some(stream) = &st.stream else {
+            return false;
+        };
+        // Nobody else may use the socket: no thread reads or writes it, and none holds it
+        // (this one's close would otherwise shut it down, for the other process too).
+        if st.reader || st.writer || !waiting(&st) || !st.session.is_fastcgi() {
+            return false;
+        }
+        if Arc::strong_count(stream) > 1 {
+            return false;
+        }
+        let tag = match **stream {
+            Stream::Tcp(_) => b't',
+            Stream::Unix(_) => b'u',
+        };
+        if let Err(e) = send(tag, stream.as_fd()) {
+            crate::debug!("handing a kept connection to another worker: {e}");
+            return false;
+        }
+        // Out of this process's epoll first: the socket stays open in the other process, and
+        // an epoll watches an open socket, not a descriptor.
+        if st.registered {
+            sh.unregister(&**stream);
+        }
+        self.close(&mut st, sh);
+        true
+    }
+
     /// Since when a kept connection has waited for a request (milliseconds, as
     /// [`Shared::now_ms`]); `None` if it does not wait.
     pub fn waiting_since(&self) -> Option<u64> {

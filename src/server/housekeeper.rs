@@ -55,7 +55,9 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
             return Instant::now();
         }
     };
-    for fd in [signals.fd(), sh.kick_fd.as_fd()] {
+    // A connection handed to this process (Shared::adopt_handed) wakes it, as a kick does.
+    let door = sh.config.row.as_ref().and_then(|r| r.door());
+    for fd in [signals.fd(), sh.kick_fd.as_fd()].into_iter().chain(door) {
         if let Err(e) = own.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, 0)) {
             crate::error!("housekeeper: {e}");
         }
@@ -114,8 +116,10 @@ pub fn run<R: Runner>(sh: &Arc<Shared>, runner: &R, mut signals: crate::sys::Sig
         }
         next_tick = Instant::now() + TICK;
         sh.io_due.store(true, Ordering::Relaxed);
-        // The other processes' connections came and went meanwhile.
+        // The other processes' connections came and went meanwhile, and some may have been
+        // handed to this one.
         sh.seat();
+        sh.adopt_handed();
         sh.rebalance(sh.conn_count());
         for sig in signals.pending() {
             if sig == signal_hook::consts::SIGUSR1 {
@@ -446,15 +450,16 @@ impl Keeper {
 
     /// While this process holds more than its share of its group's connections: sheds kept
     /// connections, up to half of what it holds over the limit (the tick's rebalance counted
-    /// the others anew), and then waits for [`SHED_PAUSE`] before it sheds again: the web
-    /// server opens connections again when it needs them, and until the others took them
-    /// their counts still look low (without the pause, a process with 10 connections and
-    /// another with none shed 10, not 3).
+    /// the others anew). After a close it waits for [`SHED_PAUSE`] before it sheds again:
+    /// until the web server opened connections again and the others took them, their counts
+    /// still look low (without the pause, a process with 10 connections and another with none
+    /// shed 10, not 3).
     ///
-    /// It closes connections that waited for a request for [`SHED_IDLE`] or more. When too
-    /// few wait and it has held too many for [`SHED_BUSY_AFTER`] (nginx at full load keeps
-    /// its connections busy: after a start, one worker held most of them for good), the rest
-    /// close right after their response, which can cross the web server's next request (see
+    /// It hands connections that wait for a request to the process that holds the fewest
+    /// (`Shared::hand_over_waiting`): the web server sees nothing. Only where that fails does
+    /// it close connections: those that waited for a request for [`SHED_IDLE`] or more, and
+    /// when too few did and it has held too many for [`SHED_BUSY_AFTER`], the rest right after
+    /// their response, which can cross the web server's next request (see
     /// `Shared::shed_idle`; closing instead connections that waited for any time, those that
     /// waited longest first, failed more uploads than that: 8 `bench/run` rounds in 12
     /// against 3 in 24).
@@ -468,11 +473,16 @@ impl Keeper {
         if self.shed_at.is_some_and(|at| at.elapsed() < SHED_PAUSE) {
             return;
         }
-        let mut shed = self.sh.shed_idle(most, SHED_IDLE);
-        if shed < most && over_since.elapsed() >= SHED_BUSY_AFTER {
-            shed += self.sh.shed_busy(most - shed);
+        let handed = self.sh.hand_over_waiting(most);
+        let mut closed = 0;
+        if handed < most {
+            closed += self.sh.shed_idle(most - handed, SHED_IDLE);
         }
-        if shed > 0 {
+        if handed + closed < most && over_since.elapsed() >= SHED_BUSY_AFTER {
+            closed += self.sh.shed_busy(most - handed - closed);
+        }
+        // (The process that takes handed connections counts them at once.)
+        if closed > 0 {
             self.shed_at = Some(Instant::now());
         }
     }

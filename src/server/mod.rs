@@ -17,6 +17,7 @@ pub mod session;
 mod status;
 
 pub use conn::{BodySink, Io, Outcome, WaitError};
+use listener::Stream;
 pub use listener::{inherited, Addr, Listener, ListenerSpec, Proto};
 pub use status::StatusPage;
 
@@ -142,6 +143,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Watch the connection while its request runs, and cancel the request when it closes.
     pub cancel_on_disconnect: bool,
+    /// Hand kept connections to the other processes of the group rather than close them
+    /// ([`Shared::hand_over_waiting`]).
+    pub hand_over_kept: bool,
     pub watch: Watch,
     pub recycle: Recycle,
     /// Other worker processes share the listeners: while every thread is stuck, this one
@@ -534,6 +538,14 @@ impl Shared {
         }
     }
 
+    /// Takes a connection's socket out of the epoll (one handed to another process, which
+    /// keeps it open: see [`Conn::hand_over`]).
+    fn unregister(&self, fd: &impl AsFd) {
+        if let Err(e) = self.epoll.delete(fd) {
+            crate::debug!("taking a connection out of the epoll: {e}");
+        }
+    }
+
     /// Registers a connection's socket with the shared epoll, edge-triggered for input and
     /// output: it is never modified afterwards (closing the socket removes it).
     fn register(&self, fd: &impl AsFd, token: u64) -> io::Result<()> {
@@ -809,16 +821,26 @@ impl Shared {
             }
         };
         self.backlog.store(true, Ordering::Relaxed);
-        let session = Session::new(
-            match proto {
-                Proto::FastCgi => Some(Protocol::FastCgi),
-                Proto::Scgi => Some(Protocol::Scgi),
-                Proto::Uwsgi => Some(Protocol::Uwsgi),
-                Proto::Auto => None,
-            },
-            self.config.limits,
-            self.fcgi.clone(),
-        );
+        let protocol = match proto {
+            Proto::FastCgi => Some(Protocol::FastCgi),
+            Proto::Scgi => Some(Protocol::Scgi),
+            Proto::Uwsgi => Some(Protocol::Uwsgi),
+            Proto::Auto => None,
+        };
+        self.admit(stream, protocol, ready, wait);
+        true
+    }
+
+    /// Takes a new connection into the table and acts on what came with it (see
+    /// [`Shared::accept`]).
+    fn admit(
+        self: &Arc<Self>,
+        stream: Stream,
+        protocol: Option<Protocol>,
+        ready: &mut Vec<Job>,
+        wait: bool,
+    ) {
+        let session = Session::new(protocol, self.config.limits, self.fcgi.clone());
         let (conn, conns) = {
             let mut t = lock(&self.table);
             let key = t.conns.vacant_key() as u64;
@@ -848,7 +870,70 @@ impl Shared {
         };
         self.rebalance(conns);
         conn.start(self, ready, wait);
-        true
+    }
+
+    /// Takes the kept connections other processes of the group handed to this one (see
+    /// [`Shared::hand_over_waiting`]), as new FastCGI connections: a request that came
+    /// meanwhile is in the socket, and until the next one comes the connection has the
+    /// header timeout (as a new connection; a kept one waits for the keepalive timeout).
+    pub fn adopt_handed(self: &Arc<Self>) {
+        let Some(row) = &self.config.row else {
+            return;
+        };
+        let mut ready = Vec::new();
+        loop {
+            let (tag, fd) = match row.handed() {
+                Ok(Some(handed)) => handed,
+                Ok(None) => break,
+                Err(e) => {
+                    crate::error!("taking a connection from another worker: {e}");
+                    break;
+                }
+            };
+            let stream = match tag {
+                b't' => Stream::Tcp(mio::net::TcpStream::from_std(fd.into())),
+                b'u' => Stream::Unix(mio::net::UnixStream::from_std(fd.into())),
+                _ => continue,
+            };
+            crate::debug!("took a kept connection from another worker of the group");
+            self.admit(stream, Some(Protocol::FastCgi), &mut ready, false);
+        }
+        self.push_jobs(ready);
+    }
+
+    /// Hands up to `most` kept connections that wait for a request, those that waited longest
+    /// first, to the process of the group that holds the fewest connections; how many. Unlike
+    /// a close, the web server sees nothing: its next request on the connection goes to the
+    /// other process (see [`Conn::hand_over`]).
+    pub fn hand_over_waiting(self: &Arc<Self>, most: usize) -> usize {
+        let Some(row) = &self
+            .config
+            .row
+            .as_ref()
+            .filter(|_| self.config.hand_over_kept)
+        else {
+            return 0;
+        };
+        let Some((to, _)) = row.fewest_row_elsewhere() else {
+            return 0;
+        };
+        let mut waiting: Vec<(u64, Arc<Conn>)> = (self.open_conns().into_iter())
+            .filter_map(|c| Some((c.waiting_since()?, c)))
+            .collect();
+        waiting.sort_unstable_by_key(|&(since, _)| since);
+        let mut handed = 0;
+        for (_, c) in waiting {
+            if handed == most {
+                break;
+            }
+            if c.hand_over(self, |tag, fd| row.hand_over(to, tag, fd)) {
+                handed += 1;
+            }
+        }
+        if handed > 0 {
+            crate::debug!("handed {handed} kept connection(s) to another worker of the group");
+        }
+        handed
     }
 
     /// Acts on one epoll event.
