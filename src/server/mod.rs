@@ -685,14 +685,8 @@ impl Shared {
     /// bodies were collected sooner). A connection that waited longest is the last nginx
     /// takes, and nginx sees its close while it waits there.
     pub fn shed_idle(self: &Arc<Self>, most: usize, idle: Duration) -> usize {
-        let now = self.now_ms();
-        let mut waiting: Vec<(u64, Arc<Conn>)> = (self.open_conns().into_iter())
-            .filter_map(|c| Some((c.waiting_since()?, c)))
-            .filter(|&(since, _)| since + idle.as_millis() as u64 <= now)
-            .collect();
-        waiting.sort_unstable_by_key(|&(since, _)| since);
         let mut shed = 0;
-        for (_, c) in waiting {
+        for c in self.waiting_conns(idle) {
             if shed == most {
                 break;
             }
@@ -724,6 +718,18 @@ impl Shared {
             crate::debug!("{shed} busy kept connection(s) close after their response, for the other processes");
         }
         shed
+    }
+
+    /// The kept connections that have waited for a request for `idle` or longer, those that
+    /// waited longest first.
+    fn waiting_conns(&self, idle: Duration) -> Vec<Arc<Conn>> {
+        let until = self.now_ms().saturating_sub(idle.as_millis() as u64);
+        let mut waiting: Vec<(u64, Arc<Conn>)> = (self.open_conns().into_iter())
+            .filter_map(|c| Some((c.waiting_since()?, c)))
+            .filter(|&(since, _)| since <= until)
+            .collect();
+        waiting.sort_unstable_by_key(|&(since, _)| since);
+        waiting.into_iter().map(|(_, c)| c).collect()
     }
 
     /// The connections open now.
@@ -917,12 +923,8 @@ impl Shared {
         let Some((to, _)) = row.fewest_row_elsewhere() else {
             return 0;
         };
-        let mut waiting: Vec<(u64, Arc<Conn>)> = (self.open_conns().into_iter())
-            .filter_map(|c| Some((c.waiting_since()?, c)))
-            .collect();
-        waiting.sort_unstable_by_key(|&(since, _)| since);
         let mut handed = 0;
-        for (_, c) in waiting {
+        for c in self.waiting_conns(Duration::ZERO) {
             if handed == most {
                 break;
             }
