@@ -456,8 +456,9 @@ impl Keeper {
     /// shed 10, not 3).
     ///
     /// It hands connections that wait for a request to the process that holds the fewest
-    /// (`Shared::hand_over_waiting`): the web server sees nothing. Only where that fails does
-    /// it close connections: those that waited for a request for [`SHED_IDLE`] or more, and
+    /// (`Shared::hand_over_waiting`), at every tick: the web server sees nothing. Only where
+    /// that fails does it close connections: those that waited for a request for [`SHED_IDLE`]
+    /// or more, and
     /// when too few did and it has held too many for [`SHED_BUSY_AFTER`], the rest right after
     /// their response, which can cross the web server's next request (see
     /// `Shared::shed_idle`; closing instead connections that waited for any time, those that
@@ -473,15 +474,15 @@ impl Keeper {
         if self.shed_at.is_some_and(|at| at.elapsed() < SHED_PAUSE) {
             return;
         }
-        let handed = self.sh.hand_over_waiting(most);
-        let mut closed = 0;
-        if handed < most {
-            closed += self.sh.shed_idle(most - handed, SHED_IDLE);
-        }
+        // Handed connections are counted at once by the process that takes them, and those
+        // that wait now are all handed: the next tick hands more, and nothing closes.
+        let Err(handed) = self.sh.hand_over_waiting(most) else {
+            return;
+        };
+        let mut closed = self.sh.shed_idle(most - handed, SHED_IDLE);
         if handed + closed < most && over_since.elapsed() >= SHED_BUSY_AFTER {
             closed += self.sh.shed_busy(most - handed - closed);
         }
-        // (The process that takes handed connections counts them at once.)
         if closed > 0 {
             self.shed_at = Some(Instant::now());
         }

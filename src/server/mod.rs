@@ -908,34 +908,45 @@ impl Shared {
     }
 
     /// Hands up to `most` kept connections that wait for a request, those that waited longest
-    /// first, to the process of the group that holds the fewest connections; how many. Unlike
-    /// a close, the web server sees nothing: its next request on the connection goes to the
-    /// other process (see [`Conn::hand_over`]).
-    pub fn hand_over_waiting(self: &Arc<Self>, most: usize) -> usize {
-        let Some(row) = &self
-            .config
-            .row
-            .as_ref()
-            .filter(|_| self.config.hand_over_kept)
-        else {
-            return 0;
+    /// first, to the process of the group that holds the fewest connections. Unlike a close,
+    /// the web server sees nothing: its next request on the connection goes to the other
+    /// process (see [`Conn::hand_over`]). `Ok`: every waiting one it could take was handed;
+    /// `Err`: it cannot hand over (`hand-over-kept` is off, or a send failed), with how many
+    /// it handed.
+    pub fn hand_over_waiting(self: &Arc<Self>, most: usize) -> Result<usize, usize> {
+        let Some(row) = &self.config.row else {
+            return Err(0);
         };
         let Some((to, _)) = row.fewest_row_elsewhere() else {
-            return 0;
+            return Err(0);
         };
-        let mut handed = 0;
+        if !self.config.hand_over_kept {
+            return Err(0);
+        }
+        let (mut handed, mut failed) = (0, false);
         for c in self.waiting_conns(Duration::ZERO) {
             if handed == most {
                 break;
             }
-            if c.hand_over(self, |tag, fd| row.hand_over(to, tag, fd)) {
+            let send = |tag, fd: std::os::fd::BorrowedFd<'_>| {
+                let sent = row.hand_over(to, tag, fd);
+                failed |= sent.is_err();
+                sent
+            };
+            if c.hand_over(self, send) {
                 handed += 1;
+            } else if failed {
+                break;
             }
         }
         if handed > 0 {
             crate::debug!("handed {handed} kept connection(s) to another worker of the group");
         }
-        handed
+        if failed {
+            Err(handed)
+        } else {
+            Ok(handed)
+        }
     }
 
     /// Acts on one epoll event.
