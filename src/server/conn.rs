@@ -382,6 +382,14 @@ fn waiting(st: &ConnState) -> bool {
         && st.timer == Some(Timer::Idle)
 }
 
+/// Since when an open kept connection has waited for its next request (as `timer_since`),
+/// if it does and no thread reads or writes its socket: one the housekeeper may close or
+/// hand to another process.
+fn idle_since(st: &ConnState) -> Option<u64> {
+    let free = st.stream.is_some() && !st.reader && !st.writer;
+    (free && waiting(st)).then_some(st.timer_since)
+}
+
 /// A read straight into a buffer of request `id`'s body (the bytes an app's body read returns,
 /// or the room of a body being collected): where its body bytes lie in the input, in order
 /// (see [`Conn::decode_in_place`]).
@@ -580,22 +588,21 @@ impl Conn {
     }
 
     /// Closes the connection if it is kept and has waited for a request for at least `idle`,
-    /// after reading any that came meanwhile: a process that holds more than
-    /// its share of its group's connections sheds them this way (see
-    /// [`Shared::shed_idle`]). True if it closed.
+    /// after reading any that came meanwhile: a process that holds more than its share of its
+    /// group's connections sheds them this way (see [`Shared::shed_idle`]). True if it closed.
     pub fn shed_if_idle(self: &Arc<Self>, sh: &Arc<Shared>, idle: Duration) -> bool {
         let mut st = self.lock();
-        if st.stream.is_none() || st.reader || !waiting(&st) {
+        let Some(since) = idle_since(&st) else {
             return false;
-        }
-        if sh.now_ms() < st.timer_since + idle.as_millis() as u64 {
+        };
+        if sh.now_ms() < since + idle.as_millis() as u64 {
             return false;
         }
         let mut ready = Vec::new();
         self.read_input(&mut st, sh, &mut ready);
         let came = !ready.is_empty();
         sh.push_jobs(ready);
-        if came || st.stream.is_none() || !waiting(&st) {
+        if came || idle_since(&st).is_none() {
             return false;
         }
         self.close(&mut st, sh);
@@ -615,17 +622,14 @@ impl Conn {
     ) -> bool {
         use std::os::fd::AsFd;
         let mut st = self.lock();
-        let Some(stream) = &st.stream else {
+        if idle_since(&st).is_none() || !st.session.is_fastcgi() {
+            return false;
+        }
+        // Nobody else may hold the socket either (this one's close would otherwise shut it
+        // down, for the other process too).
+        let Some(stream) = st.stream.as_ref().filter(|s| Arc::strong_count(s) == 1) else {
             return false;
         };
-        // Nobody else may use the socket: no thread reads or writes it, and none holds it
-        // (this one's close would otherwise shut it down, for the other process too).
-        if st.reader || st.writer || !waiting(&st) || !st.session.is_fastcgi() {
-            return false;
-        }
-        if Arc::strong_count(stream) > 1 {
-            return false;
-        }
         let tag = match **stream {
             Stream::Tcp(_) => b't',
             Stream::Unix(_) => b'u',
@@ -646,8 +650,7 @@ impl Conn {
     /// Since when a kept connection has waited for a request (milliseconds, as
     /// [`Shared::now_ms`]); `None` if it does not wait.
     pub fn waiting_since(&self) -> Option<u64> {
-        let st = self.lock();
-        (st.stream.is_some() && !st.reader && waiting(&st)).then_some(st.timer_since)
+        idle_since(&self.lock())
     }
 
     /// Marks a kept connection to close right after its current response, or its next one
@@ -1575,10 +1578,11 @@ impl Conn {
                 && !st.session.request_arriving()
             {
                 // A kept connection closes after this response (the worker stops, or sheds
-                // it): the close follows its end at once (not after the app's clean-up), so that nginx reads
-                // the close with the end and does not reuse the connection. What comes after is read and dropped, never run: a request sent
-                // before the web server saw the close gets no answer, as it would from a
-                // closed connection, and can be sent again elsewhere.
+                // it): the close follows its end at once (not after the app's clean-up), so
+                // that nginx reads the close with the end and does not reuse the connection.
+                // What comes after is read and dropped, never run: a request sent before the
+                // web server saw the close gets no answer, as it would from a closed
+                // connection, and can be sent again elsewhere.
                 self.linger(&mut st, sh);
             }
         } else {

@@ -458,9 +458,8 @@ impl Keeper {
     /// It hands connections that wait for a request to the process that holds the fewest
     /// (`Shared::hand_over_waiting`), at every tick: the web server sees nothing. Only where
     /// that fails does it close connections: those that waited for a request for [`SHED_IDLE`]
-    /// or more, and
-    /// when too few did and it has held too many for [`SHED_BUSY_AFTER`], the rest right after
-    /// their response, which can cross the web server's next request (see
+    /// or more, and when too few did and it has held too many for [`SHED_BUSY_AFTER`], the
+    /// rest right after their response, which can cross the web server's next request (see
     /// `Shared::shed_idle`; closing instead connections that waited for any time, those that
     /// waited longest first, failed more uploads than that: 8 `bench/run` rounds in 12
     /// against 3 in 24).

@@ -914,15 +914,14 @@ impl Shared {
     /// `Err`: it cannot hand over (`hand-over-kept` is off, or a send failed), with how many
     /// it handed.
     pub fn hand_over_waiting(self: &Arc<Self>, most: usize) -> Result<usize, usize> {
-        let Some(row) = &self.config.row else {
+        let row = self
+            .config
+            .row
+            .as_ref()
+            .filter(|_| self.config.hand_over_kept);
+        let Some((row, to)) = row.and_then(|r| Some((r, r.fewest_row_elsewhere()?.0))) else {
             return Err(0);
         };
-        let Some((to, _)) = row.fewest_row_elsewhere() else {
-            return Err(0);
-        };
-        if !self.config.hand_over_kept {
-            return Err(0);
-        }
         let (mut handed, mut failed) = (0, false);
         for c in self.waiting_conns(Duration::ZERO) {
             if handed == most {
